@@ -1,0 +1,71 @@
+"""tracesynth: harvest verified reasoning traces from a teacher and distil them into a student.
+
+The public API is what ``__all__`` lists. Records and recipes are imported eagerly (they are
+light); stage functions are imported on first use, so ``import tracesynth`` never imports
+torch, transformers or datasets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+from tracesynth.config import Recipe, load_recipe
+from tracesynth.errors import (
+    AuthError,
+    BudgetExceeded,
+    ConfigError,
+    DataError,
+    RunLockedError,
+    SourceError,
+    StoreError,
+    TeacherError,
+    TemplateError,
+    TracesynthError,
+    UserError,
+    VerifierError,
+)
+from tracesynth.records import Problem, Sample, Trace, Usage, Verdict
+from tracesynth.store import JsonlStage, RunStore
+
+# name -> module that defines it; imported lazily on first attribute access
+_LAZY = {
+}
+
+__all__ = sorted(
+    [
+        "AuthError",
+        "BudgetExceeded",
+        "ConfigError",
+        "DataError",
+        "JsonlStage",
+        "Problem",
+        "Recipe",
+        "RunLockedError",
+        "RunStore",
+        "Sample",
+        "SourceError",
+        "StoreError",
+        "TeacherError",
+        "TemplateError",
+        "Trace",
+        "TracesynthError",
+        "Usage",
+        "UserError",
+        "Verdict",
+        "VerifierError",
+        "__version__",
+        "load_recipe",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tracesynth' has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""The ``tracesynth`` command line (typer). Each stage command calls exactly one stage function.
+
+This is the only place that turns exceptions into exit codes:
+
+* :class:`~tracesynth.errors.UserError` (and other errors with ``exit_code == 2``): one line on
+  stderr, ``error: <message>``, exit 2, no traceback (``--debug`` shows it);
+* any other :class:`~tracesynth.errors.TracesynthError`: one line, exit 1;
+* Ctrl-C: exit 130; SIGTERM: exit 143 (stages stop cleanly before that, see harvest).
+
+Heavy imports (torch, transformers, trl, datasets) happen inside the commands that need them,
+so ``tracesynth --help`` and ``tracesynth harvest`` never import torch.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from tracesynth import __version__
+from tracesynth.errors import TracesynthError
+
+app = typer.Typer(
+    name="tracesynth",
+    help="Harvest verified reasoning traces from a teacher, curate them, and distil a student.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipe_app = typer.Typer(help="Inspect and validate recipes.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+_STATE = {"debug": False}
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer needs Optional here on 3.10
+    typer.Option("--set", help="Override a recipe key: a.b.c=value (YAML value). Repeatable."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of live progress.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tracesynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+def _load(recipe: Path | None, overrides: list[str] | None):
+    from tracesynth.config import load_recipe
+
+    return load_recipe(recipe, overrides or [])
+
+
+# -- recipes ---------------------------------------------------------------------------------
+@recipe_app.command("show")
+def recipe_show(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Print the resolved recipe (defaults < file < --set)."""
+    from tracesynth.config import recipe_yaml
+
+    typer.echo(recipe_yaml(_load(recipe, set_)), nl=False)
+
+
+@recipe_app.command("check")
+def recipe_check(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Validate a recipe: keys, types, referenced files and the sft block against TRL."""
+    from tracesynth.recipe_check import check_recipe
+
+    r = _load(recipe, set_)
+    problems = check_recipe(r)
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
+    typer.echo(f"{recipe}: ok ({r.name}, run_dir {r.run_dir})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and map errors to exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = app(args=args, standalone_mode=False, prog_name="tracesynth")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TracesynthError as exc:
+        if _STATE["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,318 @@
+"""Recipes: one pydantic model per stage, loaded from YAML with ``--set a.b.c=value`` overrides.
+
+Precedence is defaults < recipe file < overrides. Every model forbids unknown keys, so a typo
+is an error naming the key (and its line in the file). API keys never appear here: a recipe
+names the *environment variable* that holds one (``teacher.api_key_env``).
+
+The ``sft:`` block is passed to ``trl.SFTConfig`` as it is; it is checked against TRL's own
+fields by :mod:`tracesynth.train.sft` (which imports torch), not re-declared here.
+
+This module reads and validates recipes; it does not run stages or resolve data files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tracesynth.errors import ConfigError
+from tracesynth.ids import stable_hash
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HygieneConfig(Section):
+    drop_figures: bool = True
+    require_answer: bool = True
+    require_boxed: bool = False
+
+
+class SourceConfig(Section):
+    kind: Literal["jsonl", "parquet", "csv", "disk", "hub", "gym", "builtin"] = "jsonl"
+    path: str | None = None
+    name: str | None = None  # hub dataset, builtin set, or reasoning-gym task
+    split: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    domain: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    shuffle: bool = False
+    seed: int = 0
+    weight: float = 1.0
+    size: int | None = None  # reasoning-gym: how many problems to generate
+    config: dict[str, Any] = Field(default_factory=dict)  # reasoning-gym task config
+    hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
+
+
+class PromptConfig(Section):
+    template: str = "boxed_math"
+    system: str | None = None
+
+
+class SamplingConfig(Section):
+    temperature: float | None = 0.6
+    top_p: float | None = 0.95
+    max_tokens: int | None = 32768
+    stop: list[str] | None = None
+    seed: int | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class PricesConfig(Section):
+    """USD per million tokens. Reasoning tokens cost `output` unless `reasoning` is set."""
+
+    input: float = 0.0
+    cached_input: float | None = None
+    output: float = 0.0
+    reasoning: float | None = None
+    batch_discount: float = 0.5
+
+
+class SimConfig(Section):
+    """Start the simulated teacher on 127.0.0.1 for this run (demo, tests, benchmarks)."""
+
+    enabled: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherConfig(Section):
+    model: str = "deepseek-reasoner"
+    base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
+    api_key_env: str | None = "TEACHER_API_KEY"
+    concurrency: int = Field(64, ge=1)
+    rpm: float | None = None
+    rps: float | None = None
+    tpm: float | None = None
+    input_tpm: float | None = None
+    output_tpm: float | None = None
+    timeout_s: float = Field(1800.0, gt=0)
+    n: int = Field(1, ge=1)
+    api_n: bool = False  # ask for n choices in one call (where the endpoint supports it)
+    max_attempts: int = Field(6, ge=1)
+    item_retries: int = Field(3, ge=0)  # resume-time retries of a sample that ended in an item error
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    prices: PricesConfig | None = None  # None: look the model up in the shipped price table
+    budget_usd: float | None = None
+    mode: Literal["online", "batch"] = "online"
+    sim: SimConfig = Field(default_factory=SimConfig)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.replace("_", "").isalnum() or v[0].isdigit()):
+            raise ValueError("must be the NAME of an environment variable (e.g. TEACHER_API_KEY), not a key")
+        return v
+
+
+class VerifyConfig(Section):
+    verifiers: list[str] = Field(default_factory=lambda: ["math"])
+    by_domain: dict[str, list[str]] = Field(default_factory=dict)
+    keep: Literal["all", "any", "majority"] = "all"
+    workers: int = Field(2, ge=1)
+    timeout_s: float = 5.0
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-verifier settings
+
+
+class DecontamConfig(Section):
+    enabled: bool = True
+    eval_sets: list[str] = Field(default_factory=list)
+    n: int = Field(8, ge=1)
+    allow: list[str] = Field(default_factory=list)
+
+
+class CurateConfig(Section):
+    keep: Literal["passing", "solved", "all"] = "passing"
+    exact_dedup: bool = True
+    near_dedup: bool = False
+    near_threshold: float = 0.8
+    per_problem: int = Field(1, ge=1)
+    pick: Literal["shortest", "longest", "random"] = "shortest"
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    drop_truncated: bool = True
+    select: dict[str, Any] = Field(default_factory=dict)  # s1-style selection; see curate.select
+    seed: int = 0
+
+
+class DatasetConfig(Section):
+    format: Literal["messages", "prompt_completion"] = "messages"
+    reasoning: Literal["think_tags", "reasoning_content", "none"] = "think_tags"
+    system_prompt: str | None = None
+    license: str = "other"
+    push_to_hub: str | None = None
+    shard_rows: int = 50_000
+
+
+class StudentConfig(Section):
+    init: Literal["tiny"] | None = "tiny"
+    model: str | None = None
+    tiny: dict[str, Any] = Field(default_factory=dict)  # Qwen2Config overrides for the tiny student
+    vocab_size: int = 512
+
+
+class ComputeConfig(Section):
+    """What training runs on, for the cost receipt (GPU-hours x price)."""
+
+    gpus: int = 0
+    gpu_type: str = "cpu"
+    gpu_hour_usd: float = 0.0
+    accelerate_config: str | None = None
+
+
+class EvalConfig(Section):
+    source: SourceConfig | None = None
+    backend: Literal["local", "endpoint"] = "local"
+    base_url: str | None = None
+    model: str | None = None
+    n: int = Field(1, ge=1)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    batch_size: int = 32
+    budgets: list[int] = Field(default_factory=list)
+    wait_extensions: list[int] = Field(default_factory=list)
+    verifiers: list[str] | None = None
+    seed: int = 0
+
+
+class ReportConfig(Section):
+    plots: bool = True
+
+
+class Recipe(Section):
+    name: str = "run"
+    run_dir: str = "runs/run"
+    source: SourceConfig | list[SourceConfig] = Field(default_factory=SourceConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    sft: dict[str, Any] = Field(default_factory=dict)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> overrides
+
+    @property
+    def sources(self) -> list[SourceConfig]:
+        return self.source if isinstance(self.source, list) else [self.source]
+
+    def hash(self) -> str:
+        """A stable hash of the resolved recipe (recorded in the manifest and dataset card)."""
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a","b","c"], value parsed as YAML: numbers, lists, null ...)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: empty key in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({_first_line(exc)})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides in order to a plain dict (returns the same dict)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = {}
+                node[part] = nxt
+            elif not isinstance(nxt, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {text!r}: {where} is a {type(nxt).__name__}, not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe (or the defaults when ``path`` is None) and apply overrides."""
+    overrides = list(overrides or [])
+    text = ""
+    data: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: recipe file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read recipe ({exc.strerror})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or _first_line(exc)
+            raise ConfigError(f"{where}{line}: invalid YAML: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{where}: a recipe must be a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    apply_overrides(data, overrides)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        # drop pydantic's union-branch names (e.g. 'SourceConfig', 'list[SourceConfig]')
+        loc = [p for p in loc if not (p[:1].isupper() or p.startswith("list["))]
+        field = ".".join(loc) or "<recipe>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        line = _line_of(text, loc) if text else None
+        from_set = any(o.split("=", 1)[0].strip() == field for o in overrides)
+        origin = f"--set {field}" if from_set else f"{where}{f':{line}' if line else ''}"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{origin}: {field}: {msg}{more}") from None
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """The 1-based line of the deepest key of ``loc`` found in the YAML text."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    line, node = key.start_mark.line + 1, value
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (what `tracesynth recipe show` prints)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
