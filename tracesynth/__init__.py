@@ -34,33 +34,30 @@ from tracesynth.store import JsonlStage, RunStore
 _LAZY = {
 }
 
-__all__ = sorted(
-    [
-        "AuthError",
-        "BudgetExceeded",
-        "ConfigError",
-        "DataError",
-        "JsonlStage",
-        "Problem",
-        "Recipe",
-        "RunLockedError",
-        "RunStore",
-        "Sample",
-        "SourceError",
-        "StoreError",
-        "TeacherError",
-        "TemplateError",
-        "Trace",
-        "TracesynthError",
-        "Usage",
-        "UserError",
-        "Verdict",
-        "VerifierError",
-        "__version__",
-        "load_recipe",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "AuthError",
+    "BudgetExceeded",
+    "ConfigError",
+    "DataError",
+    "JsonlStage",
+    "Problem",
+    "Recipe",
+    "RunLockedError",
+    "RunStore",
+    "Sample",
+    "SourceError",
+    "StoreError",
+    "TeacherError",
+    "TemplateError",
+    "Trace",
+    "TracesynthError",
+    "Usage",
+    "UserError",
+    "Verdict",
+    "VerifierError",
+    "__version__",
+    "load_recipe",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,8 @@
 """Stable content hashes used as record ids (problem, sample, recipe).
 
 A hash is sha256 over canonical JSON (sorted keys, no whitespace), cut to 16 hex chars
-(64 bits: the chance of any collision among ten million records is about 3e-6). This module does not decide *what* goes into an id; records.py does.
+(64 bits: the chance of any collision among ten million records is about 3e-6).
+This module does not decide *what* goes into an id; records.py does.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ class JsonlStage(Generic[M]):
                     try:
                         yield self.model.model_validate_json(raw)
                     except ValueError as exc:
-                        raise StoreError(f"{self.path}:{lineno}: not a valid {self.model.__name__}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+                        why = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                        raise StoreError(f"{self.path}:{lineno}: not a valid {self.model.__name__}: {why}") from None
                 else:
                     yield json.loads(raw)
 
@@ -248,7 +249,9 @@ class RunStore:
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape results (recorded in manifests and cards)."""
     out = {"python": platform.python_version(), "platform": sys.platform}
-    for name in ("tracesynth", "openai", "httpx", "datasets", "math-verify", "reasoning-gym", "torch", "transformers", "trl"):
+    names = ("tracesynth", "openai", "httpx", "datasets", "math-verify", "reasoning-gym", "torch", "transformers")
+    names += ("trl",)
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
