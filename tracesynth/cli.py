@@ -18,7 +18,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from tracesynth import __version__
@@ -92,13 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = app(args=args, standalone_mode=False, prog_name="tracesynth")
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:  # typer vendors click: these are its classes, not click's
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # usage errors: click's own message, exit 2
+        show = getattr(exc, "show", None)
+        show() if show else typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except TracesynthError as exc:
         if _STATE["debug"]:

@@ -1,0 +1,81 @@
+"""The CLI as a user runs it: real subprocesses, exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+import tracesynth
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_version():
+    res = run("--version")
+    assert res.returncode == 0
+    assert res.stdout.strip() == f"tracesynth {tracesynth.__version__}"
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from tracesynth.cli import app; import tracesynth; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_recipe_show_applies_overrides(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: demo\nteacher: {concurrency: 4}\n")
+    res = run("recipe", "show", str(p), "--set", "teacher.concurrency=9", "--set", "teacher.model=sim")
+    assert res.returncode == 0, res.stderr
+    shown = yaml.safe_load(res.stdout)
+    assert shown["name"] == "demo"
+    assert shown["teacher"]["concurrency"] == 9
+    assert shown["teacher"]["model"] == "sim"
+
+
+def test_user_error_is_one_line_exit_2_no_traceback(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("teacher:\n  concurrency: 4\n  modle: x\n")
+    res = run("recipe", "show", str(p))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {p}:3: teacher.modle: unknown key"
+    assert "Traceback" not in res.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    res = run("--debug", "recipe", "show", str(tmp_path / "missing.yaml"))
+    assert res.returncode == 2
+    assert "Traceback" in res.stderr
+    assert res.stderr.strip().endswith("recipe file not found")
+
+
+def test_bad_override_exit_2():
+    res = run("recipe", "show", "--set", "teacher.concurrency", "/dev/null")
+    assert res.returncode == 2
+    assert "expected KEY.PATH=VALUE" in res.stderr
+
+
+def test_recipe_check_missing_source_file(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("source: {kind: jsonl, path: nowhere.jsonl}\n")
+    res = run("recipe", "check", str(p))
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: source.path: nowhere.jsonl: no such file"
+
+
+def test_unknown_command_is_usage_error():
+    res = run("frobnicate")
+    assert res.returncode == 2
+
+
+def test_public_api_all_is_sorted_and_importable():
+    assert tracesynth.__all__ == sorted(tracesynth.__all__)
+    for name in tracesynth.__all__:
+        assert getattr(tracesynth, name) is not None
