@@ -181,6 +181,26 @@ class EvalConfig(Section):
     seed: int = 0
 
 
+class CostConfig(Section):
+    """Expectations for `tracesynth cost` (an estimate before running; receipts use measurements).
+
+    Training GPU-hours = 6 x params x trained tokens / (peak FLOP/s x MFU) / 3600, the standard
+    dense-transformer estimate (forward + backward, attention FLOPs folded into the MFU).
+    """
+
+    prompt_tokens: float | None = None  # per request; None: measured on the rendered prompts (chars / 4)
+    completion_tokens: float = 4000.0  # per sample, reasoning included
+    keep_rate: float = Field(0.7, gt=0, le=1)  # share of samples that survive verification + curation
+    train_examples: int | None = None  # None: curate.select target, else problems x n x keep_rate
+    train_tokens_per_example: float | None = None  # None: prompt_tokens + completion_tokens
+    student_params_b: float | None = None  # billions; None: counted from the tiny config
+    peak_tflops: float = 989.0  # per GPU, dense bf16 (H100 SXM)
+    mfu: float = Field(0.35, gt=0, le=1)
+    epochs: float | None = None  # None: sft.num_train_epochs (TRL's default 3)
+    eval_problems: int = 0
+    eval_completion_tokens: float = 0.0
+
+
 class ReportConfig(Section):
     plots: bool = True
 
@@ -199,6 +219,7 @@ class Recipe(Section):
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> overrides
 
     @property
