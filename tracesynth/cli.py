@@ -86,6 +86,16 @@ def recipe_check(recipe: RecipeArg, set_: SetOpt = None) -> None:
     typer.echo(f"{recipe}: ok ({r.name}, run_dir {r.run_dir})")
 
 
+# -- simulated teacher: flags generated from SimOptions (imports pydantic/typer only; server lazily)
+def _register_sim_teacher() -> None:
+    from tracesynth.sim.command import register
+
+    register(app)
+
+
+_register_sim_teacher()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)

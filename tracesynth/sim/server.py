@@ -1,0 +1,284 @@
+"""The simulator's OpenAI-compatible routes on top of :mod:`tracesynth.sim.http`.
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
+``GET /health``, ``GET /stats`` (JSON counters). More can be added with :meth:`SimApp.route`
+(e.g. files and batches later). Request flow: auth (when a key is set) → JSON and parameter
+validation (400s shaped like OpenAI's) → generation (:mod:`~tracesynth.sim.engine`) → rate
+limiter (429 + headers) → the request's fault (:mod:`~tracesynth.sim.faults`) → reply, at once
+when there is no delay (no task), else from a coroutine (delays, streams, hangs, drops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tracesynth.sim import engine
+from tracesynth.sim.answer_key import AnswerKey
+from tracesynth.sim.faults import FaultPlan, RateLimiter
+from tracesynth.sim.http import Connection, Request, response
+from tracesynth.sim.options import SimOptions
+from tracesynth.sim.solver import Solver
+from tracesynth.sim.stream import stream_reply
+from tracesynth.sim.tokens import count_chat_prompt, count_tokens, message_text
+
+Handler = Callable[[Request, Connection], Any]
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ERROR_BODIES = {
+    "500": (500, "The server had an error while processing your request. Sorry about that!"),
+    "503": (503, "The engine is currently overloaded, please try again later."),
+}
+_BAD_GATEWAY = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type_: str = "invalid_request_error", headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+        self.headers = headers or []
+
+    def render(self) -> bytes:
+        err = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return response(self.status, _dumps({"error": err}).encode(), self.headers)
+
+
+class Stats:
+    """Request and fault counters (read from any thread via :meth:`snapshot`)."""
+
+    def __init__(self) -> None:
+        self.c: dict[str, Any] = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "prompt_tokens": 0,
+                                  "completion_tokens": 0, "routes": {}, "status": {}, "faults": {},
+                                  "rate_limited": {}}
+
+    def bump(self, group: str, key: str | int, by: int = 1) -> None:
+        d = self.c[group]
+        d[str(key)] = d.get(str(key), 0) + by
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in self.c.items()}
+
+
+class SimApp:
+    """The OpenAI-compatible application; ``dispatch`` is called by the HTTP protocol."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.opts = options
+        key = AnswerKey.load(options.answer_key) if options.answer_key else None
+        self.solver = Solver(options.seed, options.wrong_rate, key)
+        self.faults = FaultPlan(options)
+        self.limiter = RateLimiter(options.rpm, options.tpm)
+        self.stats = Stats()
+        self._key = options.api_key.get_secret_value().encode() if options.api_key else None
+        self._ids = itertools.count(1)
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.route("POST", "/v1/chat/completions")(self.chat)
+        self.route("POST", "/v1/completions")(self.completions)
+        self.route("GET", "/v1/models")(self.models)
+        self.route("GET", "/health")(lambda req, conn: response(200, b'{"status":"ok"}'))
+        self.route("GET", "/stats")(lambda req, conn: response(200, _dumps(self.stats.snapshot()).encode()))
+
+    def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.routes[(method, path)] = fn
+            return fn
+        return register
+
+    # -- entry -----------------------------------------------------------------------------
+    def dispatch(self, req: Request, conn: Connection) -> Any:
+        st = self.stats
+        st.c["requests"] += 1
+        st.bump("routes", req.path)
+        try:
+            handler = self.routes.get((req.method, req.path))
+            if handler is None:
+                if any(p == req.path for _, p in self.routes):
+                    raise ApiError(405, f"Method {req.method} not allowed for {req.path}")
+                raise ApiError(404, f"Unknown route {req.path}", code="not_found")
+            if self._key is not None and req.path.startswith("/v1/"):
+                self._auth(req)
+            out = handler(req, conn)
+        except ApiError as exc:
+            st.bump("status", exc.status)
+            return exc.render()
+        if isinstance(out, bytes):
+            st.bump("status", int(out[9:12]))
+        return out
+
+    def _auth(self, req: Request) -> None:
+        given = req.headers.get("authorization", "")
+        if not given:
+            raise ApiError(401, "You didn't provide an API key. Use an 'Authorization: Bearer <key>' header.")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key):
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    # -- routes ----------------------------------------------------------------------------
+    def models(self, req: Request, conn: Connection) -> bytes:
+        data = [{"id": self.opts.model, "object": "model", "created": 0, "owned_by": "tracesynth-sim"}]
+        return response(200, _dumps({"object": "list", "data": data}).encode())
+
+    def chat(self, req: Request, conn: Connection) -> Any:
+        body = _json(req)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise ApiError(400, "'messages' must be a non-empty list of message objects", "messages")
+        p = self._params(body)
+        users = [m for m in messages if m.get("role") == "user"] or messages
+        text = message_text(users[-1].get("content"))
+        choices = engine.chat_choices(self.solver, text, self.opts.reasoning, p["n"], p["max_tokens"], p["stop"],
+                                      p["seed"], p["temperature"])
+        return self._reply(req, conn, "chat", p, count_chat_prompt(messages), choices)
+
+    def completions(self, req: Request, conn: Connection) -> Any:
+        body = _json(req)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise ApiError(400, "'prompt' must be a string (token ids and batches are not simulated)", "prompt")
+        p = self._params(body)
+        choices = engine.completion_choices(self.solver, prompt, p["n"], p["max_tokens"], p["stop"], p["seed"],
+                                            p["temperature"])
+        return self._reply(req, conn, "text", p, count_tokens(prompt), choices)
+
+    def _params(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "'model' is required", "model")
+        if self.opts.strict_model and model != self.opts.model:
+            raise ApiError(404, f"The model `{model}` does not exist.", "model", "model_not_found")
+        n = _int(body, "n", 1, 1, 128)
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None:
+            max_tokens = _int({"max_tokens": max_tokens}, "max_tokens", None, 1, 10**9)
+        stop = body.get("stop") or []
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 16:
+            raise ApiError(400, "'stop' must be a string or a list of up to 16 strings", "stop")
+        temperature = body.get("temperature")
+        if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
+            raise ApiError(400, "'temperature' must be a number between 0 and 2", "temperature")
+        opts = body.get("stream_options") or {}
+        return {"model": model, "n": n, "max_tokens": max_tokens, "stop": stop, "seed": body.get("seed"),
+                "temperature": temperature, "stream": bool(body.get("stream")),
+                "include_usage": bool(isinstance(opts, dict) and opts.get("include_usage"))}
+
+    # -- replies ---------------------------------------------------------------------------
+    def _reply(self, req: Request, conn: Connection, kind: str, p: dict[str, Any], prompt_tokens: int,
+               choices: list[engine.Choice]) -> Any:
+        st = self.stats
+        completion = sum(c.completion_tokens for c in choices)
+        decision = self.faults.decide(req.body)
+        headers: list[tuple[str, str]] = []
+        if self.limiter.active:
+            wait, which = self.limiter.admit(prompt_tokens + completion)
+            headers = self.limiter.headers()
+            if wait:
+                st.bump("rate_limited", which)
+                raise _too_many(wait if math.isfinite(wait) else 60.0, which, headers)
+        fault = decision.fault
+        if fault != "ok":
+            st.bump("faults", fault)
+        if fault == "429":
+            raise _too_many(self.opts.retry_after_s, "requests", headers)
+        if fault in _ERROR_BODIES:
+            status, msg = _ERROR_BODIES[fault]
+            raise ApiError(status, msg, type_="server_error", headers=headers)
+        if fault == "502":
+            st.bump("status", 502)
+            return response(502, _BAD_GATEWAY, headers, content_type="text/html")
+        st.c["prompt_tokens"] += prompt_tokens
+        st.c["completion_tokens"] += completion
+        reasoning = sum(c.reasoning_tokens for c in choices)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": prompt_tokens + completion}
+        if kind == "chat":
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-sim{next(self._ids):010d}"
+        if p["stream"]:
+            return self._run(conn, stream_reply(conn, self.opts, kind, rid, p["model"], choices, usage,
+                                                p["include_usage"], headers, decision.latency_s, fault))
+        delay = decision.latency_s + self.opts.token_delay_s * completion
+        body = _dumps(_full_body(kind, rid, p["model"], choices, usage, fault)).encode()
+        if fault == "malformed":
+            body = body[: max(1, len(body) // 2)]
+        if fault in ("ok", "malformed", "empty_choices") and delay <= 0:
+            st.bump("status", 200)
+            return response(200, body, headers)
+        return self._run(conn, self._later(conn, body, headers, delay, fault))
+
+    async def _run(self, conn: Connection, coro: Any) -> None:
+        st = self.stats.c
+        st["in_flight"] += 1
+        st["max_in_flight"] = max(st["max_in_flight"], st["in_flight"])
+        try:
+            await coro
+        finally:
+            st["in_flight"] -= 1
+
+    async def _later(self, conn: Connection, body: bytes, headers: list[tuple[str, str]], delay: float,
+                     fault: str) -> None:
+        if fault == "hang":
+            await asyncio.wait([conn.closed], timeout=self.opts.hang_s)
+            conn.close()
+            return
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.stats.bump("status", 200)
+        out = response(200, body, headers)
+        if fault in ("drop_body", "drop_stream"):
+            conn.write(out[: len(out) - len(body) // 2])
+            conn.close()
+            return
+        conn.write(out)
+
+
+def _json(req: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(req.body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body
+
+
+def _int(body: dict[str, Any], name: str, default: int | None, lo: int, hi: int) -> Any:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ApiError(400, f"'{name}' must be an integer between {lo} and {hi}", name)
+    return v
+
+
+def _too_many(wait: float, which: str, headers: list[tuple[str, str]]) -> ApiError:
+    retry = [("retry-after", str(max(1, math.ceil(wait)))), ("retry-after-ms", str(max(1, math.ceil(wait * 1000))))]
+    msg = f"Rate limit reached for {which}. Please try again in {wait:.3g}s."
+    return ApiError(429, msg, code="rate_limit_exceeded", type_=which, headers=headers + retry)
+
+
+def _full_body(kind: str, rid: str, model: str, choices: list[engine.Choice], usage: dict[str, Any],
+               fault: str) -> dict[str, Any]:
+    out = []
+    if fault != "empty_choices":
+        for i, c in enumerate(choices):
+            if kind == "chat":
+                msg: dict[str, Any] = {"role": "assistant", "content": c.fields.get("content")}
+                for name in ("reasoning_content", "reasoning"):
+                    if name in c.fields:
+                        msg[name] = c.fields[name]
+                out.append({"index": i, "message": msg, "logprobs": None, "finish_reason": c.finish_reason})
+            else:
+                out.append({"index": i, "text": c.fields.get("text", ""), "logprobs": None,
+                            "finish_reason": c.finish_reason})
+    obj = "chat.completion" if kind == "chat" else "text_completion"
+    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": out, "usage": usage}

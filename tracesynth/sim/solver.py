@@ -1,0 +1,313 @@
+"""What the simulated teacher thinks: a problem text in, a reasoning trace and an answer out.
+
+Order of attempts for a user message:
+
+1. an arithmetic expression found in it (symbols, or phrasings like "the sum of A and B",
+   "subtract A from B", "multiply A by B") covering every number in the text — worked step by
+   step by :mod:`tracesynth.sim.arith`;
+2. the answer key (:mod:`tracesynth.sim.answer_key`), with a short generic trace;
+3. otherwise a valid completion saying it cannot solve the problem (no boxed answer).
+
+With probability ``wrong_rate`` a solution carries one plausible mistake to a wrong boxed answer
+(arithmetic: a mistake inside one step; answer key: an off-by-one or a neighbour's answer).
+Every random choice comes from ``random.Random`` seeded by (seed, problem identity, variant), so
+a sample is the same whatever order requests arrive in. ``Solution.recheck`` is what it says
+after a budget-forcing "Wait": it re-checks the steps and, half the time, catches its mistake.
+This module does not know about HTTP, tokens or truncation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from typing import Literal
+
+from tracesynth.sim import arith
+from tracesynth.sim.answer_key import AnswerKey, normalize
+
+CATCH_RATE = 0.5  # chance that a budget-forcing "Wait" finds a deliberate mistake
+_WORDS = [
+    (re.compile(r"\b(?:the\s+)?sum\s+of\s+(-?\d+)\s+and\s+(-?\d+)", re.I), "{0} + {1}"),
+    (re.compile(r"\badd\s+(-?\d+)\s+(?:and|to|plus)\s+(-?\d+)", re.I), "{0} + {1}"),
+    (re.compile(r"\bsubtract\s+(-?\d+)\s+from\s+(-?\d+)", re.I), "{1} - {0}"),
+    (re.compile(r"\b(?:the\s+)?difference\s+(?:between|of)\s+(-?\d+)\s+and\s+(-?\d+)", re.I), "{0} - {1}"),
+    (re.compile(r"\b(?:the\s+)?product\s+of\s+(-?\d+)\s+and\s+(-?\d+)", re.I), "{0} * {1}"),
+    (re.compile(r"\bmultiply\s+(-?\d+)\s+(?:by|and|with)\s+(-?\d+)", re.I), "{0} * {1}"),
+    (re.compile(r"\bdivide\s+(-?\d+)\s+by\s+(-?\d+)", re.I), "{0} / {1}"),
+]
+_INFIX = [
+    (re.compile(r"\s+multiplied\s+by\s+", re.I), " * "),
+    (re.compile(r"\s+divided\s+by\s+", re.I), " / "),
+    (re.compile(r"\s+plus\s+", re.I), " + "),
+    (re.compile(r"\s+minus\s+", re.I), " - "),
+    (re.compile(r"\s+times\s+", re.I), " * "),
+]
+_SYMBOLS = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*"})
+_CANDIDATE = re.compile(r"[-+(\s]*\d[\d\s+\-*/()]*")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# chat-template markers around the user turn of a raw completion prompt
+_USER_TURN = [
+    re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S),
+    re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\s*(.*?)<\|eot_id\|>", re.S),
+    re.compile(r"<｜User｜>(.*?)<｜Assistant｜>", re.S),
+    re.compile(r"<\|user\|>\s*(.*?)(?:<\|end\|>|<\|assistant\|>)", re.S),
+]
+
+
+@dataclass(frozen=True)
+class Solution:
+    """One sampled answer: reasoning, final content, and what the simulator knows about it."""
+
+    kind: Literal["arithmetic", "answer_key", "unknown"]
+    identity: str
+    reasoning: str
+    content: str
+    answer: str | None
+    truth: str | None
+    wrong: bool
+    recheck: str
+    recheck_content: str
+
+    def continue_after_wait(self, waits: int) -> tuple[str, str]:
+        """(more reasoning, final content) after the ``waits``-th budget-forcing 'Wait'."""
+        if waits <= 1:
+            return self.recheck, self.recheck_content
+        return ", I have already checked this; the answer stays the same.", self.recheck_content
+
+
+def user_text_of_prompt(prompt: str) -> str:
+    """The user's turn inside a raw completion prompt (the whole prompt when no template is recognised)."""
+    head = prompt.split("<think>")[0]
+    for pattern in _USER_TURN:
+        found = pattern.findall(head)
+        if found:
+            return found[-1]
+    return head
+
+
+def find_expression(text: str) -> arith.Node | None:
+    """The arithmetic expression a problem text asks for, or None (see module docstring)."""
+    text = text.translate(_SYMBOLS)
+    for pattern, template in _WORDS:
+        m = pattern.search(text)
+        if m:
+            return _covering(text, template.format(*m.groups()), [m.span()])
+    for pattern, repl in _INFIX:
+        text = pattern.sub(repl, text)
+    found: list[tuple[arith.Node, tuple[int, int]]] = []
+    for m in _CANDIDATE.finditer(text):
+        node = _parse_candidate(text, m.start(), m.end())
+        if node is not None:
+            found.append((node, m.span()))
+    if not found:
+        return None
+    node, span = found[-1]
+    return node if _covers_all_numbers(text, [span]) else None
+
+
+def _covering(text: str, expr: str, spans: list[tuple[int, int]]) -> arith.Node | None:
+    try:
+        node = arith.parse(expr)
+    except arith.ParseError:
+        return None
+    return node if _covers_all_numbers(text, spans) else None
+
+
+def _covers_all_numbers(text: str, spans: list[tuple[int, int]]) -> bool:
+    return all(any(s <= m.start() and m.end() <= e for s, e in spans) for m in _NUMBER.finditer(text))
+
+
+def _parse_candidate(text: str, start: int, end: int) -> arith.Node | None:
+    while start < end and text[start].isspace():
+        start += 1
+    frag = text[start:end].strip().rstrip("+-*/( ")
+    if not frag:
+        return None
+    while frag.count("(") < frag.count(")") and frag.endswith(")"):
+        frag = frag[:-1].rstrip()
+    before = text[:start].rstrip()
+    after = text[end:]
+    if before[-1:] in (".", "^", "_", ")") or before[-1:].isdigit() or re.search(r"\d", after[:1]):
+        return None
+    if (text[start - 1 : start].isalpha()) or after[:1].isalpha() or after[:1] == "^":
+        return None
+    if re.match(r"\.\d", after):
+        return None
+    if frag[0] in "+-" and re.search(r"(?:^|\W)[A-Za-z]$", before):
+        return None  # "y - 3 * 2": the minus is a binary operator after a variable
+    try:
+        node = arith.parse(frag)
+    except arith.ParseError:
+        return None
+    return node if _has_binop(node) else None
+
+
+def _has_binop(node: arith.Node) -> bool:
+    if isinstance(node, arith.Bin):
+        return True
+    if isinstance(node, arith.Neg):
+        return _has_binop(node.operand)
+    return False
+
+
+def rng_for(*parts: object) -> random.Random:
+    """A generator seeded by a hash of ``parts`` (stable across processes and runs)."""
+    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+class Solver:
+    """Turns a user message into a :class:`Solution`; deterministic in (seed, problem, variant)."""
+
+    def __init__(self, seed: int = 0, wrong_rate: float = 0.0, answer_key: AnswerKey | None = None) -> None:
+        self.seed, self.wrong_rate, self.key = seed, wrong_rate, answer_key
+        self.solve = lru_cache(maxsize=4096)(self._solve)
+
+    def _solve(self, text: str, variant: object = 0) -> Solution:
+        node = find_expression(text)
+        entry = self.key.lookup(text) if self.key is not None else None
+        if node is not None:
+            try:
+                truth = arith.Evaluator().run(node)
+            except ZeroDivisionError:
+                node = None
+            else:
+                if entry is None or _same_number(entry.answer, truth):
+                    return self._arithmetic(node, truth, variant)
+        if entry is not None:
+            return self._from_key(text, entry.id, entry.answer, variant)
+        return _unknown(text)
+
+    # -- arithmetic ------------------------------------------------------------------------
+    def _arithmetic(self, node: arith.Node, truth: arith.Num, variant: object) -> Solution:
+        expr = arith.render(node)
+        rng = rng_for("sim", self.seed, expr, variant)
+        wrong = rng.random() < self.wrong_rate
+        good = arith.Evaluator()
+        good.run(node)
+        steps, value, bad_at = good.steps, truth, None
+        if wrong:
+            steps, value, bad_at = _mistaken(node, truth, rng, len(good.steps))
+        reasoning = _write_steps(expr, steps, value)
+        content = _final(fmt := arith.fmt(value))
+        recheck, recheck_content = _recheck(steps, good.steps, bad_at, value, truth, rng)
+        return Solution("arithmetic", expr, reasoning, content, fmt, arith.fmt(truth), value != truth,
+                        recheck, recheck_content)
+
+    # -- answer key ------------------------------------------------------------------------
+    def _from_key(self, text: str, key_id: str, truth: str, variant: object) -> Solution:
+        rng = rng_for("sim-key", self.seed, key_id, variant)
+        wrong = rng.random() < self.wrong_rate
+        answer = _near_miss(truth, rng, self.key.answers if self.key else []) if wrong else truth
+        snippet = _snippet(text)
+        reasoning = (
+            f"The question: {snippet}\n"
+            "This is not an expression I can work digit by digit, so I recall how this problem goes.\n"
+            f"Working through it, the result I get is {answer}.\n"
+            f"Checking that this answers what was asked: it does, so the answer is {answer}."
+        )
+        caught = wrong and rng.random() < CATCH_RATE
+        if caught:
+            recheck = f", let me check that result again. {answer} does not hold up; redoing it gives {truth}."
+            after = truth
+        else:
+            recheck = f", let me check that result again. It still comes out as {answer}."
+            after = answer
+        return Solution("answer_key", key_id, reasoning, _final(answer), answer, truth, answer != truth,
+                        recheck, _final(after))
+
+
+def _final(answer: str) -> str:
+    return f"The answer is \\boxed{{{answer}}}."
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    norm = normalize(text)
+    return norm if len(norm) <= limit else norm[: limit - 3] + "..."
+
+
+def _unknown(text: str) -> Solution:
+    reasoning = (
+        f"The question: {_snippet(text)}\n"
+        "I find no arithmetic expression in it that I can work out, and it is not in my answer key.\n"
+        "I should not guess."
+    )
+    content = "I cannot solve this problem."
+    return Solution("unknown", normalize(text)[:200], reasoning, content, None, None, False,
+                    ", I still cannot solve it.", content)
+
+
+def _same_number(a: str, b: arith.Num) -> bool:
+    try:
+        return Fraction(a.strip()) == Fraction(b)
+    except (ValueError, ZeroDivisionError):
+        return False
+
+
+def _near_miss(truth: str, rng: random.Random, others: list[str]) -> str:
+    """A plausible wrong answer: off by one for numbers, the next letter for choices, else another answer."""
+    t = truth.strip()
+    if re.fullmatch(r"-?\d+", t):
+        return str(int(t) + rng.choice([-1, 1]))
+    if re.fullmatch(r"-?\d+\.\d+", t):
+        places = len(t.split(".")[1])
+        step = Fraction(1, 10**places) * rng.choice([-1, 1])
+        return f"{float(Fraction(t) + step):.{places}f}"
+    if re.fullmatch(r"-?\d+/\d+", t):
+        num, den = t.split("/")
+        return f"{int(num) + 1}/{den}"
+    if re.fullmatch(r"[A-Ea-e]", t):
+        return chr((ord(t.upper()) - ord("A") + 1) % 5 + ord("A"))
+    pool = [a for a in others if a != t]
+    return rng.choice(pool) if pool else f"not {t}"
+
+
+def _mistaken(
+    node: arith.Node, truth: arith.Num, rng: random.Random, n_steps: int
+) -> tuple[list[arith.Step], arith.Num, int | None]:
+    """Steps with one mistake that changes the final value (several tries, then a copying slip)."""
+    order = list(range(1, n_steps + 1))
+    rng.shuffle(order)
+    for at in order[:8]:
+        ev = arith.Evaluator(rng, inject_at=at)
+        try:
+            value = ev.run(node)
+        except ZeroDivisionError:
+            continue
+        if value != truth:
+            return ev.steps, value, next(i for i, s in enumerate(ev.steps, 1) if s.result != s.true_result)
+    good = arith.Evaluator()
+    good.run(node)
+    return good.steps, truth + 1, None
+
+
+def _write_steps(expr: str, steps: list[arith.Step], value: arith.Num) -> str:
+    out = [f"We need to evaluate {expr}.", "Order: parentheses first, then * and /, then + and -, left to right."]
+    for i, step in enumerate(steps, 1):
+        out.append(f"Step {i}: {step.header}")
+        out.extend(f"  {line}" for line in step.lines)
+        out.append(f"  so {step.header} = {arith.fmt(step.result)}")
+    out.append(f"The result is {arith.fmt(value)}.")
+    return "\n".join(out)
+
+
+def _recheck(
+    steps: list[arith.Step], good: list[arith.Step], bad_at: int | None, value: arith.Num, truth: arith.Num,
+    rng: random.Random,
+) -> tuple[str, str]:
+    """The re-check after 'Wait': finds the deliberate mistake with probability CATCH_RATE."""
+    if value == truth or (bad_at is not None and rng.random() >= CATCH_RATE) or bad_at is None:
+        lines = [f"Step {i}: {s.header} = {arith.fmt(s.result)}, checks out." for i, s in enumerate(steps, 1)]
+        return ", let me check the steps again.\n" + "\n".join(lines) + f"\nSo the result is {arith.fmt(value)}.", \
+            _final(arith.fmt(value))
+    lines = [f"Step {i}: {s.header} = {arith.fmt(s.result)}, checks out." for i, s in enumerate(steps[: bad_at - 1], 1)]
+    bad = steps[bad_at - 1]
+    lines.append(f"Step {bad_at}: {bad.header} is {arith.fmt(bad.true_result)}, not {arith.fmt(bad.result)}. "
+                 "I made a mistake there; redoing from this step:")
+    lines.extend(f"Step {i}: {s.header} = {arith.fmt(s.result)}" for i, s in enumerate(good, 1) if i > bad_at)
+    return ", let me check the steps again.\n" + "\n".join(lines) + f"\nSo the result is {arith.fmt(truth)}.", \
+        _final(arith.fmt(truth))
