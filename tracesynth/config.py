@@ -42,8 +42,9 @@ class SourceConfig(Section):
     limit: int | None = None
     offset: int = 0
     shuffle: bool = False
+    shuffle_buffer: int = Field(10_000, ge=1)  # parquet/csv/hub: seeded buffer shuffle (exact for jsonl/disk/gym)
     seed: int = 0
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=0)  # mixing weight across several sources
     size: int | None = None  # reasoning-gym: how many problems to generate
     config: dict[str, Any] = Field(default_factory=dict)  # reasoning-gym task config
     hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
