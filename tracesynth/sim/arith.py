@@ -21,6 +21,7 @@ import random
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 Num = int | Fraction
 MAX_DIGITS = 40
@@ -29,18 +30,15 @@ MAX_OPS = 40
 _TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
 
 
-@dataclass(frozen=True)
-class Lit:
+class Lit(NamedTuple):
     value: int
 
 
-@dataclass(frozen=True)
-class Neg:
+class Neg(NamedTuple):
     operand: Node
 
 
-@dataclass(frozen=True)
-class Bin:
+class Bin(NamedTuple):
     op: str
     left: Node
     right: Node
@@ -154,6 +152,8 @@ def _prec(op: str) -> int:
 
 def fmt(x: Num) -> str:
     """An exact number as text: integers plainly, other fractions as p/q."""
+    if type(x) is int:
+        return str(x)
     if isinstance(x, Fraction):
         return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
     return str(x)
@@ -177,7 +177,7 @@ class Evaluator:
     """Evaluate a parsed expression into steps; ``inject_at`` puts a mistake into that step (1-based)."""
 
     def __init__(self, rng: random.Random | None = None, inject_at: int | None = None) -> None:
-        self.rng = rng or random.Random(0)
+        self.rng = rng
         self.inject_at = inject_at
         self.steps: list[Step] = []
 
@@ -216,8 +216,8 @@ def _apply(op: str, a: Num, b: Num) -> Num:
     return _norm(Fraction(a) / Fraction(b))
 
 
-def _is_int(*xs: Num) -> bool:
-    return all(isinstance(x, int) for x in xs)
+def _is_int(a: Num, b: Num) -> bool:
+    return type(a) is int and type(b) is int
 
 
 def _off(rng: random.Random, x: int) -> int:

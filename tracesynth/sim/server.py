@@ -204,6 +204,7 @@ class SimApp:
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-sim{next(self._ids):010d}"
         if p["stream"]:
+            st.bump("status", 200)
             return self._run(conn, stream_reply(conn, self.opts, kind, rid, p["model"], choices, usage,
                                                 p["include_usage"], headers, decision.latency_s, fault))
         delay = decision.latency_s + self.opts.token_delay_s * completion

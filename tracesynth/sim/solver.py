@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
@@ -46,8 +47,10 @@ _INFIX = [
     (re.compile(r"\s+minus\s+", re.I), " - "),
     (re.compile(r"\s+times\s+", re.I), " * "),
 ]
+_ANY_WORD = re.compile(r"(?i)sum|add|subtract|difference|product|multipl|divide|plus|minus|times")
 _SYMBOLS = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*"})
 _CANDIDATE = re.compile(r"[-+(\s]*\d[\d\s+\-*/()]*")
+_VARIABLE_END = re.compile(r"(?:^|\W)[A-Za-z]$")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # chat-template markers around the user turn of a raw completion prompt
 _USER_TURN = [
@@ -69,14 +72,14 @@ class Solution:
     answer: str | None
     truth: str | None
     wrong: bool
-    recheck: str
-    recheck_content: str
+    recheck: Callable[[], tuple[str, str]] = field(repr=False, compare=False)
 
     def continue_after_wait(self, waits: int) -> tuple[str, str]:
         """(more reasoning, final content) after the ``waits``-th budget-forcing 'Wait'."""
+        more, content = self.recheck()
         if waits <= 1:
-            return self.recheck, self.recheck_content
-        return ", I have already checked this; the answer stays the same.", self.recheck_content
+            return more, content
+        return ", I have already checked this; the answer stays the same.", content
 
 
 def user_text_of_prompt(prompt: str) -> str:
@@ -91,22 +94,23 @@ def user_text_of_prompt(prompt: str) -> str:
 
 def find_expression(text: str) -> arith.Node | None:
     """The arithmetic expression a problem text asks for, or None (see module docstring)."""
-    text = text.translate(_SYMBOLS)
-    for pattern, template in _WORDS:
-        m = pattern.search(text)
-        if m:
-            return _covering(text, template.format(*m.groups()), [m.span()])
-    for pattern, repl in _INFIX:
-        text = pattern.sub(repl, text)
-    found: list[tuple[arith.Node, tuple[int, int]]] = []
-    for m in _CANDIDATE.finditer(text):
-        node = _parse_candidate(text, m.start(), m.end())
-        if node is not None:
-            found.append((node, m.span()))
-    if not found:
+    if not text.isascii():
+        text = text.translate(_SYMBOLS)
+    if _ANY_WORD.search(text):
+        for pattern, template in _WORDS:
+            m = pattern.search(text)
+            if m:
+                return _covering(text, template.format(*m.groups()), [m.span()])
+        for pattern, repl in _INFIX:
+            text = pattern.sub(repl, text)
+    numbers = [m.span() for m in _NUMBER.finditer(text)]
+    if not numbers:
         return None
-    node, span = found[-1]
-    return node if _covers_all_numbers(text, [span]) else None
+    first, last = numbers[0][0], numbers[-1][1]
+    for m in _CANDIDATE.finditer(text):  # only a candidate holding every number can qualify
+        if m.start() <= first and m.end() >= last:
+            return _parse_candidate(text, m.start(), m.end())
+    return None
 
 
 def _covering(text: str, expr: str, spans: list[tuple[int, int]]) -> arith.Node | None:
@@ -131,13 +135,13 @@ def _parse_candidate(text: str, start: int, end: int) -> arith.Node | None:
         frag = frag[:-1].rstrip()
     before = text[:start].rstrip()
     after = text[end:]
-    if before[-1:] in (".", "^", "_", ")") or before[-1:].isdigit() or re.search(r"\d", after[:1]):
+    if before[-1:] in (".", "^", "_", ")") or before[-1:].isdigit() or after[:1].isdigit():
         return None
     if (text[start - 1 : start].isalpha()) or after[:1].isalpha() or after[:1] == "^":
         return None
-    if re.match(r"\.\d", after):
+    if after[:1] == "." and after[1:2].isdigit():
         return None
-    if frag[0] in "+-" and re.search(r"(?:^|\W)[A-Za-z]$", before):
+    if frag[0] in "+-" and _VARIABLE_END.search(before):
         return None  # "y - 3 * 2": the minus is a binary operator after a variable
     try:
         node = arith.parse(frag)
@@ -171,32 +175,34 @@ class Solver:
         node = find_expression(text)
         entry = self.key.lookup(text) if self.key is not None else None
         if node is not None:
+            good = arith.Evaluator()
             try:
-                truth = arith.Evaluator().run(node)
+                truth = good.run(node)
             except ZeroDivisionError:
                 node = None
             else:
                 if entry is None or _same_number(entry.answer, truth):
-                    return self._arithmetic(node, truth, variant)
+                    return self._arithmetic(node, good.steps, truth, variant)
         if entry is not None:
             return self._from_key(text, entry.id, entry.answer, variant)
         return _unknown(text)
 
     # -- arithmetic ------------------------------------------------------------------------
-    def _arithmetic(self, node: arith.Node, truth: arith.Num, variant: object) -> Solution:
+    def _arithmetic(self, node: arith.Node, good: list[arith.Step], truth: arith.Num, variant: object) -> Solution:
         expr = arith.render(node)
         rng = rng_for("sim", self.seed, expr, variant)
         wrong = rng.random() < self.wrong_rate
-        good = arith.Evaluator()
-        good.run(node)
-        steps, value, bad_at = good.steps, truth, None
+        steps, value, bad_at = good, truth, None
         if wrong:
-            steps, value, bad_at = _mistaken(node, truth, rng, len(good.steps))
+            steps, value, bad_at = _mistaken(node, good, truth, rng)
         reasoning = _write_steps(expr, steps, value)
         content = _final(fmt := arith.fmt(value))
-        recheck, recheck_content = _recheck(steps, good.steps, bad_at, value, truth, rng)
-        return Solution("arithmetic", expr, reasoning, content, fmt, arith.fmt(truth), value != truth,
-                        recheck, recheck_content)
+        seed = self.seed
+
+        def recheck() -> tuple[str, str]:  # only budget forcing needs it: computed on demand
+            return _recheck(steps, good, bad_at, value, truth, rng_for("sim-recheck", seed, expr, variant))
+
+        return Solution("arithmetic", expr, reasoning, content, fmt, arith.fmt(truth), value != truth, recheck)
 
     # -- answer key ------------------------------------------------------------------------
     def _from_key(self, text: str, key_id: str, truth: str, variant: object) -> Solution:
@@ -210,15 +216,14 @@ class Solver:
             f"Working through it, the result I get is {answer}.\n"
             f"Checking that this answers what was asked: it does, so the answer is {answer}."
         )
-        caught = wrong and rng.random() < CATCH_RATE
-        if caught:
+        if wrong and rng.random() < CATCH_RATE:
             recheck = f", let me check that result again. {answer} does not hold up; redoing it gives {truth}."
             after = truth
         else:
             recheck = f", let me check that result again. It still comes out as {answer}."
             after = answer
         return Solution("answer_key", key_id, reasoning, _final(answer), answer, truth, answer != truth,
-                        recheck, _final(after))
+                        lambda: (recheck, _final(after)))
 
 
 def _final(answer: str) -> str:
@@ -238,7 +243,7 @@ def _unknown(text: str) -> Solution:
     )
     content = "I cannot solve this problem."
     return Solution("unknown", normalize(text)[:200], reasoning, content, None, None, False,
-                    ", I still cannot solve it.", content)
+                    lambda: (", I still cannot solve it.", content))
 
 
 def _same_number(a: str, b: arith.Num) -> bool:
@@ -267,10 +272,10 @@ def _near_miss(truth: str, rng: random.Random, others: list[str]) -> str:
 
 
 def _mistaken(
-    node: arith.Node, truth: arith.Num, rng: random.Random, n_steps: int
+    node: arith.Node, good: list[arith.Step], truth: arith.Num, rng: random.Random
 ) -> tuple[list[arith.Step], arith.Num, int | None]:
     """Steps with one mistake that changes the final value (several tries, then a copying slip)."""
-    order = list(range(1, n_steps + 1))
+    order = list(range(1, len(good) + 1))
     rng.shuffle(order)
     for at in order[:8]:
         ev = arith.Evaluator(rng, inject_at=at)
@@ -280,9 +285,7 @@ def _mistaken(
             continue
         if value != truth:
             return ev.steps, value, next(i for i, s in enumerate(ev.steps, 1) if s.result != s.true_result)
-    good = arith.Evaluator()
-    good.run(node)
-    return good.steps, truth + 1, None
+    return good, truth + 1, None
 
 
 def _write_steps(expr: str, steps: list[arith.Step], value: arith.Num) -> str:

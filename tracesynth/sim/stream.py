@@ -6,7 +6,8 @@ reasoning in ``delta.reasoning_content`` / ``delta.reasoning`` (or inline in ``d
 a last event per choice with its ``finish_reason``, a usage event with ``choices: []`` when
 ``stream_options.include_usage`` is set, and ``data: [DONE]``. ``token_delay_s`` is waited per
 token between events. Faults ``drop_body`` / ``drop_stream`` close the connection after the
-first / half of the events; ``hang`` sends the headers and then nothing.
+first / half of the events; ``hang`` sends the headers and then nothing; ``malformed`` sends one
+event cut in half; ``empty_choices`` sends no choice events (usage and ``[DONE]`` only).
 """
 
 from __future__ import annotations
@@ -70,7 +71,11 @@ async def stream_reply(conn: Connection, opts: SimOptions, kind: str, rid: str, 
         await asyncio.sleep(latency_s)
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
     created = int(time.time())
-    rounds = _events(kind, choices, opts.stream_chunk_tokens)
+    rounds = [] if fault == "empty_choices" else _events(kind, choices, opts.stream_chunk_tokens)
+    if fault == "malformed":
+        event = _dumps({"id": rid, "object": obj, "created": created, "model": model, "choices": rounds[0][0]})
+        rounds = []
+        conn.write(chunk(b"data: " + event.encode()[: len(event) // 2] + b"\n\n"))
     drop_at = 1 if fault == "drop_body" else len(rounds) // 2 if fault == "drop_stream" else -1
     for j, (deltas, n) in enumerate(rounds):
         if j == drop_at:
