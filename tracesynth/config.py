@@ -120,10 +120,13 @@ class VerifyConfig(Section):
 
 
 class DecontamConfig(Section):
-    enabled: bool = True
-    eval_sets: list[str] = Field(default_factory=list)
+    """Word n-gram decontamination against evaluation sets (see tracesynth.curate.decontam)."""
+
+    enabled: bool = True  # turning it off must be explicit; the dataset card says so
+    shipped: bool = True  # check every shipped eval set (gsm8k:test, math500, aime24, amc23, humaneval)
+    eval_sets: list[str] = Field(default_factory=list)  # more: builtin names ("math500", "gsm8k:test") or files
     n: int = Field(8, ge=1)
-    allow: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)  # phrases (>= n words) whose n-grams never count
 
 
 class CurateConfig(Section):
