@@ -124,6 +124,36 @@ def data_list() -> None:
         raise DataError(bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
+# -- harvest (tracesynth/harvest.py, tracesynth/shards.py) ------------------------------------
+@app.command("harvest")
+def harvest_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    shard: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
+        typer.Option("--shard", help="Harvest a deterministic 1/N of the problems: I/N (own files; see merge)."),
+    ] = None,
+) -> None:
+    """Ask the teacher for every (problem, sample) not yet done; resumable, rate-limited, cost-capped."""
+    from tracesynth.harvest import harvest
+
+    result = harvest(_load(recipe, set_), quiet=quiet, shard=shard)
+    typer.echo(result.summary_line(), err=True)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command("merge")
+def merge_cmd(run_dir: Annotated[Path, typer.Argument(help="The run folder whose shards/ to join.")]) -> None:
+    """Join the shard folders written by `harvest --shard I/N` into the run folder (idempotent)."""
+    from tracesynth.shards import merge
+
+    res = merge(run_dir)
+    added = ", ".join(f"{v} {k}" for k, v in res.added.items())
+    typer.echo(f"merged {len(res.shards)} shards into {res.run_dir}: added {added}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -101,6 +101,13 @@ class TeacherConfig(Section):
     budget_usd: float | None = None
     mode: Literal["online", "batch"] = "online"
     sim: SimConfig = Field(default_factory=SimConfig)
+    http: Literal["aiohttp", "openai"] = "aiohttp"  # transport; see tracesynth/teacher/http.py for why
+    adaptive: bool = True  # AIMD: halve concurrency on 429, add one back per success
+    backoff_base_s: float = Field(0.5, gt=0)  # jittered exponential backoff (when no Retry-After)
+    backoff_max_s: float = Field(60.0, gt=0)
+    bench_after: int = Field(5, ge=1)  # consecutive endpoint faults before an endpoint is benched
+    bench_s: float = Field(30.0, ge=0)  # first bench length (doubles, up to 10 min)
+    stop_grace_s: float = Field(30.0, ge=0)  # Ctrl-C / SIGTERM: how long to wait for requests in flight
 
     @field_validator("api_key_env")
     @classmethod
