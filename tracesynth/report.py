@@ -1,0 +1,217 @@
+"""The run report: report.md + PNG plots in the run folder, and a terminal summary table.
+
+Reads only what the stages wrote (manifest.json, harvest.json, verify.json, curate.json,
+dataset card counts, traces.jsonl, train.json, eval.json — for the run and for each variant under
+``variants/<name>/``) and the cost receipt from :mod:`tracesynth.receipt`. A missing stage file is
+reported as "not run", never invented. This module computes no metric of its own beyond counting
+and summing what is recorded; plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tracesynth.receipt import Receipt, build_receipt
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _eval_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """eval.json of the run and of every variant, keyed by variant name ('' for the run)."""
+    out: dict[str, dict[str, Any]] = {}
+    own = _read_json(run_dir / "eval.json")
+    if own:
+        out["run"] = own
+    vdir = run_dir / "variants"
+    if vdir.is_dir():
+        for sub in sorted(vdir.iterdir()):
+            data = _read_json(sub / "eval.json")
+            if data:
+                out[sub.name] = data
+    return out
+
+
+def _accuracy_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (variant, model): the untrained baseline once, then each trained student."""
+    rows: list[dict[str, Any]] = []
+    seen_before = False
+    for name, ev in evals.items():
+        before = ev.get("before")
+        if before and not seen_before:
+            rows.append({"student": "untrained", **_acc(before)})
+            seen_before = True
+        after = ev.get("after", ev)
+        rows.append({"student": name, **_acc(after)})
+    return rows
+
+
+def _acc(block: dict[str, Any]) -> dict[str, Any]:
+    ci = block.get("ci") or block.get("pass@1_ci") or [None, None]
+    return {
+        "pass@1": block.get("pass@1"),
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "n_problems": block.get("n_problems"),
+        "stop_rate": block.get("stop_rate"),
+    }
+
+
+def _fmt(x: Any, pct: bool = False) -> str:
+    if x is None:
+        return "–"
+    if pct:
+        return f"{100 * x:.1f}%"
+    if isinstance(x, float):
+        return f"{x:,.4g}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
+    """Write ``report.md`` (and ``plots/*.png``) for a run folder; return the report's path."""
+    run = Path(run_dir)
+    manifest = _read_json(run / "manifest.json") or {}
+    harvest = _read_json(run / "harvest.json")
+    verify = _read_json(run / "verify.json")
+    evals = _eval_runs(run)
+    receipt = build_receipt(run)
+    md: list[str] = [f"# tracesynth report: {manifest.get('name', run.name)}", ""]
+    if manifest.get("recipe_hash"):
+        md.append(f"Recipe hash `{manifest['recipe_hash']}`; versions: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items())))
+        md.append("")
+
+    md += ["## Funnel", "", _funnel_table(run, harvest, verify), ""]
+    stages = manifest.get("stages", {})
+    if stages:
+        rows = [[name, _fmt(info.get("wall_s"))] for name, info in stages.items() if isinstance(info, dict)]
+        md += ["## Wall time per stage (s)", "", _table(["stage", "wall s"], rows), ""]
+    if verify:
+        md += ["## Verdicts", "", _verdict_table(verify), ""]
+    acc = _accuracy_rows(evals)
+    if acc:
+        md += ["## Student accuracy (held out)", ""]
+        md.append(_table(
+            ["student", "pass@1", "95% CI", "problems", "stopped before max tokens"],
+            [[r["student"], _fmt(r["pass@1"], True),
+              f"[{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]", _fmt(r["n_problems"]),
+              _fmt(r["stop_rate"], True)] for r in acc],
+        ))
+        md.append("")
+        md += _margins(acc)
+    budget_rows = _budget_rows(evals)
+    if budget_rows:
+        md += ["## Accuracy vs thinking budget", "", _table(
+            ["student", "budget (thinking tokens)", "pass@1"],
+            [[s, b, _fmt(a, True)] for s, b, a in budget_rows]), ""]
+    md += ["## Cost receipt", "", receipt.markdown(), ""]
+    if plots:
+        names = _plots(run, harvest, verify, acc, budget_rows)
+        if names:
+            md += ["## Plots", ""] + [f"![{n}](plots/{n})" for n in names] + [""]
+    out = run / "report.md"
+    out.write_text("\n".join(md))
+    return out
+
+
+def _funnel_table(run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None) -> str:
+    rows: list[list[Any]] = []
+    if harvest:
+        for key in ("problems_read", "problems_dropped", "problems_asked", "samples_ok", "samples_failed",
+                    "samples_truncated"):
+            if key in harvest:
+                rows.append(["harvest", key.replace("_", " "), _fmt(harvest[key])])
+        for reason, n in sorted((harvest.get("dropped_by_reason") or {}).items()):
+            rows.append(["harvest", f"  dropped: {reason}", _fmt(n)])
+    if verify:
+        rows.append(["verify", "verdicts", _fmt(verify.get("verdicts"))])
+        rows.append(["verify", "samples kept by policy", _fmt(verify.get("kept"))])
+    curate = _read_json(run / "curate.json")
+    for scope, data in [("curate", curate)] + [
+        (f"curate[{d.name}]", _read_json(d / "curate.json"))
+        for d in sorted((run / "variants").glob("*")) if d.is_dir()
+    ]:
+        for step in (data or {}).get("steps", []):
+            rows.append([scope, step.get("name"), f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}"])
+    return _table(["stage", "count", "n"], rows) if rows else "_no stage has run yet_"
+
+
+def _verdict_table(verify: dict[str, Any]) -> str:
+    rows = []
+    for name, counts in sorted((verify.get("by_verifier") or {}).items()):
+        total = sum(counts.get(s, 0) for s in ("pass", "fail", "unverifiable")) or 1
+        tags = counts.get("tags") or {}
+        rows.append([name, counts.get("pass", 0), counts.get("fail", 0), counts.get("unverifiable", 0),
+                     _fmt(counts.get("pass", 0) / total, True),
+                     ", ".join(f"{t}: {n}" for t, n in sorted(tags.items()))])
+    return _table(["verifier", "pass", "fail", "unverifiable", "pass rate", "non-pass tags"], rows)
+
+
+def _margins(acc: list[dict[str, Any]]) -> list[str]:
+    """Differences between the first trained student and the others, with a normal-approx. 95% CI."""
+    trained = [r for r in acc if r["student"] != "untrained" and r["pass@1"] is not None and r["n_problems"]]
+    if len(trained) < 2:
+        return []
+    a = trained[0]
+    out = []
+    for b in trained[1:]:
+        diff = a["pass@1"] - b["pass@1"]
+        var_a = a["pass@1"] * (1 - a["pass@1"]) / a["n_problems"]
+        var_b = b["pass@1"] * (1 - b["pass@1"]) / b["n_problems"]
+        se = (var_a + var_b) ** 0.5
+        out.append(f"- {a['student']} − {b['student']}: {100 * diff:+.1f} points "
+                   f"(95% CI [{100 * (diff - 1.96 * se):+.1f}, {100 * (diff + 1.96 * se):+.1f}])")
+    return [*out, ""]
+
+
+def _budget_rows(evals: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+    rows = []
+    for name, ev in evals.items():
+        block = ev.get("after", ev)
+        for item in block.get("budgets") or []:
+            rows.append((name, item.get("budget"), item.get("pass@1")))
+    return rows
+
+
+def _plots(run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None,
+           acc: list[dict[str, Any]], budget_rows: list[tuple[str, Any, Any]]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tracesynth.report_plots import draw_all
+
+    out = run / "plots"
+    out.mkdir(exist_ok=True)
+    names = draw_all(plt, out, run, harvest, verify, acc, budget_rows)
+    plt.close("all")
+    return names
+
+
+def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
+    """Key numbers for the terminal table printed at the end of `tracesynth run`."""
+    run = Path(run_dir)
+    harvest = _read_json(run / "harvest.json") or {}
+    receipt: Receipt = build_receipt(run)
+    rows = [
+        ("samples ok / failed", f"{harvest.get('samples_ok', '–')} / {harvest.get('samples_failed', '–')}"),
+    ]
+    for r in _accuracy_rows(_eval_runs(run)):
+        rows.append((f"pass@1 {r['student']}",
+                     f"{_fmt(r['pass@1'], True)} [{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]"))
+    rows.append(("total cost (USD)", f"{receipt.total_usd:.4f}"))
+    rows.append(("report", str(run / "report.md")))
+    return rows
