@@ -8,7 +8,9 @@ operation, regular enough for a small student to learn:
 * addition / subtraction of multi-digit numbers: one line per digit column, right to left,
   ``d1+d2+c=s, write x, carry y`` (``borrow`` for subtraction);
 * multiplication: one partial product per digit of the shorter factor, then running sums;
-* division: the quotient with its check ``q*d=n``; single-digit facts are one line.
+* division: the quotient with its check ``q*d=n``; single-digit facts are one line. Like
+  reasoning-gym (whose reference answers use Python's ``//``), a division that is not exact
+  rounds down, and the trace says so.
 
 A mistake (``inject_at`` = step number) is a dropped carry or borrow, a wrong column sum, a wrong
 partial product or a wrong quotient; later steps use the wrong value, so it reaches the answer.
@@ -213,6 +215,8 @@ def _apply(op: str, a: Num, b: Num) -> Num:
         return a * b
     if b == 0:
         raise ZeroDivisionError("division by zero")
+    if _is_int(a, b):
+        return a // b  # reasoning-gym's convention: integer division rounds down
     return _norm(Fraction(a) / Fraction(b))
 
 
@@ -403,13 +407,16 @@ def _step_mul(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num
 def _step_div(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num]:
     if b == 0:
         raise ZeroDivisionError("division by zero")
-    q = _norm(Fraction(a) / Fraction(b))
-    if not isinstance(q, int):
+    if not _is_int(a, b):
+        q = _norm(Fraction(a) / Fraction(b))
         q = q + 1 if rng is not None else q
-        return [f"{fmt(a)} / {fmt(b)} = {fmt(q)} (not a whole number)"], q
+        return [f"{fmt(a)} / {fmt(b)} = {fmt(q)}"], q
+    q, r = divmod(a, b)
     if rng is not None:
         q = q + rng.choice([-1, 1])
-    return [f"{fmt(a)} / {fmt(b)} = {q}, check: {q}*{fmt(b)}={fmt(a)}"], q
+    if r:
+        return [f"{a} / {b} is not exact; integer division rounds down: {q}, check: {q}*{b}+{r}={a}"], q
+    return [f"{a} / {b} = {q}, check: {q}*{b}={a}"], q
 
 
 _STEP = {"+": _step_add, "-": _step_sub, "*": _step_mul, "/": _step_div}

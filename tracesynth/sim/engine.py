@@ -54,8 +54,8 @@ def continuation(sol: Solution, prompt: str) -> str:
     if "</think>" in after:
         tail = after.rsplit("</think>", 1)[1]
         return "" if sol.content in tail else ("" if tail.endswith("\n\n") else "\n\n") + sol.content
-    thought = after.strip()
-    if _WAIT_END.search(thought):
+    thought = after.lstrip()
+    if _WAIT_END.search(thought.rstrip()):
         more, content = sol.continue_after_wait(len(_WAIT.findall(thought)))
         return more + CLOSE + content
     if thought and sol.reasoning.startswith(thought):

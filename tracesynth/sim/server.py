@@ -193,7 +193,6 @@ class SimApp:
             status, msg = _ERROR_BODIES[fault]
             raise ApiError(status, msg, type_="server_error", headers=headers)
         if fault == "502":
-            st.bump("status", 502)
             return response(502, _BAD_GATEWAY, headers, content_type="text/html")
         st.c["prompt_tokens"] += prompt_tokens
         st.c["completion_tokens"] += completion
