@@ -123,7 +123,7 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     requests = count * recipe.teacher.n
     per_request = (prompt_tokens * prices.input + completion * max(prices.output, prices.reasoning or 0)) / 1e6
     harvest = requests * per_request
-    target = recipe.curate.select.get("target") if recipe.curate.select else None
+    target = recipe.curate.select.size
     examples = c.train_examples or target or int(requests * keep_rate)
     tokens_per_example = c.train_tokens_per_example or (prompt_tokens + completion)
     epochs = c.epochs if c.epochs is not None else float(recipe.sft.get("num_train_epochs", 3.0))
