@@ -91,9 +91,12 @@ class OpenAITransport:
     """``openai.AsyncOpenAI(max_retries=0)`` per endpoint over one shared aiohttp-backed httpx2 client."""
 
     def __init__(self, *, api_key: str | None, timeout_s: float, max_connections: int) -> None:
-        import httpx2
         import openai
 
+        try:
+            import httpx2  # openai >= 3 speaks httpx2
+        except ImportError:
+            import httpx as httpx2
         self._openai, self._httpx2 = openai, httpx2
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         try:

@@ -68,7 +68,7 @@ def _as_dict(message: Any) -> dict[str, Any]:
 def _field_reasoning(msg: dict[str, Any]) -> str | None:
     for key in ("reasoning_content", "reasoning", "thinking"):
         value = _text(msg.get(key))
-        if value:
+        if value and value.strip():
             return value
     details = msg.get("reasoning_details")
     if isinstance(details, list):
@@ -107,11 +107,11 @@ def normalise_message(message: Any, finish_reason: str | None = None, index: int
     flags: list[str] = []
     if reasoning is None:
         reasoning, content, flags = split_think(content)
+        if reasoning is None and any(isinstance(msg.get(k), str) for k in ("reasoning_content", "reasoning")):
+            reasoning, flags = "", ["empty_think"]  # a reasoning parser ran and the model did not think
     else:
         reasoning = reasoning.strip()
         content = content.strip()
-        if not reasoning:
-            flags.append("empty_think")
     return Choice(index=index, reasoning=reasoning, content=content, finish_reason=finish_reason, flags=flags)
 
 
