@@ -136,18 +136,32 @@ class DecontamConfig(Section):
     allow: list[str] = Field(default_factory=list)  # phrases (>= n words) whose n-grams never count
 
 
+class SelectConfig(Section):
+    """s1-style selection to a target size (tracesynth.curate.select). Without ``size`` nothing is sampled."""
+
+    size: int | None = Field(None, ge=1)  # target number of problems (each with its per_problem traces)
+    diversity: bool = True  # pick a domain uniformly, then a problem with weight 2^-(length rank); else uniform
+    domain_key: str = "domain"  # or "metadata.<key>" (e.g. metadata.subject for MATH)
+    domain_from_run: str | None = None  # labels from a run harvested with the classify_domain template
+    weak_verifier: str | None = None  # s1: drop problems a weak model solved (its verdicts carry this verifier name)
+    pass_count: tuple[int, int] | None = None  # keep problems with lo..hi passing samples (LIMO: 1-3 of 32)
+    pass_rate: tuple[float, float] | None = None  # same as a fraction of the problem's samples
+
+
 class CurateConfig(Section):
     keep: Literal["passing", "solved", "all"] = "passing"
     exact_dedup: bool = True
     near_dedup: bool = False
-    near_threshold: float = 0.8
+    near_threshold: float = Field(0.8, gt=0, le=1)
+    num_perm: int = Field(128, ge=16)  # MinHash permutations for near-dedup
     per_problem: int = Field(1, ge=1)
     pick: Literal["shortest", "longest", "random"] = "shortest"
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+    tokenizer: str | None = None  # student tokenizer (tokenizer.json or its folder) for token lengths
     min_tokens: int | None = None
     max_tokens: int | None = None
     drop_truncated: bool = True
-    select: dict[str, Any] = Field(default_factory=dict)  # s1-style selection; see curate.select
+    select: SelectConfig = Field(default_factory=SelectConfig)
     seed: int = 0
 
 

@@ -97,14 +97,37 @@ class DecontamIndex:
 
     @classmethod
     def from_config(cls, cfg: DecontamConfig) -> DecontamIndex:
-        """Index the eval sets the recipe names (shipped ones unless ``shipped: false``)."""
+        """Index the eval sets the recipe names (shipped ones unless ``shipped: false``).
+
+        Indexes are cached per process by configuration and eval-file state (harvest and curate
+        in one ``tracesynth run`` build it once).
+        """
+        from tracesynth.resources import data_dir
         from tracesynth.sources import iter_problems
 
+        sources = eval_sources(cfg)
+        key = (cfg.n, tuple(cfg.allow), str(data_dir()), tuple((name, _state(src)) for name, src in sources))
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
         index = cls(cfg.n, cfg.allow)
-        for name, source in eval_sources(cfg):
+        for name, source in sources:
             for p in iter_problems(source):
                 index.add(name, p.id, problem_text(p))
+        if len(_CACHE) >= 4:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = index
         return index
+
+
+_CACHE: dict[tuple, DecontamIndex] = {}
+
+
+def _state(src: SourceConfig) -> tuple:
+    if src.path is None:
+        return (src.kind, src.name, src.split)
+    st = Path(src.path).stat()
+    return (src.kind, src.path, st.st_mtime_ns, st.st_size)
 
 
 def eval_sources(cfg: DecontamConfig) -> list[tuple[str, SourceConfig]]:
