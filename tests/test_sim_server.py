@@ -279,3 +279,17 @@ def test_wrong_rate_over_http_matches_reasoning_gym_answers():
             wrong += answer != entry["answer"]
             assert (ds.score_answer(answer, entry) == 1.0) == (answer == entry["answer"])
     assert abs(wrong - 90) < 32  # binomial(300, 0.3): sd ~ 7.9
+
+
+def test_answer_key_and_unknown_problems_over_http(tmp_path):
+    key = tmp_path / "key.jsonl"
+    key.write_text('{"id": "cap", "question": "What is the capital of France?", "answer": "Paris"}\n')
+    with SimTeacher(answer_key=key, reasoning="think") as sim:
+        c = client(sim)
+        r = c.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "What is the capital of France?\n\nPut the answer in \\boxed{}."}])
+        reasoning, answer = split("think", r.choices[0].message.model_dump())
+        assert boxed(answer) == "Paris" and "Paris" in reasoning
+        r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Prove Fermat's last theorem."}])
+        reasoning, answer = split("think", r.choices[0].message.model_dump())
+        assert r.choices[0].finish_reason == "stop" and boxed(answer) is None and "cannot solve" in answer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -96,7 +97,7 @@ class SimOptions(BaseModel):
     wrong_rate: float = Field(
         0.0, ge=0, le=1, description="Probability of a plausible mistake carried to a wrong answer."
     )
-    answer_key: str | None = Field(
+    answer_key: Path | None = Field(
         None, description="JSONL of problems with reference answers, for non-arithmetic problems."
     )
     api_key: SecretStr | None = Field(None, description="Require 'Authorization: Bearer <key>' (401 otherwise).")

@@ -170,8 +170,10 @@ class Solver:
     def __init__(self, seed: int = 0, wrong_rate: float = 0.0, answer_key: AnswerKey | None = None) -> None:
         self.seed, self.wrong_rate, self.key = seed, wrong_rate, answer_key
         self.solve = lru_cache(maxsize=4096)(self._solve)
+        self.analyse = lru_cache(maxsize=4096)(self._analyse)
 
-    def _solve(self, text: str, variant: object = 0) -> Solution:
+    def _analyse(self, text: str) -> tuple[arith.Node | None, list[arith.Step], arith.Num, str | None, str | None]:
+        """What the text asks (shared by every sample of a problem): expression, true steps, key entry."""
         node = find_expression(text)
         entry = self.key.lookup(text) if self.key is not None else None
         if node is not None:
@@ -182,9 +184,15 @@ class Solver:
                 node = None
             else:
                 if entry is None or _same_number(entry.answer, truth):
-                    return self._arithmetic(node, good.steps, truth, variant)
-        if entry is not None:
-            return self._from_key(text, entry.id, entry.answer, variant)
+                    return node, good.steps, truth, None, None
+        return None, [], 0, entry.id if entry else None, entry.answer if entry else None
+
+    def _solve(self, text: str, variant: object = 0) -> Solution:
+        node, steps, truth, key_id, key_answer = self.analyse(text)
+        if node is not None:
+            return self._arithmetic(node, steps, truth, variant)
+        if key_id is not None and key_answer is not None:
+            return self._from_key(text, key_id, key_answer, variant)
         return _unknown(text)
 
     # -- arithmetic ------------------------------------------------------------------------
