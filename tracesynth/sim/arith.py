@@ -187,9 +187,10 @@ class Evaluator:
         return _norm(self._eval(node))
 
     def _eval(self, node: Node) -> Num:
-        if isinstance(node, Lit):
+        kind = type(node)
+        if kind is Lit:
             return node.value
-        if isinstance(node, Neg):
+        if kind is Neg:
             v = self._eval(node.operand)
             self._record(f"-({fmt(v)})", [f"-({fmt(v)}) = {fmt(-v)}"], -v, -v, allow_mistake=False)
             return -v

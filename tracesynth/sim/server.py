@@ -29,7 +29,7 @@ from tracesynth.sim.stream import stream_reply
 from tracesynth.sim.tokens import count_chat_prompt, count_tokens, message_text
 
 Handler = Callable[[Request, Connection], Any]
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = json.dumps  # the default encoder is the fastest path (measured)
 _ERROR_BODIES = {
     "500": (500, "The server had an error while processing your request. Sorry about that!"),
     "503": (503, "The engine is currently overloaded, please try again later."),

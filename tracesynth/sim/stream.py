@@ -23,7 +23,7 @@ from tracesynth.sim.http import LAST_CHUNK, Connection, chunk, head
 from tracesynth.sim.options import SimOptions
 from tracesynth.sim.tokens import TOKEN_RE
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = json.dumps  # the default encoder is the fastest path (measured)
 
 
 def split_tokens(text: str, k: int) -> list[tuple[str, int]]:
