@@ -32,13 +32,23 @@ from tracesynth.store import JsonlStage, RunStore
 
 # name -> module that defines it; imported lazily on first attribute access
 _LAZY = {
+    "CurateResult": "tracesynth.curate.stage",
+    "ExportResult": "tracesynth.dataset",
+    "curate": "tracesynth.curate.stage",
+    "decontam_filter": "tracesynth.curate.decontam",
+    "export": "tracesynth.dataset",
+    "iter_problems": "tracesynth.sources",
+    "render_messages": "tracesynth.prompts",
+    "template_hash": "tracesynth.prompts",
 }
 
 __all__ = [
     "AuthError",
     "BudgetExceeded",
     "ConfigError",
+    "CurateResult",
     "DataError",
+    "ExportResult",
     "JsonlStage",
     "Problem",
     "Recipe",
@@ -56,7 +66,13 @@ __all__ = [
     "Verdict",
     "VerifierError",
     "__version__",
+    "curate",
+    "decontam_filter",
+    "export",
+    "iter_problems",
     "load_recipe",
+    "render_messages",
+    "template_hash",
 ]
 
 

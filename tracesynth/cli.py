@@ -154,6 +154,23 @@ def merge_cmd(run_dir: Annotated[Path, typer.Argument(help="The run folder whose
     typer.echo(f"merged {len(res.shards)} shards into {res.run_dir}: added {added}")
 
 
+# -- curate and export (tracesynth/curate/, tracesynth/dataset.py) ----------------------------------
+@app.command("curate")
+def curate_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Verified samples -> traces.jsonl + curate.json (keep policy, dedup, decontamination, selection)."""
+    from tracesynth.curate import curate
+
+    typer.echo(curate(_load(recipe, set_)).summary())
+
+
+@app.command("export")
+def export_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """traces.jsonl -> a Hugging Face dataset (save_to_disk + Parquet) with a dataset card and template.json."""
+    from tracesynth.dataset import export
+
+    typer.echo(export(_load(recipe, set_)).summary())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
