@@ -163,7 +163,8 @@ def test_phrasings_are_understood(text, value):
 
 
 @pytest.mark.parametrize("text", ["What is 3.5 + 2?", "y - 3 * 2 = 10", "x^2 + 3 = 7", "Problem 3: 4 + 5",
-                                  "Name the capital of France.", "Solve for x: 2x + 3 = 7"])
+                                  "Name the capital of France.", "Solve for x: 2x + 3 = 7",
+                                  "What is the remainder of 2004 divided by 12?"])
 def test_non_arithmetic_is_not_guessed(text):
     assert find_expression(text) is None
     sol = Solver().solve(text)

@@ -47,6 +47,11 @@ _INFIX = [
     (re.compile(r"\s+minus\s+", re.I), " - "),
     (re.compile(r"\s+times\s+", re.I), " * "),
 ]
+# words that make the numbers mean something else than the expression they form
+_CHANGES_MEANING = re.compile(
+    r"(?i)remainder|modulo|\bmod\b|percent|%|square|cube|root|power|exponent|factorial|\bdigits?\b|average|"
+    r"\bmean\b|\bdecimal|\bround|\bbase\b|\bprobability|\bratio\b|\bfraction"
+)
 _ANY_WORD = re.compile(r"(?i)sum|add|subtract|difference|product|multipl|divide|plus|minus|times")
 _SYMBOLS = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*"})
 _CANDIDATE = re.compile(r"[-+(\s]*\d[\d\s+\-*/()]*")
@@ -96,6 +101,8 @@ def find_expression(text: str) -> arith.Node | None:
     """The arithmetic expression a problem text asks for, or None (see module docstring)."""
     if not text.isascii():
         text = text.translate(_SYMBOLS)
+    if _CHANGES_MEANING.search(text):
+        return None
     if _ANY_WORD.search(text):
         for pattern, template in _WORDS:
             m = pattern.search(text)
