@@ -33,12 +33,16 @@ from tracesynth.store import JsonlStage, RunStore
 # name -> module that defines it; imported lazily on first attribute access
 _LAZY = {
     "CurateResult": "tracesynth.curate.stage",
+    "EvalResult": "tracesynth.evaluate",
     "ExportResult": "tracesynth.dataset",
+    "SftResult": "tracesynth.train.sft",
     "curate": "tracesynth.curate.stage",
     "decontam_filter": "tracesynth.curate.decontam",
+    "evaluate": "tracesynth.evaluate",
     "export": "tracesynth.dataset",
     "iter_problems": "tracesynth.sources",
     "render_messages": "tracesynth.prompts",
+    "sft": "tracesynth.train.sft",
     "template_hash": "tracesynth.prompts",
 }
 
@@ -48,6 +52,7 @@ __all__ = [
     "ConfigError",
     "CurateResult",
     "DataError",
+    "EvalResult",
     "ExportResult",
     "JsonlStage",
     "Problem",
@@ -55,6 +60,7 @@ __all__ = [
     "RunLockedError",
     "RunStore",
     "Sample",
+    "SftResult",
     "SourceError",
     "StoreError",
     "TeacherError",
@@ -68,10 +74,12 @@ __all__ = [
     "__version__",
     "curate",
     "decontam_filter",
+    "evaluate",
     "export",
     "iter_problems",
     "load_recipe",
     "render_messages",
+    "sft",
     "template_hash",
 ]
 

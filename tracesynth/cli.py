@@ -154,6 +154,54 @@ def merge_cmd(run_dir: Annotated[Path, typer.Argument(help="The run folder whose
     typer.echo(f"merged {len(res.shards)} shards into {res.run_dir}: added {added}")
 
 
+# -- sft and eval (tracesynth/train/sft.py, tracesynth/evaluate.py) --------------------------------
+@app.command("sft")
+def sft_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    dataset: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here on 3.10
+        typer.Option("--dataset", help="Dataset folder (default: RUN_DIR/dataset)."),
+    ] = None,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", help="Where to write the student (default: RUN_DIR/student)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if the student is up to date.")] = False,
+) -> None:
+    """Distil the exported dataset into the student with TRL's SFTTrainer (resumes from the last checkpoint)."""
+    from tracesynth.train.sft import sft
+
+    result = sft(_load(recipe, set_), dataset_dir=dataset, output_dir=output, force=force)
+    typer.echo(result.summary(), err=True)
+
+
+@app.command("eval")
+def eval_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--model", help="Checkpoint folder or served model name (default: RUN_DIR/student)."),
+    ] = None,
+    label: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--label", help="Name of this model in eval.json (default: after)."),
+    ] = None,
+    baseline: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--baseline/--no-baseline", help="Also evaluate the untrained/base student (eval.baseline)."),
+    ] = None,
+) -> None:
+    """Score the student on the held-out set (pass@1 with CI, budget forcing); writes eval.json."""
+    from tracesynth.evaluate import evaluate
+
+    result = evaluate(_load(recipe, set_), model=model, label=label, baseline=baseline)
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(result.summary())
+
+
 # -- curate and export (tracesynth/curate/, tracesynth/dataset.py) ----------------------------------
 @app.command("curate")
 def curate_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:

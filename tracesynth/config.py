@@ -204,6 +204,17 @@ class EvalConfig(Section):
     wait_extensions: list[int] = Field(default_factory=list)
     verifiers: list[str] | None = None
     seed: int = 0
+    # None: use what the student was trained with (its template.json); set to override (a mismatch warns)
+    system_prompt: str | None = None
+    thinking_delimiters: list[str] | None = None
+    answer_prefix: str = ""  # appended after a forced end of thinking (s1 used "Final Answer:")
+    wait_text: str = "Wait"
+    dtype: str = "auto"  # local backend: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16
+    baseline: bool = True  # also evaluate the untrained (tiny) or base student the same way
+    api_key_env: str | None = None  # endpoint backend: the NAME of the env var holding the key
+    concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(600.0, gt=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
 
 
 class CostConfig(Section):

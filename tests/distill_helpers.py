@@ -1,0 +1,76 @@
+"""Tiny distillation fixtures: arithmetic problems with the simulated teacher's step-by-step traces.
+
+The tests of sft and eval cannot wait for harvest → verify → curate → export, so they build the
+exported dataset directly: the same rows :func:`tracesynth.dataset.row` writes (messages with the
+reasoning in ``<think>`` tags, or answers only) and the same ``template.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tracesynth.config import Recipe, load_recipe
+from tracesynth.dataset import template_info
+from tracesynth.prompts import render_messages
+from tracesynth.records import Problem
+from tracesynth.sim.solver import Solver
+
+
+def problems(n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q") -> list[Problem]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a = rng.randint(10 ** (digits - 1), 10**digits - 1)
+        b = rng.randint(10 ** (digits - 1), 10**digits - 1)
+        value = a + b if op == "+" else a * b
+        out.append(Problem(id=f"{prefix}{seed}-{i}", prompt=f"What is {a} {op} {b}?", answer=str(value),
+                           source="arith", domain="math", metadata={"level": f"{digits}-digit"}))
+    return out
+
+
+def write_problems(path: Path, probs: list[Problem]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for p in probs:
+            fh.write(json.dumps({"id": p.id, "problem": p.prompt, "answer": p.answer, **p.metadata}) + "\n")
+    return path
+
+
+def recipe_for(run_dir: Path, *sets: str) -> Recipe:
+    """A recipe with a tiny student (small enough for a CPU test) and quiet, short SFT."""
+    base = [
+        f"run_dir={run_dir}",
+        "student.tiny={hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, "
+        "num_key_value_heads: 2}",
+        "sft.disable_tqdm=true",
+        "sft.logging_steps=5",
+        "sft.save_strategy=no",
+        "eval.baseline=false",
+    ]
+    return load_recipe(None, [*base, *sets])
+
+
+def make_dataset(recipe: Recipe, probs: list[Problem], *, reasoning: str = "think_tags") -> Path:
+    """Write ``run_dir/dataset`` (save_to_disk) + template.json + problems.jsonl, as harvest..export would."""
+    import datasets
+
+    solver = Solver()
+    run_dir = Path(recipe.run_dir)
+    rows = []
+    for p in probs:
+        sol = solver.solve(p.prompt, (0, 0))
+        msgs = render_messages(p, recipe.prompt)
+        if reasoning == "think_tags":
+            reply = {"role": "assistant", "content": f"<think>\n{sol.reasoning.strip()}\n</think>\n\n{sol.content}"}
+        else:
+            reply = {"role": "assistant", "content": sol.content}
+        rows.append({"messages": [*msgs, reply], "problem_id": p.id})
+    out = run_dir / "dataset"
+    datasets.Dataset.from_list(rows).save_to_disk(str(out))
+    data = recipe.model_copy(deep=True)
+    data.dataset.reasoning = reasoning  # type: ignore[assignment]
+    (out / "template.json").write_text(json.dumps(template_info(data), indent=2))
+    write_problems(run_dir / "problems.jsonl", probs)
+    return out

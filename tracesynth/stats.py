@@ -1,0 +1,113 @@
+"""Accuracy statistics for evaluation and reports: Wilson and bootstrap intervals, unbiased pass@k.
+
+* :func:`wilson_interval` — the score interval for a binomial proportion (one sample per problem).
+* :func:`bootstrap_interval` — a seeded percentile bootstrap over problems of the mean per-problem
+  pass rate (several samples per problem are not independent draws, so resample problems).
+* :func:`pass_at_k` — the unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k).
+
+Pure Python, no numpy; this module computes numbers, it does not read or write files.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from statistics import NormalDist
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``successes`` out of ``trials`` ((0, 1) when there are no trials)."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes {successes} not in [0, {trials}]")
+    z = _z(confidence)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (per-problem pass rates)."""
+    n = len(values)
+    if n == 0:
+        return (0.0, 1.0)
+    rng = random.Random(seed)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    alpha = (1 - confidence) / 2
+    lo = means[math.floor(alpha * (resamples - 1))]
+    hi = means[math.ceil((1 - alpha) * (resamples - 1))]
+    return (lo, hi)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with ``c`` correct out of ``n`` samples (needs k <= n)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"c={c} not in [0, n={n}]")
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} not in [1, n={n}]")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
+    """Mean unbiased pass@k over problems given ``(n, c)`` per problem."""
+    if not counts:
+        return 0.0
+    return sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+
+
+def accuracy_summary(counts: Sequence[tuple[int, int]], confidence: float = 0.95, seed: int = 0) -> dict[str, object]:
+    """pass@1 (mean over problems of c/n) with its interval, and pass@k for k = 2, 4, ... <= min n.
+
+    The interval is Wilson's when every problem has one sample, else a bootstrap over problems.
+    """
+    problems = len(counts)
+    samples = sum(n for n, _ in counts)
+    correct = sum(c for _, c in counts)
+    rates = [c / n for n, c in counts if n > 0]
+    p1 = sum(rates) / len(rates) if rates else 0.0
+    if counts and all(n == 1 for n, _ in counts):
+        lo, hi = wilson_interval(correct, problems, confidence)
+        method = "wilson"
+    else:
+        lo, hi = bootstrap_interval(rates, confidence, seed=seed)
+        method = "bootstrap"
+    out: dict[str, object] = {
+        "problems": problems,
+        "samples": samples,
+        "correct": correct,
+        "pass@1": p1,
+        "ci": [lo, hi],
+        "ci_method": method,
+        "confidence": confidence,
+    }
+    min_n = min((n for n, _ in counts), default=0)
+    k = 2
+    while k <= min_n:
+        out[f"pass@{k}"] = mean_pass_at_k(counts, k)
+        k *= 2
+    if min_n > 1 and f"pass@{min_n}" not in out:
+        out[f"pass@{min_n}"] = mean_pass_at_k(counts, min_n)
+    return out
+
+
+__all__ = [
+    "accuracy_summary",
+    "bootstrap_interval",
+    "mean_pass_at_k",
+    "pass_at_k",
+    "wilson_interval",
+]
