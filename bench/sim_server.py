@@ -43,14 +43,17 @@ HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 class Client(asyncio.Protocol):
     """One keep-alive connection sending requests back to back; counts complete responses."""
 
-    def __init__(self, requests, deadline: float, done: asyncio.Future, limit: int | None = None) -> None:
+    def __init__(self, requests, deadline: float, done: asyncio.Future, limit: int | None = None,
+                 paused: bool = False) -> None:
         self.requests, self.deadline, self.done, self.limit = requests, deadline, done, limit
         self.buf = b""
         self.count = self.errors = 0
+        self.paused = paused
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.send()
+        if not self.paused:
+            self.send()
 
     def send(self) -> None:
         if time.perf_counter() >= self.deadline or (self.limit is not None and self.count >= self.limit):
@@ -81,16 +84,26 @@ class Client(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def hammer(port: int, make, seconds: float, connections: int, limit: int | None = None) -> tuple[float, int]:
+async def hammer(port: int, make, seconds: float, connections: int, limit: int | None = None,
+                 connect_first: bool = False) -> tuple[float, int]:
+    """Run ``connections`` clients until ``seconds`` pass (or each sent ``limit``); (req/s, total).
+
+    ``connect_first`` opens every connection before any request is sent (and starts the clock then).
+    """
     loop = asyncio.get_running_loop()
     deadline = time.perf_counter() + seconds
     clients, waits = [], []
     t0 = time.perf_counter()
     for _ in range(connections):
         fut = loop.create_future()
-        _, proto = await loop.create_connection(lambda f=fut: Client(make, deadline, f, limit), "127.0.0.1", port)
+        _, proto = await loop.create_connection(
+            lambda f=fut: Client(make, deadline, f, limit, paused=connect_first), "127.0.0.1", port)
         clients.append(proto)
         waits.append(fut)
+    if connect_first:
+        t0 = time.perf_counter()
+        for c in clients:
+            c.send()
     await asyncio.gather(*waits)
     wall = time.perf_counter() - t0
     total = sum(c.count for c in clients)
@@ -127,9 +140,8 @@ def slow(n: int, latency: float) -> tuple[float, int]:
     counter = iter(range(10**9))
     with SimProcess(seed=1, latency=latency) as sim:
         port = int(sim.base_url.rsplit(":", 1)[1].split("/")[0])
-        t0 = time.perf_counter()
-        asyncio.run(hammer(port, lambda: chat_request(next(counter)), 3600, n, limit=1))
-        wall = time.perf_counter() - t0
+        rate, _ = asyncio.run(hammer(port, lambda: chat_request(next(counter)), 3600, n, limit=1, connect_first=True))
+        wall = n / rate
         peak = sim.stats()["max_in_flight"]
     return wall, peak
 

@@ -5,15 +5,11 @@ shapes reasoning-gym's basic_arithmetic, chain_sum and products print). ``Evalua
 the usual order (parentheses, then ``* /``, then ``+ -``, left to right) and writes one step per
 operation, regular enough for a small student to learn:
 
-* addition / subtraction of multi-digit numbers: one line per digit column, right to left,
-  ``d1+d2+c=s, write x, carry y`` (``borrow`` for subtraction);
-* multiplication: one partial product per digit of the shorter factor, then running sums;
-* division: the quotient with its check ``q*d=n``; single-digit facts are one line. Like
-  reasoning-gym (whose reference answers use Python's ``//``), a division that is not exact
-  rounds down, and the trace says so.
+column-by-column addition and subtraction, partial products, checked quotients (the written
+procedures and their mistakes live in :mod:`tracesynth.sim.columns`).
 
-A mistake (``inject_at`` = step number) is a dropped carry or borrow, a wrong column sum, a wrong
-partial product or a wrong quotient; later steps use the wrong value, so it reaches the answer.
+A mistake (``inject_at`` = step number) goes into that step; later steps use the wrong value,
+so it reaches the answer.
 This module knows nothing of HTTP, prompts or randomness sources other than the ``rng`` it is given.
 """
 
@@ -22,10 +18,10 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import NamedTuple
 
-Num = int | Fraction
+from tracesynth.sim.columns import STEPS, Num, apply_op, exact, fmt
+
 MAX_DIGITS = 40
 MAX_OPS = 40
 
@@ -152,19 +148,6 @@ def _prec(op: str) -> int:
     return 1 if op in "+-" else 2
 
 
-def fmt(x: Num) -> str:
-    """An exact number as text: integers plainly, other fractions as p/q."""
-    if type(x) is int:
-        return str(x)
-    if isinstance(x, Fraction):
-        return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
-    return str(x)
-
-
-def _norm(x: Num) -> Num:
-    return int(x) if isinstance(x, Fraction) and x.denominator == 1 else x
-
-
 @dataclass
 class Step:
     """One operation of the walk: its header, its detail lines and its (possibly wrong) result."""
@@ -184,7 +167,7 @@ class Evaluator:
         self.steps: list[Step] = []
 
     def run(self, node: Node) -> Num:
-        return _norm(self._eval(node))
+        return exact(self._eval(node))
 
     def _eval(self, node: Node) -> Num:
         kind = type(node)
@@ -195,229 +178,13 @@ class Evaluator:
             self._record(f"-({fmt(v)})", [f"-({fmt(v)}) = {fmt(-v)}"], -v, -v, allow_mistake=False)
             return -v
         a, b = self._eval(node.left), self._eval(node.right)
-        true = _apply(node.op, a, b)
+        true = apply_op(node.op, a, b)
         wrong = len(self.steps) + 1 == self.inject_at
-        lines, res = _STEP[node.op](a, b, self.rng if wrong else None)
+        lines, res = STEPS[node.op](a, b, self.rng if wrong else None)
         self._record(f"{fmt(a)} {node.op} {fmt(b)}", lines, res, true)
         return res
 
     def _record(self, header: str, lines: list[str], res: Num, true: Num, allow_mistake: bool = True) -> None:
         if not allow_mistake and len(self.steps) + 1 == self.inject_at:
             self.inject_at = len(self.steps) + 2  # a negation cannot go wrong: move to the next step
-        self.steps.append(Step(header, lines, _norm(res), _norm(true)))
-
-
-def _apply(op: str, a: Num, b: Num) -> Num:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
-        raise ZeroDivisionError("division by zero")
-    if _is_int(a, b):
-        return a // b  # reasoning-gym's convention: integer division rounds down
-    return _norm(Fraction(a) / Fraction(b))
-
-
-def _is_int(a: Num, b: Num) -> bool:
-    return type(a) is int and type(b) is int
-
-
-def _off(rng: random.Random, x: int) -> int:
-    """A near miss for a small fact."""
-    return x + rng.choice([-1, 1]) if x > 0 else x + 1
-
-
-def _digits(x: int) -> list[int]:
-    return [int(c) for c in reversed(str(x))]
-
-
-def _add_columns(a: int, b: int, rng: random.Random | None) -> tuple[list[str], int]:
-    """Column addition of a, b >= 0 with one line per column."""
-    if a < 10 and b < 10:
-        s = a + b
-        if rng is not None:
-            s = _off(rng, s)
-        return [f"{a}+{b}={s}"], s
-    da, db = _digits(a), _digits(b)
-    n = max(len(da), len(db))
-    # plan the columns, then pick a mistake: a dropped carry if there is one, else a wrong column sum
-    carries = []
-    c = 0
-    for i in range(n):
-        s = (da[i] if i < len(da) else 0) + (db[i] if i < len(db) else 0) + c
-        c = s // 10
-        carries.append(c)
-    drop = wrong_col = None
-    if rng is not None:
-        with_carry = [i for i, ci in enumerate(carries) if ci]
-        if with_carry:
-            drop = rng.choice(with_carry)
-        else:
-            wrong_col = rng.randrange(min(len(da), len(db)))
-    lines, out, c = [], [], 0
-    short = min(len(da), len(db))
-    for i in range(n):
-        x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
-        if i >= short and c == 0:  # nothing left to add: copy the rest of the longer number
-            rest = (da if len(da) > len(db) else db)[i:]
-            lines.append(f"no carry, copy the remaining digits {''.join(map(str, reversed(rest)))}")
-            out.extend(rest)
-            break
-        cin = c
-        s = x + y + cin
-        if i == wrong_col:
-            s = s + 1 if s % 10 != 9 else s - 1
-        c = 0 if i == drop else s // 10
-        lines.append(f"{x}+{y}+{cin}={s}, write {s % 10}, carry {c}")
-        out.append(s % 10)
-    if c:
-        lines.append(f"final carry {c}, write {c}")
-        out.append(c)
-    res = int("".join(str(d) for d in reversed(out)))
-    return lines, res
-
-
-def _sub_columns(a: int, b: int, rng: random.Random | None) -> tuple[list[str], int]:
-    """Column subtraction a - b with a >= b >= 0, one line per column."""
-    if a < 10 and b < 10:
-        s = a - b
-        if rng is not None:
-            s = s + 1 if s == 0 else _off(rng, s)
-        return [f"{a}-{b}={s}"], s
-    da, db = _digits(a), _digits(b)
-    borrows, br = [], 0
-    for i in range(len(da)):
-        d = da[i] - (db[i] if i < len(db) else 0) - br
-        br = 1 if d < 0 else 0
-        borrows.append(br)
-    drop = wrong_col = None
-    if rng is not None:
-        with_borrow = [i for i, bi in enumerate(borrows) if bi]
-        if with_borrow:
-            drop = rng.choice(with_borrow)
-        else:
-            wrong_col = rng.randrange(len(db))
-    lines, out, br = [], [], 0
-    for i in range(len(da)):
-        x, y = da[i], (db[i] if i < len(db) else 0)
-        if i >= len(db) and br == 0:  # nothing left to subtract: copy the rest
-            lines.append(f"no borrow, copy the remaining digits {''.join(map(str, reversed(da[i:])))}")
-            out.extend(da[i:])
-            break
-        d = x - y - br
-        prefix = f"{x}-{y}-{br}={d}"
-        if d < 0:
-            w, nb = d + 10, 1
-            prefix += f", add 10: {w}"
-        else:
-            w, nb = d, 0
-        if i == wrong_col:
-            w = w + 1 if w < 9 else w - 1
-        if i == drop:
-            nb = 0
-        lines.append(f"{prefix}, write {w}, borrow {nb}")
-        out.append(w)
-        br = nb
-    res = int("".join(str(d) for d in reversed(out)))
-    return lines, res
-
-
-def _signed_add(a: int, b: int, rng: random.Random | None) -> tuple[list[str], int]:
-    """a + b for any signs, reduced to column work on magnitudes."""
-    if a >= 0 and b >= 0:
-        lines, r = _add_columns(a, b, rng)
-        return lines, r
-    if a < 0 and b < 0:
-        lines, r = _add_columns(-a, -b, rng)
-        return [f"both negative: -({-a} + {-b})", *lines], -r
-    pos, neg = (a, -b) if a >= 0 else (b, -a)
-    head = f"{fmt(a)} + {fmt(b)} = {pos} - {neg}"
-    lines, r = _magnitude_sub(pos, neg, rng)
-    return [head, *lines], r
-
-
-def _magnitude_sub(x: int, y: int, rng: random.Random | None) -> tuple[list[str], int]:
-    """x - y for x, y >= 0: column subtraction, flipped when y > x."""
-    if x >= y:
-        return _sub_columns(x, y, rng)
-    lines, r = _sub_columns(y, x, rng)
-    return [f"{x} < {y}, so {x} - {y} = -({y} - {x})", *lines], -r
-
-
-def _step_add(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num]:
-    if not _is_int(a, b):
-        r = _norm(a + b)
-        r = r + 1 if rng is not None else r
-        return [f"{fmt(a)} + {fmt(b)} = {fmt(r)}"], r
-    return _signed_add(a, b, rng)
-
-
-def _step_sub(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num]:
-    if not _is_int(a, b):
-        r = _norm(a - b)
-        r = r + 1 if rng is not None else r
-        return [f"{fmt(a)} - {fmt(b)} = {fmt(r)}"], r
-    if b < 0:
-        lines, r = _signed_add(a, -b, rng)
-        return [f"{a} - {b} = {a} + {-b}", *lines], r
-    if a < 0:
-        lines, r = _add_columns(-a, b, rng)
-        return [f"{a} - {b} = -({-a} + {b})", *lines], -r
-    return _magnitude_sub(a, b, rng)
-
-
-def _step_mul(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num]:
-    if not _is_int(a, b):
-        r = _norm(a * b)
-        r = r + 1 if rng is not None else r
-        return [f"{fmt(a)} * {fmt(b)} = {fmt(r)}"], r
-    neg = (a < 0) != (b < 0)
-    x, y = abs(a), abs(b)
-    lines = []
-    if a < 0 or b < 0:
-        lines.append(f"signs: the product is {'negative' if neg else 'positive'}, multiply {x} * {y}")
-    if x < 10 and y < 10:
-        p = x * y
-        if rng is not None:
-            p = max(0, p + rng.choice([-x or 1, x or 1, -1, 1])) if p else 1
-        lines.append(f"{x}*{y}={p}")
-        return lines, -p if neg else p
-    if len(str(y)) > len(str(x)):
-        x, y = y, x
-    dy = _digits(y)
-    bad = rng.randrange(len(dy)) if rng is not None else None
-    partials = []
-    for i, d in enumerate(dy):
-        p = x * d
-        if i == bad:
-            k = rng.randrange(len(str(p))) if p else 0
-            p = p + 10**k if (p // 10**k) % 10 != 9 else p - 10**k
-        shifted = p * 10**i
-        lines.append(f"{x}*{d}={p}" + (f", shifted {i}: {shifted}" if i else ""))
-        partials.append(shifted)
-    total = partials[0]
-    for p in partials[1:]:
-        lines.append(f"{total}+{p}={total + p}")
-        total += p
-    return lines, -total if neg else total
-
-
-def _step_div(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num]:
-    if b == 0:
-        raise ZeroDivisionError("division by zero")
-    if not _is_int(a, b):
-        q = _norm(Fraction(a) / Fraction(b))
-        q = q + 1 if rng is not None else q
-        return [f"{fmt(a)} / {fmt(b)} = {fmt(q)}"], q
-    q, r = divmod(a, b)
-    if rng is not None:
-        q = q + rng.choice([-1, 1])
-    if r:
-        return [f"{a} / {b} is not exact; integer division rounds down: {q}, check: {q}*{b}+{r}={a}"], q
-    return [f"{a} / {b} = {q}, check: {q}*{b}={a}"], q
-
-
-_STEP = {"+": _step_add, "-": _step_sub, "*": _step_mul, "/": _step_div}
+        self.steps.append(Step(header, lines, exact(res), exact(true)))

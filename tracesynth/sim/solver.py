@@ -3,8 +3,9 @@
 Order of attempts for a user message:
 
 1. an arithmetic expression found in it (symbols, or phrasings like "the sum of A and B",
-   "subtract A from B", "multiply A by B") covering every number in the text — worked step by
-   step by :mod:`tracesynth.sim.arith`;
+   "subtract A from B", "multiply A by B") covering every number in the text, in a text without
+   words that change what the numbers mean ("remainder", "percent", "digits", ...) — worked step
+   by step by :mod:`tracesynth.sim.arith`;
 2. the answer key (:mod:`tracesynth.sim.answer_key`), with a short generic trace;
 3. otherwise a valid completion saying it cannot solve the problem (no boxed answer).
 
