@@ -293,3 +293,19 @@ def test_answer_key_and_unknown_problems_over_http(tmp_path):
         r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Prove Fermat's last theorem."}])
         reasoning, answer = split("think", r.choices[0].message.model_dump())
         assert r.choices[0].finish_reason == "stop" and boxed(answer) is None and "cannot solve" in answer
+
+
+def test_n_choices_stream_like_they_answer_and_seed_picks_the_sample():
+    q = [{"role": "user", "content": "Calculate 47 * 68."}]
+    with SimTeacher(wrong_rate=0.5, seed=0) as sim:
+        c = client(sim)
+        streamed: dict[int, str] = {}
+        for chunk in c.chat.completions.create(model="m", messages=q, n=4, stream=True):
+            for ch in chunk.choices:
+                streamed[ch.index] = streamed.get(ch.index, "") + (ch.delta.content or "")
+        full = c.chat.completions.create(model="m", messages=q, n=4)
+        assert [streamed[i] for i in range(4)] == [ch.message.content for ch in full.choices]
+        by_seed = {s: c.chat.completions.create(model="m", messages=q, seed=s).choices[0].message.content
+                   for s in range(8)}
+        assert by_seed[3] == c.chat.completions.create(model="m", messages=q, seed=3).choices[0].message.content
+        assert len(set(by_seed.values())) > 1 and any(boxed(v) == "3196" for v in by_seed.values())
