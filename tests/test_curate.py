@@ -257,3 +257,17 @@ def test_cli_curate(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no samples" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_near_duplicates_same_with_worker_processes():
+    from tracesynth.curate.dedup import exact_duplicates, near_duplicates
+
+    base = [f"item {i}: the quick brown fox number {i} jumps over {i * 7} lazy dogs near the river bank today"
+            for i in range(120)]
+    items = [(f"a{i}", t) for i, t in enumerate(base)]
+    items += [(f"b{i}", base[i].replace("today", "tonight")) for i in range(0, 120, 10)]
+    one = near_duplicates(items, 0.7)
+    two = near_duplicates(items, 0.7, workers=2, chunk=40)
+    assert one == two
+    assert {k: v for k, v in one.items() if k.startswith("b")} == {f"b{i}": f"a{i}" for i in range(0, 120, 10)}
+    assert exact_duplicates([("x", "Hello, World!"), ("y", "hello world"), ("z", "hello")]) == {"y": "x"}
