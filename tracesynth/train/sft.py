@@ -111,7 +111,9 @@ def default_sft_args(*, on_gpu: bool, fmt: str, tiny: bool) -> dict[str, Any]:
         args["completion_only_loss"] = True
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
     if on_gpu:
-        args.update(bf16=True, activation_checkpointing=True)
+        # under `accelerate launch` with fsdp_activation_checkpointing, FSDP checkpoints the layers itself
+        fsdp_ac = os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true"
+        args.update(bf16=True, activation_checkpointing=not fsdp_ac)
     else:
         args.update(bf16=False, fp16=False, activation_checkpointing=False, dataloader_pin_memory=False)
     if tiny:
@@ -127,6 +129,9 @@ def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict
         if old in recipe_sft and new not in recipe_sft:
             args.pop(new, None)
     args.update(recipe_sft)
+    for key, value in args.items():  # YAML 1.1 reads `save_strategy: no` as False
+        if key.endswith("_strategy") and value is False:
+            args[key] = "no"
     return args
 
 
@@ -251,7 +256,7 @@ def sft(
         if store is not None:
             store.mark_stage("sft", started_at=time.time(), output_dir=str(plan.out))
         trainer, plan = make_trainer(recipe, dataset_dir=dataset_dir, output_dir=output_dir)
-        result = _train(trainer, plan)
+        result = train_and_save(trainer, plan)
         if store is not None:
             store.mark_stage("sft", ended_at=time.time(), steps=result.train.get("steps"),
                              wall_s=result.train.get("wall_s"))
@@ -283,7 +288,8 @@ def _tokens_at(checkpoint: str | None) -> int:
         return 0
 
 
-def _train(trainer, plan: _Plan) -> SftResult:
+def train_and_save(trainer, plan: _Plan) -> SftResult:
+    """Run the trainer made by :func:`make_trainer` and write the student, train.json and template.json."""
     import torch
 
     config, out = trainer.args, plan.out
@@ -325,6 +331,8 @@ def _train(trainer, plan: _Plan) -> SftResult:
         "versions": package_versions(),
         "finished_at": time.time(),
     }
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.config.use_cache = True  # training turns the KV cache off; generation wants it back
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(out))
@@ -372,4 +380,5 @@ __all__ = [
     "merge_sft_args",
     "sft",
     "sft_field_names",
+    "train_and_save",
 ]

@@ -1,0 +1,170 @@
+"""SFT of the tiny student: the tokenizer and template, labels, a few real steps, save/reload, resume.
+
+Everything runs TRL's SFTTrainer on the CPU with a very small student; the long "does it learn"
+run is in test_distill_learns.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from distill_helpers import make_dataset, problems, recipe_for
+
+from tracesynth.errors import ConfigError, UserError
+from tracesynth.train.sft import (
+    check_sft_keys,
+    default_sft_args,
+    make_trainer,
+    merge_sft_args,
+    sft,
+    train_and_save,
+)
+from tracesynth.train.student import CHATML_TEMPLATE, IM_END, THINK_END, THINK_START, load_student, train_tokenizer
+
+
+def test_unknown_sft_key_is_named() -> None:
+    check_sft_keys({"learning_rate": 1e-5, "num_train_epochs": 5, "packing": True, "assistant_only_loss": True})
+    with pytest.raises(ConfigError, match=r"sft\.learnin_rate: .*did you mean 'learning_rate'"):
+        check_sft_keys({"learnin_rate": 1e-5})
+
+
+def test_cpu_defaults_and_recipe_precedence() -> None:
+    cpu = default_sft_args(on_gpu=False, fmt="messages", tiny=False)
+    assert cpu["bf16"] is False and cpu["activation_checkpointing"] is False and cpu["packing"] is False
+    assert cpu["assistant_only_loss"] is True
+    gpu = default_sft_args(on_gpu=True, fmt="prompt_completion", tiny=False)
+    assert gpu["bf16"] is True and gpu["activation_checkpointing"] is True and gpu["completion_only_loss"] is True
+    # the recipe wins; the old TRL name replaces our new-name default instead of being shadowed by it
+    merged = merge_sft_args(cpu, {"gradient_checkpointing": True, "learning_rate": 1e-5})
+    assert "activation_checkpointing" not in merged and merged["gradient_checkpointing"] is True
+    assert merged["learning_rate"] == 1e-5
+
+
+def test_tokenizer_splits_digits_and_keeps_delimiters_whole() -> None:
+    tok = train_tokenizer(["What is 12345 + 678?", "carry 1, write 9"] * 50, vocab_size=300)
+    ids = tok.encode("12345", add_special_tokens=False)
+    assert [tok.decode([i]) for i in ids] == ["1", "2", "3", "4", "5"]
+    for special in (THINK_START, THINK_END, IM_END, "<|im_start|>"):
+        assert len(tok.encode(special, add_special_tokens=False)) == 1, special
+    assert tok.eos_token == IM_END and tok.pad_token_id != tok.eos_token_id
+    text = tok.decode(tok.encode("<think>\n1+2=3\n</think>\n\n3<|im_end|>", add_special_tokens=False),
+                      skip_special_tokens=True)
+    assert text == "<think>\n1+2=3\n</think>\n\n3"  # thinking tags survive decoding, the EOS does not
+    assert "{% generation %}" in tok.chat_template.replace("{%- generation %}", "{% generation %}")
+    assert tok.chat_template == CHATML_TEMPLATE
+
+
+def test_reasoning_content_renders_like_think_tags() -> None:
+    tok = train_tokenizer(["a b c"] * 10, vocab_size=300)
+    user = {"role": "user", "content": "q"}
+    inline = tok.apply_chat_template([user, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}],
+                                     tokenize=False)
+    field = tok.apply_chat_template([user, {"role": "assistant", "content": "A", "reasoning_content": "r"}],
+                                    tokenize=False)
+    expected = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\nA<|im_end|>\n"
+    assert inline == field == expected
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A few real SFT steps on 48 traces; returns (recipe, result, trainer-before-training)."""
+    run = tmp_path_factory.mktemp("sft") / "run"
+    recipe = recipe_for(run, "sft.max_steps=6", "sft.per_device_train_batch_size=8")
+    make_dataset(recipe, problems(48, digits=2, seed=1))
+    trainer, plan = make_trainer(recipe)
+    result = train_and_save(trainer, plan)  # what sft() runs, keeping the trainer for inspection
+    return recipe, result, trainer, plan
+
+
+def test_only_assistant_tokens_and_the_eos_carry_loss(trained) -> None:
+    _, _, trainer, _ = trained
+    tok = trainer.processing_class
+    row = trainer.train_dataset[0]
+    ids, labels = row["input_ids"], row["labels"]
+    learned = [i for i, lab in zip(ids, labels, strict=True) if lab != -100]
+    masked = [i for i, lab in zip(ids, labels, strict=True) if lab == -100]
+    assert tok.decode(learned).startswith("<think>\n")
+    assert learned[-1] == tok.eos_token_id  # the end of turn is trained: the student learns to stop
+    assert tok.decode(masked, skip_special_tokens=False).startswith("<|im_start|>user\nWhat is ")
+    assert "Please reason step by step" in tok.decode(masked)  # the prompt is context, not target
+    assert tok.eos_token_id in masked  # the user turn's <|im_end|> is not a target
+    # labels equal the inputs wherever they are set
+    assert all(lab == i for i, lab in zip(ids, labels, strict=True) if lab != -100)
+
+
+def test_a_few_steps_change_the_weights_and_write_the_receipt(trained) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    recipe, result, _, plan = trained
+    out = Path(result.output_dir)
+    assert out == Path(recipe.run_dir) / "student"
+    before = AutoModelForCausalLM.from_pretrained(plan.ckpt_dir / "init").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    changed = [k for k in after if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(after)  # every tensor moved (no frozen layer, no silent no-op)
+    info = json.loads((out / "train.json").read_text())
+    assert info["steps"] == 6 and info["device"] == "cpu" and info["gpus"] == 0
+    assert info["tokens_seen"] > 0 and info["tokens_per_s"] > 0 and info["wall_s"] > 0
+    assert info["dtype"] == "fp32" and info["sft_args"]["assistant_only_loss"] is True
+    template = json.loads((out / "template.json").read_text())
+    assert template["thinking_delimiters"] == [THINK_START, THINK_END] and template["chat_template_hash"]
+
+
+def test_save_reload_generate_round_trip(trained) -> None:
+    import torch
+
+    _, result, trainer, _ = trained
+    model, tok = load_student(result.output_dir)
+    assert tok.chat_template == CHATML_TEMPLATE and tok.eos_token == IM_END
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 34?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        a = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        b = trainer.model.to("cpu").eval().generate(**enc, max_new_tokens=12, do_sample=False,
+                                                     pad_token_id=tok.pad_token_id)
+    assert model.config.use_cache is True
+    assert a.shape[1] > enc["input_ids"].shape[1]
+    assert torch.equal(a, b)  # the reloaded student is the trained one
+
+
+def test_up_to_date_student_is_not_trained_again(trained) -> None:
+    recipe, result, _, _ = trained
+    again = sft(recipe)
+    assert again.skipped and again.train["fingerprint"] == result.train["fingerprint"]
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    recipe = recipe_for(tmp_path / "run", "sft.max_steps=2", "sft.save_strategy=steps", "sft.save_steps=2",
+                        "sft.per_device_train_batch_size=4")
+    make_dataset(recipe, problems(16, digits=2, seed=2))
+    first = sft(recipe)
+    out = Path(first.output_dir)
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    for name in ("train.json", "config.json", "model.safetensors"):  # as if killed before the final save
+        (out / name).unlink()
+    longer = recipe_for(tmp_path / "run", "sft.max_steps=4", "sft.save_strategy=steps", "sft.save_steps=2",
+                        "sft.per_device_train_batch_size=4")
+    second = sft(longer)
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["sft"]["steps"] == 4
+    assert second.train["resumed_from"].endswith("checkpoint-2")
+    assert second.train["steps"] == 4
+    assert 0 < second.train["session_tokens"] < second.train["tokens_seen"]
+
+
+def test_missing_dataset_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="run `tracesynth export RECIPE` first"):
+        sft(recipe_for(tmp_path / "run"))
+
+
+def test_output_dir_for_variants(tmp_path: Path) -> None:
+    recipe = recipe_for(tmp_path / "run", "sft.max_steps=1", "sft.per_device_train_batch_size=4")
+    make_dataset(recipe, problems(8, digits=1, seed=3), reasoning="none")
+    res = sft(recipe, output_dir=tmp_path / "answers_only")
+    assert (tmp_path / "answers_only" / "train.json").exists()
+    assert json.loads((tmp_path / "answers_only" / "template.json").read_text())["reasoning"] == "none"
+    shutil.rmtree(res.output_dir)
