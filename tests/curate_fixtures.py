@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tracesynth.config import Recipe
-from tracesynth.records import Problem, Sample, Usage, Verdict
+from tracesynth.config import PromptConfig, Recipe, SamplingConfig
+from tracesynth.prompts import template_hash
+from tracesynth.records import Problem, Sample, Usage, Verdict, sample_id
 from tracesynth.store import JsonlStage
+
+MODEL = "teacher-x"
+N = 8  # teacher.n of the test recipes: up to 8 samples per problem are current
 
 
 def sample(pid: str, index: int, *, status: str | list[str] = "pass", reasoning: str = "think", content: str = "",
-           finish: str = "stop", tokens: int = 0, model: str = "teacher-x", cost: float = 0.001) -> dict[str, Any]:
+           finish: str = "stop", tokens: int = 0, model: str = MODEL, cost: float = 0.001) -> dict[str, Any]:
     statuses = [status] if isinstance(status, str) else status
     return {"pid": pid, "index": index, "statuses": statuses, "reasoning": reasoning,
             "content": content or f"The answer is \\boxed{{{index}}}.", "finish": finish, "tokens": tokens,
@@ -20,8 +24,14 @@ def sample(pid: str, index: int, *, status: str | list[str] = "pass", reasoning:
 
 def make_run(run_dir: Path, problems: list[Problem], samples: list[dict[str, Any]], *,
              verifiers: tuple[str, ...] = ("math",), extra_verdicts: list[Verdict] | None = None,
-             failures: int = 0) -> dict[str, str]:
-    """Write problems.jsonl, samples.jsonl and verdicts.jsonl; return {f"{pid}#{index}": sample id}."""
+             failures: int = 0, template: str = "boxed_math") -> dict[str, str]:
+    """Write problems.jsonl, samples.jsonl and verdicts.jsonl; return {f"{pid}#{index}": sample id}.
+
+    Sample ids are the real ones harvest would give under :func:`recipe` with ``prompt.template``
+    = ``template`` (curation ignores samples of another recipe as stale).
+    """
+    th = template_hash(PromptConfig(template=template))
+    sampling = SamplingConfig().model_dump()
     run_dir.mkdir(parents=True, exist_ok=True)
     ids: dict[str, str] = {}
     with JsonlStage(run_dir / "problems.jsonl", Problem) as ps:
@@ -30,7 +40,7 @@ def make_run(run_dir: Path, problems: list[Problem], samples: list[dict[str, Any
     with JsonlStage(run_dir / "samples.jsonl", Sample) as ss, \
             JsonlStage(run_dir / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
         for spec in samples:
-            sid = f"s-{spec['pid']}-{spec['index']}"
+            sid = sample_id(spec["pid"], spec["index"], spec["model"], sampling, th)
             ids[f"{spec['pid']}#{spec['index']}"] = sid
             ss.append(Sample(
                 id=sid, problem_id=spec["pid"], index=spec["index"], model=spec["model"],
@@ -49,13 +59,14 @@ def make_run(run_dir: Path, problems: list[Problem], samples: list[dict[str, Any
     if failures:
         with JsonlStage(run_dir / "failures.jsonl", Sample, key=None) as fs:
             for k in range(failures):
-                fs.append(Sample(id=f"f{k}", problem_id=problems[0].id, index=0, model="teacher-x", error="HTTP 500",
+                fs.append(Sample(id=f"f{k}", problem_id=problems[0].id, index=0, model=MODEL, error="HTTP 500",
                                  error_kind="server", cost_usd=0.002))
     return ids
 
 
 def recipe(run_dir: Path, **sections: Any) -> Recipe:
-    data: dict[str, Any] = {"name": "t", "run_dir": str(run_dir), "source": {"kind": "jsonl", "path": "x.jsonl"}}
+    data: dict[str, Any] = {"name": "t", "run_dir": str(run_dir), "source": {"kind": "jsonl", "path": "x.jsonl"},
+                            "teacher": {"model": MODEL, "n": N}}
     for k, v in sections.items():
         data[k] = v
     return Recipe.model_validate(data)

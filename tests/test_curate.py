@@ -103,8 +103,9 @@ def test_verify_keep_policy_over_several_verifiers(tmp_path):
     assert {v.verifier for v in traces(run)[0].verdicts} == {"math", "format"}
 
 
-def test_trace_fields(mixed):
-    run, _ = mixed
+def test_trace_fields(tmp_path):
+    run = tmp_path / "run"
+    make_run(run, [P("a")], [sample("a", 0, reasoning="short"), sample("a", 1, status="fail")], template="sky_t1")
     curate(recipe(run, prompt={"template": "sky_t1"}))
     (t,) = traces(run)
     assert t.problem_id == "a" and t.teacher == "teacher-x" and t.reasoning == "short"
@@ -112,6 +113,29 @@ def test_trace_fields(mixed):
     assert t.verdicts[0].status == "pass" and t.cost_usd == 0.001
     assert t.metadata["passes"] == 1 and t.metadata["samples"] == 2 and t.metadata["pass_rate"] == 0.5
     assert t.metadata["tokens"] > 0
+
+
+def test_samples_of_another_recipe_are_stale(mixed):
+    run, _ = mixed
+    res = curate(recipe(run, prompt={"template": "sky_t1"}))  # the samples were asked with boxed_math
+    assert res.traces == 0 and step(report(run), "read")["dropped"] == {"stale": 6}
+    res = curate(recipe(run, teacher={"model": "other-model", "n": 8}))
+    assert res.traces == 0
+    curate(recipe(run, teacher={"model": "teacher-x", "n": 1}))  # index 1 is beyond n
+    assert step(report(run), "read")["dropped"] == {"stale": 2}  # a#1 and b#1
+
+
+def test_a_re_asked_sample_supersedes_the_truncated_one(tmp_path):
+    run = tmp_path / "run"
+    ids = make_run(run, [P("a")], [sample("a", 0, finish="length", status="fail")])
+    with JsonlStage(run / "samples.jsonl", Sample) as ss:
+        ss.append(Sample(id="s-retry", problem_id="a", index=0, model="teacher-x", reasoning="long enough",
+                         content="\\boxed{1}", finish_reason="stop", supersedes=ids["a#0"]))
+    with JsonlStage(run / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
+        vs.append(Verdict(sample_id="s-retry", problem_id="a", verifier="math", status="pass"))
+    curate(recipe(run, curate={"keep": "all", "drop_truncated": False}))
+    assert [t.sample_id for t in traces(run)] == ["s-retry"]
+    assert step(report(run), "read")["dropped"] == {"superseded": 1}
 
 
 def test_exact_and_near_dedup(tmp_path):
@@ -248,7 +272,7 @@ def test_cli_curate(tmp_path):
     run = tmp_path / "run"
     make_run(run, [P("a"), P("b")], [sample("a", 0), sample("b", 0, status="fail")])
     r = tmp_path / "r.yaml"
-    r.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\n")
+    r.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n")
     res = subprocess.run([sys.executable, "-m", "tracesynth", "curate", str(r)], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr

@@ -24,7 +24,7 @@ def build(tmp_path, n=5, **sections):
     probs.append(Problem(id="dirty", prompt=GSM_TEST_0, answer="18", source="arith_sample/train"))
     specs = [sample(p.id, 0, reasoning=f"Step one for {p.id}.\nStep two.", content=f"So \\boxed{{{p.answer}}}.",
                     tokens=40 * (i + 1), cost=0.01) for i, p in enumerate(probs)]
-    make_run(run, probs, specs, failures=3)
+    make_run(run, probs, specs, failures=3, template=sections.get("prompt", {}).get("template", "boxed_math"))
     r = recipe(run, **sections)
     curate(r)
     return r, run
@@ -162,7 +162,7 @@ def test_rows_are_what_trl_calls_conversational(tmp_path):
 def test_cli_export(tmp_path):
     _, run = build(tmp_path)
     y = tmp_path / "r.yaml"
-    y.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\n")
+    y.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n")
     res = subprocess.run([sys.executable, "-m", "tracesynth", "export", str(y)], capture_output=True, text=True,
                          timeout=180)
     assert res.returncode == 0, res.stderr

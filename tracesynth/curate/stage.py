@@ -2,7 +2,9 @@
 
 Steps, in order, each counted in and out with reasons (``curate.json["steps"]``):
 
-1. read — samples with an item error or an unknown problem are not candidates;
+1. read — samples with an item error or an unknown problem are not candidates, nor are stale
+   samples (their id is not one the current recipe's model, sampling, template and ``n`` give:
+   an earlier recipe's answers are never mixed in) and samples superseded by a re-asked one;
 2. decontaminate — problems sharing a word n-gram with an eval set (every removal listed with
    eval set, eval item and n-gram; the pre-harvest removals from harvest.json are listed too);
 3. truncated / empty — ``finish_reason == "length"`` (``drop_truncated``) and answers with no text;
@@ -36,8 +38,8 @@ from tracesynth.curate import dedup, select
 from tracesynth.curate.decontam import DecontamIndex, decontam_summary
 from tracesynth.curate.filters import TokenCounter, completion_text, keep_fn, local_keep, why_not_passing
 from tracesynth.errors import UserError
-from tracesynth.prompts import render_messages
-from tracesynth.records import Problem, Sample, Trace, Verdict
+from tracesynth.prompts import render_messages, template_hash
+from tracesynth.records import Problem, Sample, Trace, Verdict, sample_id
 from tracesynth.store import JsonlStage, RunStore
 
 TRL_DEFAULT_MAX_LENGTH = 1024  # trl.SFTConfig.max_length when the recipe's sft block sets none
@@ -196,18 +198,26 @@ def _verdicts(store: RunStore, weak_verifier: str | None) -> tuple[dict[str, lis
 
 
 def _read(store, problems, verdicts, counter: TokenCounter, keep, recipe: Recipe):
+    """Decide about every sample of the current recipe (stale and superseded samples are counted, not used)."""
     infos: list[_Info] = []
     drop: Counter[str] = Counter()
     prompt_tokens: dict[str, int] = {}
+    expected = _expected_ids(problems, recipe)
+    superseded: set[str] = set()
     n = 0
     for s in store.stage("samples", Sample).iter():
         n += 1
+        if s.supersedes:
+            superseded.add(s.supersedes)
         if s.error is not None:
             drop["error"] += 1
             continue
         problem = problems.get(s.problem_id)
         if problem is None:
             drop["unknown_problem"] += 1
+            continue
+        if s.id not in expected and s.supersedes not in expected:
+            drop["stale"] += 1  # another model, sampling, template or n than the recipe now says
             continue
         vs = verdicts.get(s.id, [])
         passed = s.finish_reason != "length" and keep(vs, recipe.verify.keep)
@@ -224,7 +234,18 @@ def _read(store, problems, verdicts, counter: TokenCounter, keep, recipe: Recipe
             truncated=s.finish_reason == "length",
             empty=not (s.reasoning or "").strip() and not (s.content or "").strip(),
         ))
+    if superseded:
+        drop["superseded"] = sum(i.id in superseded for i in infos)
+        infos = [i for i in infos if i.id not in superseded]
     return infos, drop, n
+
+
+def _expected_ids(problems: dict[str, Problem], recipe: Recipe) -> set[str]:
+    """The sample ids harvest gives this recipe's samples (records.sample_id, as tracesynth.harvest computes them)."""
+    t = recipe.teacher
+    sampling = t.sampling.model_dump()
+    th = template_hash(recipe.prompt)
+    return {sample_id(pid, i, t.model, sampling, th) for pid in problems for i in range(t.n)}
 
 
 def _select(infos, problems, passes, totals, weak_solved, recipe: Recipe, funnel: _Funnel):
@@ -298,6 +319,7 @@ def _write_traces(store, run_dir: Path, infos, problems, verdicts, domains, pass
     final = {i.id: i for i in infos}
     tmp = run_dir / "traces.jsonl.tmp"
     tmp.unlink(missing_ok=True)
+    tmp.touch()  # zero kept traces is a valid (empty) result
     with JsonlStage(tmp, Trace, key="sample_id") as out:
         for s in store.stage("samples", Sample).iter():
             info = final.get(s.id)
