@@ -112,9 +112,11 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     if prices is None:
         raise ConfigError(f"teacher.prices: no price known for model {recipe.teacher.model!r}; set teacher.prices")
     basis = "recipe expectations"
-    count, prompt_tokens = _measure_prompts(recipe, problems)
-    if c.prompt_tokens is not None:
-        prompt_tokens = c.prompt_tokens
+    if problems is not None and c.prompt_tokens is not None:
+        count, prompt_tokens = problems, c.prompt_tokens  # nothing to read: the sources may be remote
+    else:
+        count, prompt_tokens = _measure_prompts(recipe, problems)
+        prompt_tokens = c.prompt_tokens if c.prompt_tokens is not None else prompt_tokens
     completion, keep_rate = c.completion_tokens, c.keep_rate
     measured = _pilot(Path(recipe.run_dir)) if pilot else None
     if measured:
