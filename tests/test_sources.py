@@ -248,3 +248,11 @@ def test_unknown_gym_task():
 def test_gym_needs_size():
     with pytest.raises(SourceError, match=r"source\.size"):
         problems(kind="gym", name="basic_arithmetic")
+
+
+def test_a_capped_source_reads_only_what_it_yields(tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    ps, stats = problems(kind="jsonl", path=str(f), limit=4)
+    assert len(ps) == 4 and stats["rows"] == 4
+    none, stats = problems(kind="jsonl", path=str(f), limit=0)
+    assert none == [] and stats["rows"] == 0

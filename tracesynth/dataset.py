@@ -200,6 +200,18 @@ def export(recipe: Recipe) -> ExportResult:
 
 def _build(recipe: Recipe, traces_path: Path, work: Path, n: int) -> list[str]:
     """Write the dataset, Parquet shards, template.json and the card into ``work``; return shard names."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet_before = are_progress_bars_disabled()
+    disable_progress_bars()  # one summary line from the CLI instead of five progress bars
+    try:
+        return _write(recipe, traces_path, work, n)
+    finally:
+        if not quiet_before:
+            enable_progress_bars()
+
+
+def _write(recipe: Recipe, traces_path: Path, work: Path, n: int) -> list[str]:
     import datasets
 
     from tracesynth.dataset_card import render_card

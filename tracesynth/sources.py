@@ -124,6 +124,8 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
     rows = _rows(src)
     mapping: dict[str, str | None] | None = None
     skipped = kept = 0
+    if src.limit is not None and src.limit <= 0:
+        return
     for where, row in rows:
         if mapping is None:
             mapping = _resolve_columns(row, columns, src, where)
@@ -136,10 +138,10 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
         if skipped < src.offset:
             skipped += 1
             continue
-        if src.limit is not None and kept >= src.limit:
-            return
         kept += 1
         yield problem
+        if src.limit is not None and kept >= src.limit:
+            return  # before reading another row: a capped source reads exactly what it yields
 
 
 def hygiene_reason(problem: Problem, hygiene: HygieneConfig) -> str | None:
