@@ -98,17 +98,22 @@ def test_builtin_sources_map_columns():
     he = list(iter_problems(SourceConfig(kind="builtin", name="humaneval")))
     assert len(he) == 164 and he[0].id == "HumanEval/0" and he[0].domain == "code"
     assert "def check(candidate)" in he[0].tests and he[0].metadata["entry_point"] == "has_close_elements"
-    nofig = {"drop_figures": False}
-    aime = {p.id: p for p in iter_problems(SourceConfig(kind="builtin", name="aime24", hygiene=nofig))}
+    aime = {p.id: p for p in iter_problems(SourceConfig(kind="builtin", name="aime24"))}
     assert len(aime) == 30 and all(p.answer for p in aime.values())
 
 
-def test_math500_figures_dropped_only_when_hygiene_asks():
-    stats = Counter()
-    pool = list(iter_problems(SourceConfig(kind="builtin", name="math500"), stats=stats))
-    assert len(pool) + stats["drop:figure"] == 500 and stats["drop:figure"] > 0
-    full = list(iter_problems(SourceConfig(kind="builtin", name="math500", hygiene={"drop_figures": False})))
+def test_eval_sets_are_read_whole_unless_hygiene_is_set():
+    full = list(iter_problems(SourceConfig(kind="builtin", name="math500")))
     assert len(full) == 500 and full[0].metadata["unique_id"].startswith("test/")
+    assert len(list(iter_problems(SourceConfig(kind="builtin", name="aime24")))) == 30
+    stats = Counter()
+    strict = SourceConfig(kind="builtin", name="math500", hygiene={"drop_figures": True})
+    pool = list(iter_problems(strict, stats=stats))
+    assert len(pool) + stats["drop:figure"] == 500 and stats["drop:figure"] == 42  # [asy] diagrams
+    from tracesynth.config import load_recipe
+
+    r = load_recipe(None, ["source.kind=builtin", "source.name=math500", "source.hygiene.drop_figures=true"])
+    assert len(list(iter_problems(r))) == 458
 
 
 def test_builtin_source_errors_are_one_line():

@@ -14,7 +14,8 @@
 * Several sources are interleaved at random in proportion to their ``weight`` (seeded by the
   first source's seed) until all are exhausted; weight 0 leaves a source out.
 * Hygiene (s1): questions with figures (``[asy]``, image links), missing answers, answers without
-  ``\\boxed{}`` when required, and repeated ids are dropped. ``stats`` counts ``rows`` read,
+  ``\\boxed{}`` when required, and repeated ids are dropped. A shipped *eval* set is read whole
+  (no hygiene) unless the source sets ``hygiene`` explicitly. ``stats`` counts ``rows`` read,
   ``problems`` yielded, ``drop:<reason>`` and ``source:<label>``.
 * reasoning-gym problems keep what scoring needs in ``Problem.metadata``: ``gym_task``,
   ``gym_entry`` (a JSON-safe copy of the entry), ``gym_index`` and ``gym_config``.
@@ -109,6 +110,7 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
     label = source_label(src)
     columns = dict(src.columns)
     domain = src.domain
+    hygiene = src.hygiene
     if src.kind == "builtin":
         from tracesynth import data
 
@@ -118,6 +120,8 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
         label = f"{ds.name}/{ds.split}"
         columns = {**ds.columns, **columns}
         domain = domain or ds.domain
+        if ds.role == "eval" and "hygiene" not in src.model_fields_set:
+            hygiene = HygieneConfig(drop_figures=False, require_answer=False)  # a benchmark is read whole
     unknown = set(columns) - set(FIELDS)
     if unknown:
         raise SourceError(f"source.columns: unknown field(s) {sorted(unknown)}; fields are {', '.join(FIELDS)}")
@@ -128,10 +132,10 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
         return
     for where, row in rows:
         if mapping is None:
-            mapping = _resolve_columns(row, columns, src, where)
+            mapping = _resolve_columns(row, columns, hygiene, where)
         stats["rows"] += 1
         problem = _to_problem(row, mapping, where, label, domain or "math", src)
-        reason = hygiene_reason(problem, src.hygiene)
+        reason = hygiene_reason(problem, hygiene)
         if reason:
             stats[f"drop:{reason}"] += 1
             continue
@@ -160,7 +164,7 @@ def hygiene_reason(problem: Problem, hygiene: HygieneConfig) -> str | None:
 
 # -- columns → Problem -------------------------------------------------------------------------
 def _resolve_columns(
-    row: dict[str, Any], columns: dict[str, str], src: SourceConfig, where: str
+    row: dict[str, Any], columns: dict[str, str], hygiene: HygieneConfig, where: str
 ) -> dict[str, str | None]:
     """Pick the column of each field from the first row (explicit mapping first, then common names)."""
     file = re.sub(r"(:\d+| row \d+| #\d+)$", "", where)
@@ -178,7 +182,7 @@ def _resolve_columns(
     if mapping["question"] is None and mapping["messages"] is None:
         raise SourceError(f"{file}: no question column (looked for {', '.join(_DEFAULT_COLUMNS['question'])}); "
                           f"map one with source.columns.question; columns are: {', '.join(keys)}")
-    if src.hygiene.require_answer and mapping["answer"] is None and mapping["tests"] is None:
+    if hygiene.require_answer and mapping["answer"] is None and mapping["tests"] is None:
         raise SourceError(f"{file}: no answer column (looked for {', '.join(_DEFAULT_COLUMNS['answer'])}); "
                           "map one with source.columns.answer or set source.hygiene.require_answer: false")
     return mapping
