@@ -295,3 +295,20 @@ def test_near_duplicates_same_with_worker_processes():
     assert one == two
     assert {k: v for k, v in one.items() if k.startswith("b")} == {f"b{i}": f"a{i}" for i in range(0, 120, 10)}
     assert exact_duplicates([("x", "Hello, World!"), ("y", "hello world"), ("z", "hello")]) == {"y": "x"}
+
+
+def test_template_missing_field_is_exit_2_and_keeps_previous_traces(tmp_path):
+    tpl = tmp_path / "with_answer.txt"
+    tpl.write_text("{{ question }} (expected: {{ answer }})\n")
+    run = tmp_path / "run"
+    make_run(run, [P("a"), Problem(id="no-ans", prompt="What is nothing?")], [sample("a", 0), sample("no-ans", 0)],
+             template=str(tpl))
+    (run / "traces.jsonl").write_text("")
+    r = tmp_path / "r.yaml"
+    r.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n"
+                 f"prompt: {{template: {tpl}}}\n")
+    res = subprocess.run([sys.executable, "-m", "tracesynth", "curate", str(r)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: template {tpl}: problem no-ans: field 'answer' is missing"
+    assert (run / "traces.jsonl").read_text() == ""
