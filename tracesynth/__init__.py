@@ -44,6 +44,7 @@ _LAZY = {
     "render_messages": "tracesynth.prompts",
     "sft": "tracesynth.train.sft",
     "template_hash": "tracesynth.prompts",
+    "verify": "tracesynth.verify",
 }
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "render_messages",
     "sft",
     "template_hash",
+    "verify",
 ]
 
 

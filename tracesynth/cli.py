@@ -219,6 +219,23 @@ def export_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
     typer.echo(export(_load(recipe, set_)).summary())
 
 
+# -- verify (tracesynth/verify/) ---------------------------------------------------------------
+@app.command("verify")
+def verify_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    workers: Annotated[
+        Optional[int],  # noqa: UP045 - typer needs Optional here on 3.10
+        typer.Option("--workers", help="Worker processes (default verify.workers)."),
+    ] = None,
+) -> None:
+    """Verify harvested samples: one verdict per (sample, verifier) in verdicts.jsonl, counts in verify.json."""
+    from tracesynth.verify.stage import print_summary, verify
+
+    print_summary(verify(_load(recipe, set_), workers=workers, progress=not quiet))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
