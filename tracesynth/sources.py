@@ -20,18 +20,17 @@
 * reasoning-gym problems keep what scoring needs in ``Problem.metadata``: ``gym_task``,
   ``gym_entry`` (a JSON-safe copy of the entry), ``gym_index`` and ``gym_config``.
 
-Bad input (unreadable file, invalid line, missing column, a row without a question) raises
+Readers live in :mod:`tracesynth.source_readers`. Bad input (unreadable file, invalid line, missing
+column, a row without a question) raises
 :class:`~tracesynth.errors.SourceError` naming the file, the row and the field. This module does
 not decontaminate (see :mod:`tracesynth.curate.decontam`) or render prompts.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 import re
-from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tracesynth import source_readers
 from tracesynth.config import HygieneConfig, Recipe, SourceConfig
 from tracesynth.errors import SourceError
 from tracesynth.records import Problem
@@ -55,7 +55,6 @@ _DEFAULT_COLUMNS = {
 _FIGURE = re.compile(
     r"\[asy\]|!\[[^\]]*\]\([^)]*\)|<img\b|https?://\S+?\.(?:png|jpe?g|gif|svg|webp)\b", re.IGNORECASE
 )
-Row = tuple[str, dict[str, Any]]  # (where: "file:line" / "file row N", row)
 
 
 def iter_problems(
@@ -125,7 +124,7 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
     unknown = set(columns) - set(FIELDS)
     if unknown:
         raise SourceError(f"source.columns: unknown field(s) {sorted(unknown)}; fields are {', '.join(FIELDS)}")
-    rows = _rows(src)
+    rows = source_readers.rows(src)
     mapping: dict[str, str | None] | None = None
     skipped = kept = 0
     if src.limit is not None and src.limit <= 0:
@@ -236,182 +235,6 @@ def _maybe_json(text: str) -> Any:
         except ValueError:
             return text
     return text
-
-
-# -- readers -----------------------------------------------------------------------------------
-def _rows(src: SourceConfig) -> Iterator[Row]:
-    kind = src.kind
-    if kind == "builtin":
-        from tracesynth import data
-
-        path = data.verified_path(data.get(src.name or "", src.split))
-        return _jsonl_rows(path, src)
-    if kind == "gym":
-        return _gym_rows(src)
-    if kind == "hub":
-        return _hub_rows(src)
-    if not src.path:
-        raise SourceError(f"source.path: required for kind {kind}")
-    path = Path(src.path).expanduser()
-    if not path.exists():
-        raise SourceError(f"{path}: no such file or directory (source.path)")
-    if kind == "jsonl":
-        return _jsonl_rows(path, src)
-    if kind == "csv":
-        return _buffer_shuffle(_csv_rows(path), src)
-    if kind == "parquet":
-        return _buffer_shuffle(_parquet_rows(path), src)
-    if kind == "disk":
-        return _disk_rows(path, src)
-    raise SourceError(f"source.kind: unknown kind {kind!r}")
-
-
-def _jsonl_rows(path: Path, src: SourceConfig) -> Iterator[Row]:
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read ({exc.strerror})") from None
-    with fh:
-        if not src.shuffle:
-            for lineno, raw in enumerate(fh, 1):
-                if raw.strip():
-                    yield f"{path}:{lineno}", _json_row(raw, path, lineno)
-            return
-        offsets, linenos = array("q"), array("q")  # 16 bytes per row: exact shuffle without the rows
-        pos = 0
-        for lineno, raw in enumerate(fh, 1):
-            if raw.strip():
-                offsets.append(pos)
-                linenos.append(lineno)
-            pos += len(raw)
-        order = list(range(len(offsets)))
-        random.Random(src.seed).shuffle(order)
-        for i in order:
-            fh.seek(offsets[i])
-            yield f"{path}:{linenos[i]}", _json_row(fh.readline(), path, linenos[i])
-
-
-def _json_row(raw: bytes, path: Path, lineno: int) -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise SourceError(f"{path}:{lineno}: invalid JSON ({str(exc).splitlines()[0]})") from None
-    if not isinstance(obj, dict):
-        raise SourceError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def _csv_rows(path: Path) -> Iterator[Row]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            for row in reader:
-                if None in row:
-                    raise SourceError(f"{path}:{reader.line_num}: more values than header columns")
-                yield f"{path}:{reader.line_num}", row
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except csv.Error as exc:
-        raise SourceError(f"{path}: invalid CSV ({exc})") from None
-
-
-def _parquet_rows(path: Path) -> Iterator[Row]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    for file in files:
-        try:
-            pf = pq.ParquetFile(file)
-            n = 0
-            for batch in pf.iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
-                    n += 1
-                    yield f"{file} row {n}", row
-        except (pa.ArrowException, OSError) as exc:
-            raise SourceError(f"{file}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
-
-
-def _disk_rows(path: Path, src: SourceConfig) -> Iterator[Row]:
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise SourceError(f"{path}: not a dataset saved with save_to_disk ({str(exc).splitlines()[0]})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        splits = list(ds)
-        split = src.split or (splits[0] if len(splits) == 1 else None)
-        if split not in ds:
-            raise SourceError(f"{path}: source.split must be one of {', '.join(splits)}")
-        ds = ds[split]
-    if src.shuffle:
-        ds = ds.shuffle(seed=src.seed)
-    for i, row in enumerate(ds, 1):
-        yield f"{path} row {i}", row
-
-
-def _hub_rows(src: SourceConfig) -> Iterator[Row]:
-    import datasets
-
-    ds = datasets.load_dataset(src.name, split=src.split or "train", streaming=True, **src.config)
-    if src.shuffle:
-        ds = ds.shuffle(seed=src.seed, buffer_size=src.shuffle_buffer)
-    for i, row in enumerate(ds, 1):
-        yield f"hub {src.name} row {i}", row
-
-
-def _gym_rows(src: SourceConfig) -> Iterator[Row]:
-    try:
-        import reasoning_gym
-    except ImportError:
-        raise SourceError("source.kind gym needs reasoning-gym: pip install 'tracesynth[gym]'") from None
-    size = src.size if src.size is not None else (src.limit or 0) + src.offset
-    if size <= 0:
-        raise SourceError(f"source.size: give how many {src.name} problems to generate")
-    try:
-        ds = reasoning_gym.create_dataset(src.name, size=size, seed=src.seed, **src.config)
-    except Exception as exc:  # reasoning-gym raises ValueError/KeyError/AssertionError/TypeError for bad input
-        raise SourceError(f"source: reasoning-gym task {src.name!r}: {type(exc).__name__}: {exc}") from None
-    order = list(range(size))
-    if src.shuffle:
-        random.Random(src.seed).shuffle(order)
-    gym_config = {"size": size, "seed": src.seed, "config": src.config}
-    for i in order:
-        entry = ds[i]
-        yield f"gym {src.name} #{i}", {
-            "question": entry["question"],
-            "answer": entry["answer"],
-            "gym_task": src.name,
-            "gym_entry": _jsonable(entry),
-            "gym_index": i,
-            "gym_config": gym_config,
-        }
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-round-trippable copy (tuples → lists, sets → sorted lists, other objects → str)."""
-    def default(o: Any) -> Any:
-        return sorted(o, key=str) if isinstance(o, (set, frozenset)) else str(o)
-
-    return json.loads(json.dumps(value, default=default))
-
-
-def _buffer_shuffle(rows: Iterator[Row], src: SourceConfig) -> Iterator[Row]:
-    if not src.shuffle:
-        yield from rows
-        return
-    rng = random.Random(src.seed)
-    buf: list[Row] = []
-    for row in rows:
-        if len(buf) < src.shuffle_buffer:
-            buf.append(row)
-            continue
-        i = rng.randrange(len(buf))
-        yield buf[i]
-        buf[i] = row
-    rng.shuffle(buf)
-    yield from buf
 
 
 __all__ = ["FIELDS", "hygiene_reason", "iter_problems", "source_label"]
