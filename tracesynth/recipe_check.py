@@ -24,6 +24,15 @@ def check_recipe(recipe: Recipe) -> list[str]:
             raise ConfigError(f"{field}.path: {src.path}: no such file")
         if src.kind in ("hub", "gym", "builtin") and not src.name:
             raise ConfigError(f"{field}.name: required for kind {src.kind}")
+        if src.kind == "builtin":
+            from tracesynth.data import get
+
+            get(src.name or "", src.split)  # DataError naming the known sets
+    for name in recipe.curate.decontam.eval_sets:
+        from tracesynth.data import is_builtin
+
+        if not is_builtin(name) and not Path(name).exists():
+            raise ConfigError(f"curate.decontam.eval_sets: {name}: neither a shipped set nor a file")
     if recipe.sft:
         from tracesynth.train.sft import check_sft_keys
 

@@ -140,7 +140,11 @@ def _disk_rows(path: Path, src: SourceConfig) -> Iterator[Row]:
 def _hub_rows(src: SourceConfig) -> Iterator[Row]:
     import datasets
 
-    ds = datasets.load_dataset(src.name, split=src.split or "train", streaming=True, **src.config)
+    try:
+        ds = datasets.load_dataset(src.name, split=src.split or "train", streaming=True, **src.config)
+    except (ConnectionError, FileNotFoundError, ValueError) as exc:  # offline, unknown name/split, bad config
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"hub dataset {src.name!r}: cannot load ({why})") from None
     if src.shuffle:
         ds = ds.shuffle(seed=src.seed, buffer_size=src.shuffle_buffer)
     for i, row in enumerate(ds, 1):
