@@ -59,7 +59,7 @@ def _stdio_pairs(inputs: list[Any], outputs: list[Any]) -> list[tuple[str, str]]
     return [(text(i), text(o)) for i, o in zip(inputs, outputs, strict=False)]
 
 
-def test_plan(problem: Problem) -> tuple[str, Any]:
+def plan_tests(problem: Problem) -> tuple[str, Any]:
     """(kind, payload): ``stdio`` [(in, out)], ``functional`` (fn, [(args, want)]), ``script`` str, or ``none``."""
     tests, meta = problem.tests, problem.metadata
     fn = meta.get("fn_name") or meta.get("func_name")
@@ -137,7 +137,7 @@ def _from_run(res: sandbox.RunResult, where: str, code: str, details: dict[str, 
 
 
 def verify_code(problem: Problem, sample: Sample, options: dict[str, Any]) -> Outcome:
-    kind, payload = test_plan(problem)
+    kind, payload = plan_tests(problem)
     if kind == "none":
         return unverifiable("no_reference", "the problem has no tests")
     code = final_code(answer_text(sample))
@@ -193,4 +193,4 @@ def verify_code(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
     return _from_run(res, "tests", shown, details)
 
 
-__all__ = ["same_output", "test_plan", "verify_code"]
+__all__ = ["plan_tests", "same_output", "verify_code"]
