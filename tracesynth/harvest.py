@@ -112,14 +112,14 @@ class _Engine:
         self.template_hash = template_hash(recipe.prompt)
         self.id_sampling = self.t.sampling.model_dump()
         self.max_out = self.t.sampling.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS
-        self.queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=2 * self.t.concurrency)
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=2 * self.t.concurrency)
         self.stop_reason: str | None = None
         self.fatal: BaseException | None = None
         self.abandoned = 0
         self._settled: asyncio.Condition | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
-        self._sentinels = False
+        self._stopping = False
 
     # -- producing ------------------------------------------------------------------------
     async def produce(self) -> None:
@@ -159,12 +159,17 @@ class _Engine:
     async def work(self) -> None:
         while True:
             job = await self.queue.get()
-            if job is None:
-                return
-            if self.stop_reason is not None:
-                self.abandoned += len(job.indices)
-                continue
-            await self.run_job(job)
+            try:
+                if self.stop_reason is not None:
+                    self.abandoned += len(job.indices)
+                else:
+                    await self.run_job(job)
+            except Exception as exc:  # a bug or a store error: stop everything, re-raised by _harvest
+                self.fatal = self.fatal or exc
+                self.trigger_stop("error", hard=True)
+                raise
+            finally:
+                self.queue.task_done()
 
     def _worst(self, job: _Job) -> float:
         """The most one attempt of this call can cost (prompt estimate x 1.5 + max_tokens per choice)."""
@@ -250,29 +255,31 @@ class _Engine:
 
     # -- control --------------------------------------------------------------------------
     def trigger_stop(self, reason: str, *, hard: bool = False) -> None:
+        """Stop taking work (first reason wins); ``hard`` also cancels the requests in flight."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        if self._producer is not None:
-            self._producer.cancel()
-        while not self.queue.empty():  # drop queued jobs: they are pending, not lost
-            job = self.queue.get_nowait()
-            if job is not None:
-                self.abandoned += len(job.indices)
-        if not self._sentinels:
-            self._sentinels = True
-            for _ in self._workers:
-                self.queue.put_nowait(None)
+        if not self._stopping:
+            self._stopping = True
+            if self._producer is not None:
+                self._producer.cancel()
+            while not self.queue.empty():  # queued jobs are pending (asked next run), not lost
+                self.abandoned += len(self.queue.get_nowait().indices)
+                self.queue.task_done()
         if hard:
-            for w in self._workers:
-                w.cancel()
+            self._cancel_workers()
+
+    def _cancel_workers(self) -> None:
+        for w in self._workers:
+            w.cancel()  # a request cut here is lost, never half-written
 
     def on_signal(self, name: str) -> None:
         if self.stop_reason in ("SIGINT", "SIGTERM"):
             self.trigger_stop(name, hard=True)  # second signal: stop now
-        else:
-            self.view.console.print(f"{name}: no new requests; waiting up to {self.t.stop_grace_s:g}s "
-                                    f"for {self.client.flow.in_flight} in flight (again to stop now)")
-            self.trigger_stop(name)
+            return
+        self.view.console.print(f"{name}: no new requests; waiting up to {self.t.stop_grace_s:g}s "
+                                f"for {self.client.flow.in_flight} in flight (again to stop now)")
+        self.trigger_stop(name)
+        asyncio.get_running_loop().call_later(self.t.stop_grace_s, self._cancel_workers)
 
     async def ticker(self) -> None:
         last_summary = time.monotonic()
@@ -303,16 +310,10 @@ class _Engine:
             except asyncio.CancelledError:
                 if self.stop_reason is None:
                     raise
-            if self.stop_reason is None:
-                for _ in self._workers:
-                    await self.queue.put(None)
-            grace = self.t.stop_grace_s if self.stop_reason in ("SIGINT", "SIGTERM") else None
-            _, late = await asyncio.wait(self._workers, timeout=grace)
-            for w in late:  # requests still in flight after the grace period: lost, never half-written
-                w.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            # every queued job taken and finished (after a signal, the rest is cancelled after the grace period)
+            await self.queue.join()
             for w in self._workers:
-                if not w.cancelled() and w.exception() is not None:
+                if w.done() and not w.cancelled() and w.exception() is not None:
                     raise w.exception()  # type: ignore[misc]
         finally:
             for task in (*self._workers, self._producer):
@@ -351,8 +352,10 @@ class _Engine:
     def write_summary(self, status: str | None = None) -> dict[str, Any]:
         res = self.result()
         el = max(self.stats.elapsed, 1e-9)
+        if status is None and self.fatal is not None:
+            status = "auth_error" if isinstance(self.fatal, AuthError) else "failed"
         data = {
-            **res.model_dump(), "status": status or ("auth_error" if self.fatal else res.status),
+            **res.model_dump(), "status": status or res.status,
             "model": self.t.model, "endpoints": [e.as_dict() for e in self.client.pool.endpoints],
             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
             "counts": {"problems": res.problems, "samples_expected": res.samples_expected, "done_total": res.done,

@@ -1,0 +1,163 @@
+"""The harvest engine against the simulated teacher: resume, item errors, n, budget, shards, faults."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tracesynth
+from tracesynth.config import Recipe
+from tracesynth.errors import ConfigError
+from tracesynth.harvest import harvest
+from tracesynth.shards import in_shard, merge
+from tracesynth.sim import SimTeacher
+
+
+def write_problems(path: Path, n: int) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            a, b = 10 + i, 7 * i + 3
+            fh.write(json.dumps({"id": f"p{i:04d}", "problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
+    return path
+
+
+def make_recipe(tmp: Path, base_url: str | None, problems: int = 20, **teacher: Any) -> Recipe:
+    t = {"model": "sim-reasoner", "concurrency": 8, "n": 1, "sampling": {"max_tokens": 600},
+         "prices": {"input": 1.0, "output": 2.0}, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 10,
+         "api_key_env": None}
+    if base_url:
+        t["base_urls"] = [base_url]
+    t.update(teacher)
+    return Recipe.model_validate({"name": "t", "run_dir": str(tmp / "run"), "teacher": t,
+                                  "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl", problems))}})
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(raw) for raw in path.read_text().splitlines()]
+
+
+def test_harvest_then_resume_pays_nothing_twice(tmp_path: Path) -> None:
+    with SimTeacher() as sim:
+        r = make_recipe(tmp_path, sim.base_url, problems=15, n=2)
+        res = harvest(r)
+        assert (res.status, res.new, res.done, res.samples_expected, res.failed) == ("complete", 30, 30, 30, 0)
+        before = sim.stats()["requests"]
+        again = harvest(r)
+        assert (again.new, again.done, again.requests, again.run_spent_usd) == (0, 30, 0, 0.0)
+        assert sim.stats()["requests"] == before == 30
+    run = tmp_path / "run"
+    samples = lines(run / "samples.jsonl")
+    assert len(samples) == len({s["id"] for s in samples}) == 30
+    assert sorted(Counter(s["index"] for s in samples).items()) == [(0, 15), (1, 15)]
+    assert all(s["reasoning"] and s["content"].endswith("}.") and s["cost_usd"] > 0 for s in samples)
+    assert len(lines(run / "problems.jsonl")) == 15
+    summary = json.loads((run / "harvest.json").read_text())
+    assert summary["counts"]["done_total"] == 30 and summary["status"] == "complete"
+    assert summary["ledger"]["spent_usd"] == pytest.approx(sum(s["cost_usd"] for s in samples))
+    assert summary["ledger"]["tokens"]["completion"] == 0  # the second run spent nothing
+    assert res.spent_usd == pytest.approx(summary["ledger"]["spent_usd"])
+
+
+def test_item_errors_are_kept_and_retried_on_resume_up_to_the_limit(tmp_path: Path) -> None:
+    with SimTeacher(script=["500"] * 4) as sim:  # max_attempts=1: the first 4 requests become item errors
+        r = make_recipe(tmp_path, sim.base_url, problems=10, max_attempts=1, item_retries=1, concurrency=1)
+        first = harvest(r)
+        assert (first.new, first.failed, first.errors_by_kind) == (6, 4, {"server_error": 4})
+        second = harvest(r)  # the 4 failed ids are asked again (attempt 2) and now succeed
+        assert (second.new, second.failed, second.done) == (4, 0, 10)
+    failures = lines(tmp_path / "run" / "failures.jsonl")
+    assert len(failures) == 4 and all(f["error_kind"] == "server_error" and "500" in f["error"] for f in failures)
+    retried = {s["id"]: s["attempt"] for s in lines(tmp_path / "run" / "samples.jsonl") if s["attempt"] > 1}
+    assert set(retried) == {f["id"] for f in failures} and set(retried.values()) == {2}
+
+
+def test_item_retry_limit_gives_up(tmp_path: Path) -> None:
+    with SimTeacher(strict_model=True) as sim:  # 404 for every request: a permanent item error
+        r = make_recipe(tmp_path, sim.base_url, problems=3, model="unknown-model", item_retries=1)
+        assert harvest(r).failed == 3
+        assert harvest(r).failed == 3  # one retry allowed
+        third = harvest(r)
+        assert (third.failed, third.gave_up, third.requests) == (0, 3, 0)
+    kinds = Counter((f["error_kind"], f["attempt"]) for f in lines(tmp_path / "run" / "failures.jsonl"))
+    assert kinds == {("not_found", 1): 3, ("not_found", 2): 3}
+
+
+def test_api_n_asks_once_per_problem(tmp_path: Path) -> None:
+    with SimTeacher() as sim:
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=6, n=3, api_n=True))
+    assert (res.new, res.requests) == (18, 6)
+    samples = lines(tmp_path / "run" / "samples.jsonl")
+    by_problem = Counter(s["problem_id"] for s in samples)
+    assert set(by_problem.values()) == {3}
+    assert len({s["id"] for s in samples}) == 18
+
+
+def test_budget_cap_stops_cleanly_and_resumes_with_a_bigger_budget(tmp_path: Path) -> None:
+    with SimTeacher(latency=0.02) as sim:
+        # worst case per request ~ 600 tokens x $200/M ≈ $0.12; actual answers are ~100-200 tokens
+        r = make_recipe(tmp_path, sim.base_url, problems=40, prices={"input": 100.0, "output": 200.0},
+                        budget_usd=1.0, concurrency=16)
+        res = harvest(r)
+        assert res.status == "budget" and "budget $1 reached" in res.message and res.exit_code == 0
+        assert res.spent_usd + res.possibly_billed_usd <= 1.0
+        assert 0 < res.done < 40 and res.pending > 0
+        r2 = r.model_copy(deep=True)
+        r2.teacher.budget_usd = 100.0
+        more = harvest(r2)
+        assert more.status == "complete" and more.done == 40 and more.new == 40 - res.done
+    costs = [s["cost_usd"] for s in lines(tmp_path / "run" / "samples.jsonl")]
+    assert sum(costs) == pytest.approx(more.spent_usd)
+
+
+def test_budget_needs_prices(tmp_path: Path) -> None:
+    r = make_recipe(tmp_path, "http://127.0.0.1:9/v1", problems=1, model="my-local-model", prices=None,
+                    budget_usd=5.0)
+    with pytest.raises(ConfigError, match="no price known"):
+        harvest(r)
+
+
+def test_mixed_faults_end_in_samples_or_reasoned_item_errors(tmp_path: Path) -> None:
+    faults = {"rate_429": 0.1, "rate_500": 0.05, "rate_502": 0.05, "rate_503": 0.05, "rate_hang": 0.03,
+              "rate_drop_body": 0.05, "rate_malformed": 0.05, "rate_empty_choices": 0.05}
+    with SimTeacher(seed=5, retry_after_s=0.05, **faults) as sim:
+        r = make_recipe(tmp_path, sim.base_url, problems=60, timeout_s=0.5, max_attempts=4, concurrency=16)
+        res = harvest(r)
+    assert res.status == "complete"
+    run = tmp_path / "run"
+    ok = {s["id"] for s in lines(run / "samples.jsonl")}
+    failed = lines(run / "failures.jsonl")
+    assert len(ok) == len(lines(run / "samples.jsonl"))  # no duplicate
+    assert all(f["error"] and f["error_kind"] and f["id"] not in ok for f in failed)
+    assert len(ok) + len({f["id"] for f in failed}) == 60
+    summary = json.loads((run / "harvest.json").read_text())
+    assert sum(summary["retries_by_kind"].values()) > 0  # faults were seen and retried
+
+
+def test_shards_split_deterministically_and_merge_is_idempotent(tmp_path: Path) -> None:
+    with SimTeacher() as sim:
+        r = make_recipe(tmp_path, sim.base_url, problems=24)
+        a = harvest(r, shard="0/2")
+        b = harvest(r, shard=(1, 2))
+    assert a.done + b.done == 24 and a.done > 0 and b.done > 0
+    run = tmp_path / "run"
+    shard0 = {p["id"] for p in lines(run / "shards" / "0-of-2" / "problems.jsonl")}
+    assert all(in_shard(pid, (0, 2)) for pid in shard0)
+    first = merge(run)
+    assert first.added["samples"] == 24 and first.added["problems"] == 24
+    assert merge(run).added == {"problems": 0, "samples": 0, "failures": 0}
+    assert json.loads((run / "harvest.json").read_text())["counts"]["done_total"] == 24
+
+
+def test_package_attribute_stays_callable_after_module_import(tmp_path: Path) -> None:
+    import tracesynth.harvest as mod  # rebinds tracesynth.harvest to the module
+
+    assert callable(tracesynth.harvest) and mod.harvest is harvest
+    with SimTeacher() as sim:
+        res = tracesynth.harvest(make_recipe(tmp_path, sim.base_url, problems=2), quiet=True)
+    assert res.new == 2
