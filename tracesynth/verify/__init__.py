@@ -2,7 +2,8 @@
 
 * :data:`VERIFIERS` maps a name to a function ``(problem, sample, options) -> Outcome``:
   ``math`` (math_verifier.py), ``choice``, ``gym``, ``code`` (runs in sandbox.py), ``judge``
-  (LLM-as-judge) and ``format``. Register your own by adding to the dict.
+  (LLM-as-judge) and ``format``. Register your own by adding to the dict, or name it in a
+  recipe as ``"package.module:function"`` (imported where it runs, worker processes included).
 * :func:`score` runs the named verifiers on one sample, synchronously, in this process, and
   returns one :class:`~tracesynth.records.Verdict` each. It never raises for a bad answer or a
   failing verifier: an exception is ``unverifiable`` / ``verifier_error`` with its message, and
@@ -23,6 +24,7 @@ This package is callable: ``tracesynth.verify(recipe)`` runs the stage.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -52,6 +54,20 @@ KEEP_POLICIES = ("all", "any", "majority")
 DEFAULT_TIMEOUT_S = 5.0
 
 
+def get_verifier(name: str) -> Verifier | None:
+    """A registered verifier, or ``"package.module:function"`` imported on first use (so custom
+    verifiers named in a recipe also resolve inside worker processes). None when unknown."""
+    fn = VERIFIERS.get(name)
+    if fn is None and ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+        VERIFIERS[name] = fn
+    return fn
+
+
 def _judge_plan(names: Sequence[str], index: int, opts: dict[str, Any]) -> tuple[str, list[str]]:
     before = [n for n in names[:index] if n != "judge"]
     when = opts.get("when", "unverifiable" if before else "always")
@@ -78,10 +94,11 @@ def score(
     out: list[Verdict] = []
     for i, name in enumerate(verifiers):
         opts = dict(options.get(name) or {})
-        fn = VERIFIERS.get(name)
+        fn = get_verifier(name)
         details: dict[str, Any] = {}
         if fn is None:
-            res = unverifiable("verifier_error", f"unknown verifier {name!r} (known: {', '.join(sorted(VERIFIERS))})")
+            known = ", ".join(sorted(n for n in VERIFIERS if ":" not in n))
+            res = unverifiable("verifier_error", f"unknown verifier {name!r} (known: {known}, or module:function)")
         elif sample.error is not None:
             why = f"the sample is an error row ({sample.error_kind}): {sample.error}"
             res = unverifiable("sample_error", why[:300])
@@ -168,4 +185,6 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["KEEP_POLICIES", "VERIFIERS", "Outcome", "Verifier", "VerifyResult", "keep", "score", "verify"]
+__all__ = [
+    "KEEP_POLICIES", "VERIFIERS", "Outcome", "Verifier", "VerifyResult", "get_verifier", "keep", "score", "verify",
+]

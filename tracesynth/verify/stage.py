@@ -11,7 +11,7 @@
   block an event loop. Samples are streamed in chunks with a bounded number in flight; memory
   holds the problems, the done keys and one small record per sample for the summary.
 * A worker that hangs inside C code (where no Python-level timeout can reach) is stopped by a
-  hard ``RLIMIT_CPU`` set before each sample (twice the sample's verifier budgets + 5 s); the
+  hard ``RLIMIT_CPU`` set before each sample (twice the sample's verifier budgets + 3 s); the
   pool is rebuilt, the samples that were in flight are re-run one at a time, and the one that
   kills its worker again gets ``unverifiable`` / ``timeout`` (or ``verifier_error`` if it died
   early), so one pathological answer can neither hang nor sink the run.
@@ -23,6 +23,7 @@ This module schedules and records; the verifiers themselves live in their own mo
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import multiprocessing
@@ -45,7 +46,7 @@ from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError, VerifierError
 from tracesynth.records import Problem, Sample, Verdict
 from tracesynth.store import RunStore
-from tracesynth.verify import DEFAULT_TIMEOUT_S, VERIFIERS, keep, score
+from tracesynth.verify import DEFAULT_TIMEOUT_S, VERIFIERS, get_verifier, keep, score
 
 log = logging.getLogger(__name__)
 Item = tuple[Problem, Sample, list[str], list[str]]  # problem, sample, verifiers to run, verdicts to write
@@ -73,15 +74,17 @@ class VerifyResult(BaseModel):
 def check_config(recipe: Recipe) -> None:
     cfg = recipe.verify
     names = list(cfg.verifiers) + [n for ns in cfg.by_domain.values() for n in ns] + list(cfg.options)
-    unknown = sorted({n for n in names if n not in VERIFIERS})
+    unknown = sorted({n for n in names if get_verifier(n) is None})
     if unknown:
-        raise ConfigError(f"verify: unknown verifier {unknown[0]!r} (known: {', '.join(sorted(VERIFIERS))})")
+        known = ", ".join(sorted(n for n in VERIFIERS if ":" not in n))
+        raise ConfigError(f"verify: unknown verifier {unknown[0]!r} (known: {known}, or an importable module:function)")
 
 
 def verifier_options(recipe: Recipe) -> dict[str, dict[str, Any]]:
     cfg = recipe.verify
     out: dict[str, dict[str, Any]] = {}
-    for name in VERIFIERS:
+    names = set(VERIFIERS) | set(cfg.verifiers) | {n for ns in cfg.by_domain.values() for n in ns}
+    for name in sorted(names):
         opts = {"timeout_s": cfg.timeout_s, **(cfg.options.get(name) or {})}
         if name == "judge":
             t = recipe.teacher
@@ -95,7 +98,7 @@ def verifier_options(recipe: Recipe) -> dict[str, dict[str, Any]]:
 
 
 def _item_budget(names: list[str], options: dict[str, dict[str, Any]]) -> float:
-    return 2.0 * sum(float(options.get(n, {}).get("timeout_s", DEFAULT_TIMEOUT_S)) for n in names) + 5.0
+    return 2.0 * sum(float(options.get(n, {}).get("timeout_s", DEFAULT_TIMEOUT_S)) for n in names) + 3.0
 
 
 # -- worker side -----------------------------------------------------------------------------
@@ -162,9 +165,14 @@ def run_items(
     workers: int,
     chunk_size: int = 32,
     on_item: Callable[[int], None] | None = None,
+    preload: tuple[str, ...] = (),
 ) -> int:
-    """Score ``items`` in a process pool, passing each verdict to ``sink``; returns pool restarts."""
-    preload = ("math_verify", "sympy") if "math" in options else ()
+    """Score ``items`` in a process pool, passing each verdict to ``sink``; returns pool restarts.
+
+    ``preload``: modules to import before the workers start (in this process when workers are
+    forked, so they share it; in the forkserver otherwise)."""
+    for name in preload:
+        importlib.import_module(name)
     pool = _new_pool(workers, preload)
     inflight: dict[Future[list[Verdict]], tuple[list[Item], bool, float]] = {}
     isolate: deque[Item] = deque()
@@ -195,7 +203,7 @@ def run_items(
                     verdicts = fut.result()
                 except BrokenProcessPool:
                     broken = True
-                    if single:
+                    if single or (len(chunk) == 1 and len(done) == 1 and not inflight):  # it was alone
                         for v in _died_verdicts(chunk[0], time.monotonic() - t0, options):
                             sink(v)
                         if on_item:
@@ -269,8 +277,9 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
 
         with _progress(progress, len(samples)) as advance:
             items = _pending(samples.iter(), problems, recipe, verdicts.keys, orphan)
+            preload = ("math_verify",) if "math" in all_names else ()
             result.worker_restarts = run_items(items, options, sink, workers=workers, chunk_size=chunk_size,
-                                               on_item=advance)
+                                               on_item=advance, preload=preload)
         verdicts.sync()
         _summarise(verdicts.iter(), result)
         result.wall_s = round(time.monotonic() - t0, 3)

@@ -1,0 +1,19 @@
+"""A custom verifier named in a recipe as ``verify_plugins:stuck_in_c`` (tests/ is on sys.path under pytest).
+
+It burns CPU inside one C call (OpenSSL PBKDF2) when the answer says STUCK: no Python-level
+timeout can interrupt it, so only the verify stage's hard CPU limit on the worker can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from tracesynth.records import Problem, Sample
+from tracesynth.verify.base import Outcome, passed
+
+
+def stuck_in_c(problem: Problem, sample: Sample, options: dict[str, Any]) -> Outcome:
+    if "STUCK" in (sample.content or ""):
+        hashlib.pbkdf2_hmac("sha256", b"x", b"y", 2**31 - 1)  # about an hour of CPU in one C call
+    return passed(sample.content)
