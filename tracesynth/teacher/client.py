@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
@@ -182,22 +182,39 @@ class TeacherClient:
         max_out = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_WORST_OUTPUT_TOKENS
         est_out = float(max_out) * max(1, int(body.get("n", n) or 1))
         state = _CallState()
+        try:  # the first attempt runs outside tenacity: its per-call set-up costs more than a whole request
+            result = await self._attempt(path, body, parser, est_in, est_out, state)
+            result.attempts = 1
+            return result
+        except Transient as exc:
+            if self.max_attempts <= 1:
+                return self._gave_up(exc, state)
+            first: list[Transient] = [exc]
+        except ItemError as exc:
+            exc.attempts, exc.possibly_billed = state.attempts, state.possibly_billed
+            raise
+        # tenacity replays the first failure (no request) so its stop and wait rules see every attempt
         retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
                                  retry=retry_if_exception(is_retryable), reraise=True)
         try:
             async for attempt in retrying:
                 with attempt:
+                    if first:
+                        raise first.pop()
                     result = await self._attempt(path, body, parser, est_in, est_out, state)
         except Transient as exc:
-            self.events[exc.kind + ":gave_up"] += 1
-            raise ItemError(exc.kind, f"gave up after {state.attempts} attempts: {exc}", status=exc.status,
-                            possibly_billed=state.possibly_billed, attempts=state.attempts,
-                            endpoint=state.last_endpoint) from None
+            return self._gave_up(exc, state)
         except ItemError as exc:
             exc.attempts, exc.possibly_billed = state.attempts, state.possibly_billed
             raise
         result.attempts, result.possibly_billed = state.attempts, state.possibly_billed
         return result
+
+    def _gave_up(self, exc: Transient, state: _CallState) -> NoReturn:
+        self.events[exc.kind + ":gave_up"] += 1
+        raise ItemError(exc.kind, f"gave up after {state.attempts} attempts: {exc}", status=exc.status,
+                        possibly_billed=state.possibly_billed, attempts=state.attempts,
+                        endpoint=state.last_endpoint) from None
 
     async def _attempt(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
                        est_out: float, state: _CallState) -> ChatResult:
