@@ -161,3 +161,32 @@ def test_package_attribute_stays_callable_after_module_import(tmp_path: Path) ->
     with SimTeacher() as sim:
         res = tracesynth.harvest(make_recipe(tmp_path, sim.base_url, problems=2), quiet=True)
     assert res.new == 2
+
+
+def test_429_burst_backs_off_then_recovers_to_full_concurrency(tmp_path: Path) -> None:
+    with SimTeacher(script=["429"] * 12, retry_after_s=0.05) as sim:
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=40, concurrency=8))
+    assert res.status == "complete" and res.done == 40 and res.failed == 0
+    summary = json.loads((tmp_path / "run" / "harvest.json").read_text())
+    assert summary["retries_by_kind"]["rate_limited"] == 12
+    assert summary["flow"]["decreases"] >= 1  # AIMD backed off ...
+    assert summary["flow"]["concurrency"] == 8  # ... and came back to full speed
+    assert min(p["concurrency"] for p in summary["timeline"]) <= 8
+
+
+def test_ratelimit_headers_are_learned(tmp_path: Path) -> None:
+    with SimTeacher(rpm=6000, tpm=10_000_000) as sim:
+        harvest(make_recipe(tmp_path, sim.base_url, problems=5))
+    flow = json.loads((tmp_path / "run" / "harvest.json").read_text())["flow"]
+    assert flow["learned_rpm"] == 6000 and flow["learned_tpm"] == 10_000_000
+
+
+def test_truncated_samples_are_kept_and_counted_and_quiet_mode_logs(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with SimTeacher() as sim:
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=4, sampling={"max_tokens": 20}), quiet=True)
+    assert res.truncated == 4 and res.done == 4
+    samples = lines(tmp_path / "run" / "samples.jsonl")
+    assert all(s["finish_reason"] == "length" and s["usage"]["completion_tokens"] <= 20 for s in samples)
+    assert json.loads((tmp_path / "run" / "harvest.json").read_text())["ledger"]["truncated_usd"] > 0
+    assert "harvest: 4/4 samples" in capsys.readouterr().err

@@ -33,56 +33,24 @@ import types
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from tracesynth.config import Recipe, load_recipe
 from tracesynth.errors import AuthError
-from tracesynth.harvest_progress import HarvestStats, ProgressView, status_line
+from tracesynth.harvest_progress import (
+    HarvestResult,
+    HarvestStats,
+    ProgressView,
+    Status,
+    status_line,
+    write_summary,
+)
 from tracesynth.records import Problem, Sample, Usage, sample_id
 from tracesynth.shards import in_shard, parse_shard, shard_dir
 from tracesynth.store import JsonlStage, RunStore
 from tracesynth.teacher.client import ChatResult, TeacherClient, estimate_tokens
 from tracesynth.teacher.pricing import DEFAULT_WORST_OUTPUT_TOKENS, Ledger, Prices, require_prices
 from tracesynth.teacher.retry import ItemError
-
-Status = Literal["complete", "budget", "interrupted"]
-
-
-class HarvestResult(BaseModel):
-    """What a harvest did (also written, with the timeline, to ``harvest.json``)."""
-
-    status: Status
-    signal: str | None = None
-    run_dir: str
-    message: str = ""
-    problems: int = 0
-    samples_expected: int = 0
-    done: int = 0
-    new: int = 0
-    failed: int = 0
-    gave_up: int = 0
-    pending: int = 0
-    requests: int = 0
-    spent_usd: float = 0.0
-    run_spent_usd: float = 0.0
-    possibly_billed_usd: float = 0.0
-    tokens: dict[str, int] = Field(default_factory=dict)
-    wall_s: float = 0.0
-    errors_by_kind: dict[str, int] = Field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return {"SIGINT": 130, "SIGTERM": 143}.get(self.signal or "", 0) if self.status == "interrupted" else 0
-
-    def summary_line(self) -> str:
-        rate = self.new / self.wall_s if self.wall_s > 0 else 0.0
-        errs = ", ".join(f"{k} {v}" for k, v in sorted(self.errors_by_kind.items())) or "none"
-        return (f"harvest {self.status}: {self.done}/{self.samples_expected} samples ({self.new} new, "
-                f"{self.failed} item errors, {self.gave_up} given up, {self.pending} pending) in {self.wall_s:.1f}s "
-                f"({rate:.1f}/s), spent ${self.spent_usd:.4f} (${self.run_spent_usd:.4f} this run), "
-                f"errors: {errs}. {self.message}").strip()
 
 
 @dataclass(slots=True)
@@ -240,6 +208,7 @@ class _Engine:
             self.samples.append(s)
             self.ledger.charge(usage, cost, truncated=choice.finish_reason == "length")
             self.stats.new += 1
+            self.stats.truncated += choice.finish_reason == "length"
         if k < len(job.indices):  # the endpoint ignored `n`: the rest stay pending for the next run
             self.client.events["n_ignored"] += 1
             self.abandoned += len(job.indices) - k
@@ -343,34 +312,20 @@ class _Engine:
             msg = ""
         return HarvestResult(
             status=status, signal=reason if reason in ("SIGINT", "SIGTERM") else None, run_dir=str(self.store.dir),
-            message=msg, problems=s.problems, samples_expected=s.expected, done=s.done, new=s.new, failed=s.failed,
-            gave_up=s.gave_up, pending=pending, requests=s.requests, spent_usd=round(led.spent_usd, 6),
+            message=msg, problems=s.problems, samples_expected=s.expected, done=s.done, new=s.new,
+            truncated=s.truncated, failed=s.failed, gave_up=s.gave_up, pending=pending, requests=s.requests,
+            spent_usd=round(led.spent_usd, 6),
             run_spent_usd=round(led.spent_usd - self.start_spent, 6),
             possibly_billed_usd=round(led.possibly_billed_usd, 6), tokens=dict(led.tokens),
             wall_s=round(s.elapsed, 3), errors_by_kind=dict(s.errors))
 
     def write_summary(self, status: str | None = None) -> dict[str, Any]:
-        res = self.result()
-        el = max(self.stats.elapsed, 1e-9)
         if status is None and self.fatal is not None:
             status = "auth_error" if isinstance(self.fatal, AuthError) else "failed"
-        data = {
-            **res.model_dump(), "status": status or res.status,
-            "model": self.t.model, "endpoints": [e.as_dict() for e in self.client.pool.endpoints],
-            "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
-            "counts": {"problems": res.problems, "samples_expected": res.samples_expected, "done_total": res.done,
-                       "new": res.new, "failed": res.failed, "gave_up": res.gave_up, "pending": res.pending},
-            "ledger": self.ledger.summary(), "retries_by_kind": dict(self.client.events),
-            "throughput": {"samples_per_s": round(res.new / el, 3), "requests_per_s": round(res.requests / el, 3),
-                           "completion_tokens_per_s": round(self.ledger.tokens["completion"] / el, 1)},
-            "flow": self.client.flow.snapshot(), "source": dict(getattr(self, "source_stats", {})),
-            "timeline": self.stats.timeline,
-        }
-        path = self.store.dir / "harvest.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        tmp.replace(path)
-        return data
+        return write_summary(
+            self.store.dir / "harvest.json", self.result(), self.stats, self.ledger, self.client, status=status,
+            model=self.t.model, shard=f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
+            source=dict(getattr(self, "source_stats", {})))
 
 
 def _scan_prior(samples: Path, failures: Path, done: set[str]) -> tuple[float, float, dict[str, int]]:
@@ -419,6 +374,10 @@ def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, 
     """Run (or resume) the harvest of ``recipe``; see the module docstring."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides or [])
+    if recipe.teacher.mode == "batch":  # provider batch API: tracesynth/batch/ (same store, ledger, resume)
+        from tracesynth.batch.command import harvest_variant
+
+        return harvest_variant(recipe, quiet=quiet, shard=None if shard is None else str(shard))
     sh = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     run_dir = shard_dir(recipe.run_dir, sh) if sh else Path(recipe.run_dir)
     view = ProgressView(quiet=quiet, live=progress)

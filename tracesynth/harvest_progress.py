@@ -1,4 +1,7 @@
-"""What a harvest shows while it runs and what it leaves in harvest.json: counters, timeline, display.
+"""What a harvest shows while it runs and what it leaves in harvest.json: result, counters, timeline, display.
+
+* :class:`HarvestResult` — what ``tracesynth.harvest`` returns (and the CLI's one-line summary / exit code);
+  :func:`write_summary` writes it to ``harvest.json`` with counts, ledger, retries, flow and the timeline.
 
 * :class:`HarvestStats` — counters the engine bumps (cheap attribute increments on the hot path) and a
   throughput timeline sampled once a second (halved in resolution past 2,000 points, so a week-long
@@ -11,16 +14,57 @@ This module displays and summarises; it does not schedule requests or write reco
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 _MAX_POINTS = 2000
+Status = Literal["complete", "budget", "interrupted"]
+
+
+class HarvestResult(BaseModel):
+    """What a harvest did (also written, with the timeline, to ``harvest.json``)."""
+
+    status: Status
+    signal: str | None = None
+    run_dir: str
+    message: str = ""
+    problems: int = 0
+    samples_expected: int = 0
+    done: int = 0
+    new: int = 0
+    truncated: int = 0
+    failed: int = 0
+    gave_up: int = 0
+    pending: int = 0
+    requests: int = 0
+    spent_usd: float = 0.0
+    run_spent_usd: float = 0.0
+    possibly_billed_usd: float = 0.0
+    tokens: dict[str, int] = Field(default_factory=dict)
+    wall_s: float = 0.0
+    errors_by_kind: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return {"SIGINT": 130, "SIGTERM": 143}.get(self.signal or "", 0) if self.status == "interrupted" else 0
+
+    def summary_line(self) -> str:
+        rate = self.new / self.wall_s if self.wall_s > 0 else 0.0
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(self.errors_by_kind.items())) or "none"
+        return (f"harvest {self.status}: {self.done}/{self.samples_expected} samples ({self.new} new, "
+                f"{self.truncated} cut at max_tokens, {self.failed} item errors, {self.gave_up} given up, "
+                f"{self.pending} pending) in {self.wall_s:.1f}s "
+                f"({rate:.1f}/s), spent ${self.spent_usd:.4f} (${self.run_spent_usd:.4f} this run), "
+                f"errors: {errs}. {self.message}").strip()
 
 
 @dataclass
@@ -32,6 +76,7 @@ class HarvestStats:
     gave_up: int = 0  # ids over teacher.item_retries: not asked again
     new: int = 0
     failed: int = 0
+    truncated: int = 0  # successes cut at max_tokens (finish_reason 'length')
     requests: int = 0
     source_done: bool = False
     errors: Counter[str] = field(default_factory=Counter)  # item errors written this run, by kind
@@ -116,3 +161,24 @@ class ProgressView:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def write_summary(path: Path, res: HarvestResult, stats: HarvestStats, ledger: Any, client: Any, *,
+                  status: str | None, model: str, shard: str | None, source: dict[str, int]) -> dict[str, Any]:
+    """Write ``harvest.json`` atomically: result, counts, ledger, retries, throughput, flow, timeline."""
+    el = max(stats.elapsed, 1e-9)
+    data = {
+        **res.model_dump(), "status": status or res.status, "model": model,
+        "endpoints": [e.as_dict() for e in client.pool.endpoints], "shard": shard,
+        "counts": {"problems": res.problems, "samples_expected": res.samples_expected, "done_total": res.done,
+                   "new": res.new, "truncated": res.truncated, "failed": res.failed, "gave_up": res.gave_up,
+                   "pending": res.pending},
+        "ledger": ledger.summary(), "retries_by_kind": dict(client.events),
+        "throughput": {"samples_per_s": round(res.new / el, 3), "requests_per_s": round(res.requests / el, 3),
+                       "completion_tokens_per_s": round(ledger.tokens["completion"] / el, 1)},
+        "flow": client.flow.snapshot(), "source": source, "timeline": stats.timeline,
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+    return data
