@@ -124,6 +124,16 @@ class SimOptions(BaseModel):
     hang_s: float = Field(3600.0, gt=0, description="Longest a hanging request is held open.")
     rpm: int | None = Field(None, gt=0, description="Requests per minute (token bucket; 429 beyond it).")
     tpm: int | None = Field(None, gt=0, description="Tokens per minute (prompt + completion; 429 beyond it).")
+    batch_delay_s: float = Field(
+        1.0, ge=0, description="Batches API: seconds from batch creation until every request is processed."
+    )
+    batch_error_rate: Rate = Field(
+        0.0, ge=0, le=1, description="Batches API: share of requests that end in the error file (HTTP 500)."
+    )
+    batch_expire_s: float | None = Field(
+        None, gt=0, description="Batches API: a batch still running after this many seconds expires (requests "
+        "done by then are in the output file, the rest in the error file as batch_expired).",
+    )
 
     @field_validator("script", mode="before")
     @classmethod

@@ -1,11 +1,13 @@
 """The simulator's OpenAI-compatible routes on top of :mod:`tracesynth.sim.http`.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
-``GET /health``, ``GET /stats`` (JSON counters). More can be added with :meth:`SimApp.route`
-(e.g. files and batches later). Request flow: auth (when a key is set) → JSON and parameter
-validation (400s shaped like OpenAI's) → generation (:mod:`~tracesynth.sim.engine`) → rate
-limiter (429 + headers) → the request's fault (:mod:`~tracesynth.sim.faults`) → reply, at once
-when there is no delay (no task), else from a coroutine (delays, streams, hangs, drops).
+``GET /health``, ``GET /stats`` (JSON counters), and the files and batches APIs of
+:mod:`~tracesynth.sim.batches`. More can be added with :meth:`SimApp.route` (a path may hold
+``{name}`` segments, passed to the handler as keyword arguments).
+Request flow: auth (when a key is set) → JSON and parameter validation (400s shaped like
+OpenAI's) → generation (:mod:`~tracesynth.sim.engine`) → rate limiter (429 + headers) → the
+request's fault (:mod:`~tracesynth.sim.faults`) → reply, at once when there is no delay (no
+task), else from a coroutine (delays, streams, hangs, drops).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hmac
 import itertools
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +31,7 @@ from tracesynth.sim.solver import Solver
 from tracesynth.sim.stream import stream_reply
 from tracesynth.sim.tokens import count_chat_prompt, count_tokens, message_text
 
-Handler = Callable[[Request, Connection], Any]
+Handler = Callable[..., Any]  # (request, connection, **path parameters)
 _dumps = json.dumps  # the default encoder is the fastest path (measured)
 _ERROR_BODIES = {
     "500": (500, "The server had an error while processing your request. Sorry about that!"),
@@ -78,15 +81,22 @@ class SimApp:
         self._key = options.api_key.get_secret_value().encode() if options.api_key else None
         self._ids = itertools.count(1)
         self.routes: dict[tuple[str, str], Handler] = {}
+        self.patterns: list[tuple[str, re.Pattern[str], Handler]] = []
         self.route("POST", "/v1/chat/completions")(self.chat)
         self.route("POST", "/v1/completions")(self.completions)
         self.route("GET", "/v1/models")(self.models)
         self.route("GET", "/health")(lambda req, conn: response(200, b'{"status":"ok"}'))
         self.route("GET", "/stats")(lambda req, conn: response(200, _dumps(self.stats.snapshot()).encode()))
+        from tracesynth.sim.batches import BatchService
+
+        self.batches = BatchService(self)
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
-            self.routes[(method, path)] = fn
+            if "{" in path:
+                self.patterns.append((method, re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)), fn))
+            else:
+                self.routes[(method, path)] = fn
             return fn
         return register
 
@@ -97,19 +107,31 @@ class SimApp:
         st.bump("routes", req.path)
         try:
             handler = self.routes.get((req.method, req.path))
+            params: dict[str, str] = {}
             if handler is None:
-                if any(p == req.path for _, p in self.routes):
-                    raise ApiError(405, f"Method {req.method} not allowed for {req.path}")
-                raise ApiError(404, f"Unknown route {req.path}", code="not_found")
+                handler, params = self._match(req)
             if self._key is not None and req.path.startswith("/v1/"):
                 self._auth(req)
-            out = handler(req, conn)
+            out = handler(req, conn, **params)
         except ApiError as exc:
             st.bump("status", exc.status)
             return exc.render()
         if isinstance(out, bytes):
             st.bump("status", int(out[9:12]))
         return out
+
+    def _match(self, req: Request) -> tuple[Handler, dict[str, str]]:
+        """A ``{name}`` route for the request (404 / 405 when there is none)."""
+        allowed = False
+        for method, pattern, fn in self.patterns:
+            m = pattern.fullmatch(req.path)
+            if m is not None:
+                if method == req.method:
+                    return fn, m.groupdict()
+                allowed = True
+        if allowed or any(p == req.path for _, p in self.routes):
+            raise ApiError(405, f"Method {req.method} not allowed for {req.path}")
+        raise ApiError(404, f"Unknown route {req.path}", code="not_found")
 
     def _auth(self, req: Request) -> None:
         given = req.headers.get("authorization", "")
