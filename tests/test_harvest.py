@@ -190,3 +190,19 @@ def test_truncated_samples_are_kept_and_counted_and_quiet_mode_logs(tmp_path: Pa
     assert all(s["finish_reason"] == "length" and s["usage"]["completion_tokens"] <= 20 for s in samples)
     assert json.loads((tmp_path / "run" / "harvest.json").read_text())["ledger"]["truncated_usd"] > 0
     assert "harvest: 4/4 samples" in capsys.readouterr().err
+
+
+def test_unreachable_teacher_stops_the_run_instead_of_failing_every_item(tmp_path: Path) -> None:
+    import socket
+
+    from tracesynth.errors import TeacherError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    r = make_recipe(tmp_path, dead, problems=200, max_attempts=2, concurrency=4)
+    with pytest.raises(TeacherError, match="looks down"):
+        harvest(r)
+    failures = lines(tmp_path / "run" / "failures.jsonl")
+    assert 10 <= len(failures) < 30 and {f["error_kind"] for f in failures} == {"connection"}
+    assert json.loads((tmp_path / "run" / "harvest.json").read_text())["status"] == "failed"

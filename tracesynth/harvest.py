@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tracesynth.config import Recipe, load_recipe
-from tracesynth.errors import AuthError
+from tracesynth.errors import AuthError, TeacherError
 from tracesynth.harvest_progress import (
     HarvestResult,
     HarvestStats,
@@ -51,6 +51,10 @@ from tracesynth.store import JsonlStage, RunStore
 from tracesynth.teacher.client import ChatResult, TeacherClient, estimate_tokens
 from tracesynth.teacher.pricing import DEFAULT_WORST_OUTPUT_TOKENS, Ledger, Prices, require_prices
 from tracesynth.teacher.retry import ItemError
+
+# item errors that say more about the endpoint than about the item (see _Engine._breaker)
+UNHEALTHY_KINDS = frozenset({"connection", "dropped", "timeout", "protocol", "server_error", "bad_gateway",
+                             "unavailable", "gateway_timeout", "rate_limited"})
 
 
 @dataclass(slots=True)
@@ -84,6 +88,7 @@ class _Engine:
         self.stop_reason: str | None = None
         self.fatal: BaseException | None = None
         self.abandoned = 0
+        self.unhealthy_streak = 0
         self._settled: asyncio.Condition | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
@@ -146,6 +151,8 @@ class _Engine:
         return self.prices.worst_case(estimate_tokens(job.messages) * 1.5, self.max_out * len(job.indices))
 
     async def _reserve(self, worst: float) -> bool:
+        if self.ledger.budget_usd is None:
+            return True
         if self._settled is None:
             self._settled = asyncio.Condition()
         async with self._settled:
@@ -157,6 +164,8 @@ class _Engine:
         return True
 
     async def _settle(self, worst: float) -> None:
+        if self.ledger.budget_usd is None:
+            return
         self.ledger.release(worst)
         if self._settled is not None:
             async with self._settled:
@@ -175,6 +184,7 @@ class _Engine:
             self.ledger.possibly_billed(per_attempt * exc.possibly_billed)
             await self._settle(worst)
             self._write_failure(job, exc, per_attempt * exc.possibly_billed)
+            self._breaker(exc)
             return
         except AuthError as exc:
             await self._settle(worst)
@@ -186,7 +196,21 @@ class _Engine:
             raise
         self.ledger.possibly_billed(per_attempt * result.possibly_billed)
         await self._settle(worst)
+        self.unhealthy_streak = 0
         self._write_samples(job, result)
+
+    def _breaker(self, exc: ItemError) -> None:
+        """Many calls in a row that gave up on transport / server errors: the teacher is down, not the items.
+        Stop (resumable) instead of burning every remaining item's retries."""
+        if exc.kind not in UNHEALTHY_KINDS:
+            self.unhealthy_streak = 0
+            return
+        self.unhealthy_streak += 1
+        if self.unhealthy_streak >= max(10, 2 * self.t.concurrency) and self.fatal is None:
+            urls = ", ".join(e.url for e in self.client.pool.endpoints)
+            self.fatal = TeacherError(f"{self.unhealthy_streak} requests in a row failed ({exc.kind}: {exc}); "
+                                      f"the teacher at {urls} looks down. Nothing is lost: re-run to resume")
+            self.trigger_stop("error", hard=True)
 
     def _write_samples(self, job: _Job, r: ChatResult) -> None:
         k = len(r.choices[: len(job.indices)])
