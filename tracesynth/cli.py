@@ -134,11 +134,34 @@ def harvest_cmd(
         Optional[str],  # noqa: UP045 - typer needs Optional here on 3.10
         typer.Option("--shard", help="Harvest a deterministic 1/N of the problems: I/N (own files; see merge)."),
     ] = None,
+    batch: Annotated[bool, typer.Option("--batch", help="Use the provider's batch API (teacher.mode: batch).")] = False,
+    export_batch: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--export-batch", help="Write batch input files into DIR (for `vllm run-batch`)."),
+    ] = None,
+    ingest: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--ingest", help="Take in a batch results file (`vllm run-batch` output)."),
+    ] = None,
+    retry_truncated: Annotated[
+        bool, typer.Option("--retry-truncated", help="Re-ask only samples cut at max_tokens (raise it with --set).")
+    ] = False,
+    wait: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--wait/--no-wait", help="Batch mode: poll until every batch ends (teacher.batch.wait)."),
+    ] = None,
 ) -> None:
     """Ask the teacher for every (problem, sample) not yet done; resumable, rate-limited, cost-capped."""
-    from tracesynth.harvest import harvest
+    r = _load(recipe, set_)
+    if batch or export_batch or ingest or retry_truncated or wait is not None or r.teacher.mode == "batch":
+        from tracesynth.batch.command import harvest_variant
 
-    result = harvest(_load(recipe, set_), quiet=quiet, shard=shard)
+        result = harvest_variant(r, batch=batch, export_dir=export_batch, ingest=ingest,
+                                 retry_truncated=retry_truncated, wait=wait, quiet=quiet, shard=shard)
+    else:
+        from tracesynth.harvest import harvest
+
+        result = harvest(r, quiet=quiet, shard=shard)
     typer.echo(result.summary_line(), err=True)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
@@ -234,6 +257,20 @@ def verify_cmd(
     from tracesynth.verify.stage import print_summary, verify
 
     print_summary(verify(_load(recipe, set_), workers=workers, progress=not quiet))
+
+
+# -- batches (tracesynth/batch/) -----------------------------------------------------------------
+@app.command("batches")
+def batches_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel every batch still running.")] = False,
+) -> None:
+    """Show the run's batches (live status); --cancel cancels the running ones (results so far are kept)."""
+    from tracesynth.batch.command import batches_text
+    from tracesynth.batch.stage import batch_status
+
+    typer.echo(batches_text(batch_status(_load(recipe, set_), cancel=cancel)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -81,6 +81,22 @@ class SimConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class BatchConfig(Section):
+    """Batch mode (``teacher.mode: batch`` / ``harvest --batch``, see tracesynth.batch).
+
+    Per-file limits default to OpenAI's: a batch input file holds up to 50,000 requests and
+    200 MB (the ``batches.create`` reference); other providers document their own.
+    """
+
+    max_requests: int = Field(50_000, ge=1)  # requests per batch input file
+    max_bytes: int = Field(200_000_000, ge=1024)  # bytes per batch input file
+    completion_window: str = "24h"
+    base_url: str | None = None  # the files/batches API; None: teacher.base_urls[0]
+    poll_s: float = Field(10.0, gt=0)  # first wait between polls (grows x1.5 up to poll_max_s)
+    poll_max_s: float = Field(300.0, gt=0)
+    wait: bool = True  # poll until every batch has ended; False: submit / ingest what is ready, then return
+
+
 class TeacherConfig(Section):
     model: str = "deepseek-reasoner"
     base_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])
@@ -101,6 +117,7 @@ class TeacherConfig(Section):
     budget_usd: float | None = None
     mode: Literal["online", "batch"] = "online"
     sim: SimConfig = Field(default_factory=SimConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     http: Literal["aiohttp", "openai"] = "aiohttp"  # transport; see tracesynth/teacher/http.py for why
     adaptive: bool = True  # AIMD: halve concurrency on 429, add one back per success
     backoff_base_s: float = Field(0.5, gt=0)  # jittered exponential backoff (when no Retry-After)

@@ -114,6 +114,7 @@ class Ledger:
     reserved_usd: float = 0.0
     truncated_usd: float = 0.0  # part of spent_usd: answers cut at max_tokens
     failed_usd: float = 0.0  # part of spent_usd: billed calls that ended in an item error
+    retried_usd: float = 0.0  # part of spent_usd: re-asks of truncated samples (--retry-truncated)
     tokens: dict[str, int] = field(
         default_factory=lambda: {"prompt": 0, "completion": 0, "reasoning": 0, "cached": 0})
     refused: int = 0
@@ -132,12 +133,15 @@ class Ledger:
     def release(self, reserved_usd: float) -> None:
         self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd)
 
-    def charge(self, usage: Usage, cost_usd: float, *, truncated: bool = False, failed: bool = False) -> None:
+    def charge(self, usage: Usage, cost_usd: float, *, truncated: bool = False, failed: bool = False,
+               retried: bool = False) -> None:
         self.spent_usd += cost_usd
         if truncated:
             self.truncated_usd += cost_usd
         if failed:
             self.failed_usd += cost_usd
+        if retried:
+            self.retried_usd += cost_usd
         t = self.tokens
         t["prompt"] += usage.prompt_tokens
         t["completion"] += usage.completion_tokens
@@ -158,5 +162,7 @@ class Ledger:
             "possibly_billed_usd": round(self.possibly_billed_usd, 6),
             "truncated_usd": round(self.truncated_usd, 6),
             "failed_usd": round(self.failed_usd, 6),
-            "tokens": dict(self.tokens),
+            "retried_usd": round(self.retried_usd, 6),
+            # reasoning tokens are part of completion; "answer" is the rest of it
+            "tokens": {**self.tokens, "answer": self.tokens["completion"] - self.tokens["reasoning"]},
         }
