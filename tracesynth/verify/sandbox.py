@@ -55,6 +55,7 @@ correct (tracesynth.verify.code does).
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import itertools
 import json
@@ -290,12 +291,52 @@ _reaper_lock = threading.Lock()
 _reaper: tuple[int, subprocess.Popen[str]] | None = None
 
 
+_inherited: list[subprocess.Popen[str]] = []
+
+
+def _forget_reaper_in_child() -> None:
+    """A forked child must not use (or wait for) its parent's helper; it starts its own."""
+    global _reaper
+    if _reaper is not None:
+        for fh in (_reaper[1].stdin, _reaper[1].stdout):
+            try:
+                fh.close()
+            except (OSError, ValueError):
+                pass
+        _inherited.append(_reaper[1])  # kept referenced: never waited for or finalised here
+        _reaper = None
+
+
+os.register_at_fork(after_in_child=_forget_reaper_in_child)
+
+
+@atexit.register
+def _stop_reaper() -> None:
+    global _reaper
+    if _reaper is not None and _reaper[0] == os.getpid():
+        proc = _reaper[1]
+        _reaper = None
+        _close(proc)
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    try:
+        proc.stdin.close()
+        proc.wait(timeout=5)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
 def _kill_uid(uid: int) -> None:
     """``kill(-1, SIGKILL)`` issued as ``uid``: every process of that uid, atomically w.r.t. forks."""
     global _reaper
     with _reaper_lock:
         for _attempt in range(2):
             if _reaper is None or _reaper[0] != os.getpid() or _reaper[1].poll() is not None:
+                if _reaper is not None and _reaper[0] == os.getpid():
+                    _close(_reaper[1])
                 proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER_SRC], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={})
                 _reaper = (os.getpid(), proc)
@@ -307,6 +348,7 @@ def _kill_uid(uid: int) -> None:
                     return
             except (OSError, ValueError):
                 pass
+            _close(proc)
             _reaper = None
     raise OSError(f"could not kill the processes of sandbox uid {uid}")
 
