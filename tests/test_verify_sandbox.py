@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tracesynth.records import Problem, Sample
-from tracesynth.verify import sandbox, score
+from tracesynth.verify import confine, sandbox, score
 from tracesynth.verify.sandbox import Limits
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's isolation is Linux-only")
@@ -53,7 +53,7 @@ def sandbox_processes() -> list[int]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         uid = int(fields.get("Uid", "0").split()[0])
-        if uid >= sandbox._UID_BASE and not fields.get("State", "").strip().startswith(("Z", "X")):
+        if uid >= confine.UID_BASE and not fields.get("State", "").strip().startswith(("Z", "X")):
             out.append(int(entry.name))
     return out
 
