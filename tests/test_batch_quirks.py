@@ -86,3 +86,16 @@ def test_defaults_suit_reasoning_teachers_and_limits_are_separate_buckets() -> N
     flow = TeacherClient.from_config(TeacherConfig(rpm=600, rps=5, input_tpm=100_000, output_tpm=20_000)).flow
     assert set(flow.buckets) == {"rpm", "rps", "input_tpm", "output_tpm"}
     assert flow.buckets["rps"].rate == 5 and flow.buckets["output_tpm"].rate == pytest.approx(20_000 / 60)
+
+
+def test_progress_lines_count_spend_and_tokens_by_kind() -> None:
+    from tracesynth.records import Usage
+
+    led = Ledger()
+    led.charge(Usage(prompt_tokens=10, completion_tokens=100, reasoning_tokens=80), 0.5, truncated=True)
+    led.charge(Usage(prompt_tokens=10, completion_tokens=50, reasoning_tokens=30), 0.25, retried=True)
+    led.possibly_billed(0.125)
+    line = led.spend_line()
+    assert "truncated $0.5000" in line and "failed $0.1250" in line and "retried $0.2500" in line
+    assert "reasoning 110" in line and "answer 40" in line
+    assert led.summary()["tokens"]["answer"] == 40

@@ -120,7 +120,7 @@ def status_line(stats: HarvestStats, ledger: Any, flow: Any, events: Counter[str
     return (
         f"{stats.done}/{total} samples, {stats.new / el:.1f}/s, "
         f"{ledger.tokens['completion'] / el:,.0f} tok/s, ${ledger.spent_usd:.4f}"
-        f"{f' of ${ledger.budget_usd:g}' if ledger.budget_usd else ''}, "
+        f"{f' of ${ledger.budget_usd:g}' if ledger.budget_usd else ''} ({ledger.spend_line()}), "
         f"errors: {_fmt_errors(events)}, concurrency {flow.in_flight}/{flow.concurrency}"
     )
 

@@ -192,13 +192,10 @@ def _progress(run: RunContext) -> str:
     by = Counter((r.status or "submitting") if r.ingested is None else "ingested" for r in recs)
     running = [f"{r.local} {r.counts.get('completed', 0) + r.counts.get('failed', 0)}/{r.requests}"
                for r in recs if r.ingested is None and r.status == "in_progress"][:3]
-    led = run.ledger.summary()
-    tok = led["tokens"]
     return (f"batches {', '.join(f'{v} {k}' for k, v in sorted(by.items())) or 'none'}"
             f"{' (' + ', '.join(running) + ')' if running else ''}; {run.counts['new']} new samples, "
-            f"{run.counts['failed']} failed, {run.counts['truncated']} truncated; spent ${led['spent_usd']:.4f} "
-            f"(truncated ${led['truncated_usd']:.4f}, retried ${led['retried_usd']:.4f}); tokens reasoning "
-            f"{tok['reasoning']:,} answer {tok['answer']:,}")
+            f"{run.counts['failed']} failed, {run.counts['truncated']} truncated; spent ${run.ledger.spent_usd:.4f} "
+            f"({run.ledger.spend_line()})")
 
 
 def _ingest(run: RunContext, api: BatchAPI, rec: BatchRecord, ingestor: Ingestor) -> None:

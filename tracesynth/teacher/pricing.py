@@ -151,6 +151,13 @@ class Ledger:
     def possibly_billed(self, usd: float) -> None:
         self.possibly_billed_usd += usd
 
+    def spend_line(self) -> str:
+        """Spend by kind and reasoning vs answer tokens, for progress lines."""
+        t = self.tokens
+        return (f"truncated ${self.truncated_usd:.4f}, failed ${self.failed_usd + self.possibly_billed_usd:.4f} "
+                f"(possibly billed), retried ${self.retried_usd:.4f}; tokens: reasoning {t['reasoning']:,}, "
+                f"answer {t['completion'] - t['reasoning']:,}")
+
     @property
     def exhausted(self) -> bool:
         return self.refused > 0
