@@ -286,3 +286,16 @@ def test_state_log_survives_a_torn_last_line(tmp_path: Path) -> None:
         assert state.records["b0001"].status == "in_progress" and store.recovered
     assert Counter(e["event"] for e in lines(tmp_path / "run" / "batches.jsonl")) == {
         "run": 1, "intent": 1, "created": 1}
+
+
+def test_a_batch_the_provider_no_longer_knows_is_released(tmp_path: Path) -> None:
+    with SimTeacher(batch_delay_s=30) as gone:
+        r = make_recipe(tmp_path, gone.base_url, problems=4)
+        assert harvest_batch(r, wait=False, quiet=True).in_batches == 4
+    with SimTeacher(batch_delay_s=0.05) as sim:  # another server: batch_sim000001 is unknown here (404)
+        r.teacher.base_urls = [sim.base_url]
+        lost = harvest_batch(r, quiet=True)
+        assert (lost.returned, lost.submitted, lost.in_batches) == (4, 0, 0) and "never ran" in lost.message
+        assert [b["status"] for b in lost.batches] == ["lost"]
+        again = harvest_batch(r, quiet=True)
+        assert (again.submitted, again.new) == (4, 4)

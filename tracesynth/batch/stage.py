@@ -225,9 +225,13 @@ def _look(run: RunContext, api: BatchAPI, rec: BatchRecord) -> None:
                          output_file_id=b.output_file_id, error_file_id=b.error_file_id, errors=errors)
 
 
+MAX_POLL_FAILURES = 10  # consecutive failed polls (after the SDK's own retries) before giving up
+
+
 def _poll(run: RunContext, api: BatchAPI, ingestor: Ingestor, log: ProgressLog, wait: bool) -> None:
     cfg = run.recipe.teacher.batch
     delay = cfg.poll_s
+    failures = 0
     while True:
         for rec in run.state.active():
             if rec.batch_id is None:
@@ -235,11 +239,17 @@ def _poll(run: RunContext, api: BatchAPI, ingestor: Ingestor, log: ProgressLog, 
             if not rec.final:
                 try:
                     _look(run, api, rec)
+                    failures = 0
                 except BatchAPIError as exc:
-                    if not (wait and exc.transient):
+                    if exc.status == 404:  # deleted, or made on another server: its requests are pending again
+                        log(f"{rec.local}: the provider does not know batch {rec.batch_id} any more", force=True)
+                        run.state.record("status", local=rec.local, status="lost", counts=rec.counts)
+                    elif wait and exc.transient and failures < MAX_POLL_FAILURES:
+                        failures += 1
+                        log(f"poll failed ({failures}/{MAX_POLL_FAILURES}), will retry: {exc}", force=True)
+                        continue
+                    else:
                         raise
-                    log(f"poll failed, will retry: {exc}")
-                    continue
             if rec.final:
                 _ingest(run, api, rec, ingestor)
         done = not wait or not any(r.batch_id for r in run.state.active())

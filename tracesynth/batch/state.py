@@ -8,7 +8,8 @@ so a kill -9 leaves at most a torn last line, dropped on reopen):
                 its sample ids are now reserved: no later run puts them in another file
     uploaded    the provider's file id
     created     the provider's batch id
-    status      a polled status change (with request counts)
+    status      a polled status change (with request counts); ``lost`` when the provider answers
+                404 for the batch id (its requests become pending again)
     cancel      ``tracesynth batches --cancel`` asked the provider to cancel
     ingested    output and error files taken in; the ids without a result are released
     exported    ``--export-batch`` wrote a file for running elsewhere (reserves nothing)
@@ -33,7 +34,7 @@ from typing import Any
 
 from tracesynth.store import JsonlStage, RunStore
 
-FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+FINAL = frozenset({"completed", "failed", "expired", "cancelled", "lost"})  # lost: the provider no longer knows it
 LOG = "batches"  # <run>/batches.jsonl
 FOLDER = "batches"  # <run>/batches/: input files, maps, downloaded outputs
 

@@ -38,9 +38,10 @@ META_RUN, META_BATCH = "tracesynth_run", "tracesynth_batch"
 class BatchAPIError(TeacherError):
     """A files / batches call failed after the SDK's retries; ``transient`` when a later poll may succeed."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 class BatchAPI:
@@ -92,7 +93,8 @@ class BatchAPI:
                 f"`--ingest OUT.jsonl`)")
         if isinstance(exc, o.APIStatusError):
             return BatchAPIError(f"{self.base_url}: HTTP {exc.status_code} on {what}: {_scrub(exc)}",
-                                 transient=exc.status_code in (408, 409, 429) or exc.status_code >= 500)
+                                 transient=exc.status_code in (408, 409, 429) or exc.status_code >= 500,
+                                 status=exc.status_code)
         if isinstance(exc, o.APIConnectionError):
             return BatchAPIError(f"{self.base_url}: {what} failed: {exc.__class__.__name__} (connection)",
                                  transient=True)
