@@ -106,14 +106,18 @@ def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES
     if "verify" in stages:
         _timed(result, run_dir, "verify", lambda: verify(recipe))
     targets = [variant_recipe(recipe, n) for n in recipe.variants] or [recipe]
-    for sub in targets:
+    for i, sub in enumerate(targets):
         sub_dir = Path(sub.run_dir)
         if sub_dir != run_dir:
             link_inputs(run_dir, sub_dir)
             (sub_dir / "recipe.json").write_text(json.dumps(sub.model_dump(mode="json"), indent=2))
-        for stage, fn in (("curate", curate), ("export", export), ("sft", sft), ("eval", evaluate)):
+        for stage, fn in (("curate", curate), ("export", export), ("sft", sft)):
             if stage in stages:
                 _timed(result, run_dir, stage, lambda fn=fn, sub=sub: fn(sub))
+        if "eval" in stages:
+            # the untrained baseline is the same for every variant (same size, same seed): evaluate it once
+            baseline = sub.eval.baseline and i == 0
+            _timed(result, run_dir, "eval", lambda sub=sub, baseline=baseline: evaluate(sub, baseline=baseline))
     if "report" in stages:
         result.report = _timed(result, run_dir, "report", lambda: build_report(run_dir, plots=recipe.report.plots))
     return result

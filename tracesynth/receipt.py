@@ -78,8 +78,12 @@ def _harvest_lines(run: Path, receipt: Receipt) -> None:
     if n_ok or n_trunc or n_failed:
         receipt.lines.append(Line("harvest", f"{n_ok:,} complete samples", ok))
         receipt.lines.append(Line("harvest", f"{n_trunc:,} truncated samples (finish_reason=length)", trunc))
-        receipt.lines.append(Line("harvest", f"{n_failed:,} failed calls (possibly billed)", failed))
+        receipt.lines.append(Line("harvest", f"{n_failed:,} failed calls kept as item errors", failed))
         receipt.tokens = tok
+    ledger = (_read(run / "harvest.json") or {}).get("ledger") or {}
+    if ledger.get("possibly_billed_usd"):
+        receipt.lines.append(Line("harvest", "timed-out or lost-body calls (worst case; may be billed)",
+                                  float(ledger["possibly_billed_usd"])))
 
 
 def _train_lines(run: Path, receipt: Receipt) -> None:

@@ -31,10 +31,13 @@ def _eval_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
         out["run"] = own
     vdir = run_dir / "variants"
     if vdir.is_dir():
-        for sub in sorted(vdir.iterdir()):
-            data = _read_json(sub / "eval.json")
+        order = list((_read_json(run_dir / "recipe.json") or {}).get("variants") or {})  # the recipe's order
+        names = sorted((d.name for d in vdir.iterdir() if d.is_dir()),
+                       key=lambda n: (order.index(n) if n in order else len(order), n))
+        for name in names:
+            data = _read_json(vdir / name / "eval.json")
             if data:
-                out[sub.name] = data
+                out[name] = data
     return out
 
 
@@ -96,7 +99,8 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
     md += ["## Funnel", "", _funnel_table(run, harvest, verify), ""]
     stages = manifest.get("stages", {})
     if stages:
-        rows = [[name, _fmt(info.get("wall_s"))] for name, info in stages.items() if isinstance(info, dict)]
+        rows = [[name, _fmt(info.get("wall_s"))] for name, info in stages.items()
+                if isinstance(info, dict) and info.get("wall_s") is not None]
         md += ["## Wall time per stage (s)", "", _table(["stage", "wall s"], rows), ""]
     if verify:
         md += ["## Verdicts", "", _verdict_table(verify), ""]
@@ -129,33 +133,44 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
 def _funnel_table(run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None) -> str:
     rows: list[list[Any]] = []
     if harvest:
-        for key in ("problems_read", "problems_dropped", "problems_asked", "samples_ok", "samples_failed",
-                    "samples_truncated"):
-            if key in harvest:
-                rows.append(["harvest", key.replace("_", " "), _fmt(harvest[key])])
-        for reason, n in sorted((harvest.get("dropped_by_reason") or {}).items()):
-            rows.append(["harvest", f"  dropped: {reason}", _fmt(n)])
+        src = harvest.get("source") or {}
+        counts = harvest.get("counts") or {}
+        rows.append(["source", "rows read", _fmt(src.get("rows"))])
+        for key, n in sorted(src.items()):
+            if key.startswith("drop:"):
+                rows.append(["source", f"dropped ({key[5:]})", _fmt(n)])
+        decontam = harvest.get("decontam") or {}
+        if decontam.get("removed") is not None:
+            rows.append(["source", "dropped (decontamination before harvest)", _fmt(decontam.get("removed"))])
+        rows.append(["harvest", "problems asked", _fmt(counts.get("problems", harvest.get("problems")))])
+        rows.append(["harvest", "samples done", _fmt(counts.get("done_total", harvest.get("done")))])
+        for key in ("truncated", "failed", "gave_up", "pending"):
+            rows.append(["harvest", f"samples {key.replace('_', ' ')}", _fmt(counts.get(key, harvest.get(key)))])
+        for kind, n in sorted((harvest.get("retries_by_kind") or {}).items()):
+            rows.append(["harvest", f"retried ({kind})", _fmt(n)])
+        for kind, n in sorted((harvest.get("errors_by_kind") or {}).items()):
+            rows.append(["harvest", f"item errors ({kind})", _fmt(n)])
     if verify:
-        rows.append(["verify", "verdicts", _fmt(verify.get("verdicts"))])
-        rows.append(["verify", "samples kept by policy", _fmt(verify.get("kept"))])
-    curate = _read_json(run / "curate.json")
-    for scope, data in [("curate", curate)] + [
-        (f"curate[{d.name}]", _read_json(d / "curate.json"))
-        for d in sorted((run / "variants").glob("*")) if d.is_dir()
-    ]:
-        for step in (data or {}).get("steps", []):
-            rows.append([scope, step.get("name"), f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}"])
-    return _table(["stage", "count", "n"], rows) if rows else "_no stage has run yet_"
+        rows.append(["verify", "samples verified", _fmt(verify.get("samples"))])
+        rows.append(["verify", f"samples kept (policy: {verify.get('keep')})", _fmt(verify.get("kept"))])
+    scopes = [("curate", run)] + [(f"curate[{d.name}]", d) for d in sorted((run / "variants").glob("*")) if d.is_dir()]
+    for scope, folder in scopes:
+        data = _read_json(folder / "curate.json") or {}
+        for step in data.get("steps", []):
+            dropped = ", ".join(f"{k}: {v}" for k, v in sorted((step.get("dropped") or {}).items()))
+            rows.append([scope, step.get("step"), f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}"
+                         + (f" ({dropped})" if dropped else "")])
+    return _table(["stage", "what", "n"], rows) if rows else "_no stage has run yet_"
 
 
 def _verdict_table(verify: dict[str, Any]) -> str:
     rows = []
-    for name, counts in sorted((verify.get("by_verifier") or {}).items()):
+    tags = verify.get("tags") or {}
+    for name, counts in sorted((verify.get("counts") or {}).items()):
         total = sum(counts.get(s, 0) for s in ("pass", "fail", "unverifiable")) or 1
-        tags = counts.get("tags") or {}
         rows.append([name, counts.get("pass", 0), counts.get("fail", 0), counts.get("unverifiable", 0),
                      _fmt(counts.get("pass", 0) / total, True),
-                     ", ".join(f"{t}: {n}" for t, n in sorted(tags.items()))])
+                     ", ".join(f"{t}: {n}" for t, n in sorted((tags.get(name) or {}).items()))])
     return _table(["verifier", "pass", "fail", "unverifiable", "pass rate", "non-pass tags"], rows)
 
 
@@ -205,9 +220,10 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
     """Key numbers for the terminal table printed at the end of `tracesynth run`."""
     run = Path(run_dir)
     harvest = _read_json(run / "harvest.json") or {}
+    counts = harvest.get("counts") or {}
     receipt: Receipt = build_receipt(run)
     rows = [
-        ("samples ok / failed", f"{harvest.get('samples_ok', '–')} / {harvest.get('samples_failed', '–')}"),
+        ("samples done / failed", f"{_fmt(counts.get('done_total'))} / {_fmt(counts.get('failed'))}"),
     ]
     for r in _accuracy_rows(_eval_runs(run)):
         rows.append((f"pass@1 {r['student']}",

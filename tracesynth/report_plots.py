@@ -33,16 +33,24 @@ def _save(plt: Any, fig: Any, out: Path, name: str) -> str:
 
 def _funnel(plt: Any, out: Path, run: Path, harvest: dict[str, Any] | None) -> str | None:
     labels, values = [], []
-    for key in ("problems_read", "problems_asked", "samples_ok"):
-        if harvest and key in harvest:
-            labels.append(key.replace("_", " "))
-            values.append(harvest[key])
+    if harvest:
+        counts = harvest.get("counts") or {}
+        for label, value in (("rows read", (harvest.get("source") or {}).get("rows")),
+                             ("problems asked", counts.get("problems")), ("samples done", counts.get("done_total"))):
+            if value is not None:
+                labels.append(label)
+                values.append(value)
+    path = run / "curate.json"
+    if not path.exists():
+        found = sorted((run / "variants").glob("*/curate.json"))
+        path = found[0] if found else path
     try:
-        curate = json.loads((run / "curate.json").read_text())
+        curate = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         curate = {}
+    scope = "" if path.parent == run else f"[{path.parent.name}] "
     for step in curate.get("steps", []):
-        labels.append(str(step.get("name")))
+        labels.append(f"{scope}{step.get('step')}")
         values.append(step.get("out", 0))
     if not values:
         return None
@@ -56,7 +64,7 @@ def _funnel(plt: Any, out: Path, run: Path, harvest: dict[str, Any] | None) -> s
 
 
 def _verdicts(plt: Any, out: Path, verify: dict[str, Any] | None) -> str | None:
-    by = (verify or {}).get("by_verifier") or {}
+    by = (verify or {}).get("counts") or {}
     if not by:
         return None
     names = sorted(by)
