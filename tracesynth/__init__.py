@@ -32,7 +32,7 @@ from tracesynth.store import JsonlStage, RunStore
 
 # name -> module that defines it; imported lazily on first attribute access
 _LAZY = {
-    "BatchHarvestResult": "tracesynth.batch.stage",
+    "BatchHarvestResult": "tracesynth.batch.run",
     "CurateResult": "tracesynth.curate.stage",
     "EvalResult": "tracesynth.evaluate",
     "ExportResult": "tracesynth.dataset",

@@ -27,7 +27,7 @@ from typing import Any
 
 from tracesynth.batch.ingest import Ingestor
 from tracesynth.batch.plan import PendingRequest
-from tracesynth.batch.stage import BatchHarvestResult, ProgressLog, RunContext, start_sim
+from tracesynth.batch.run import BatchHarvestResult, ProgressLog, RunContext, start_sim
 from tracesynth.config import Recipe
 from tracesynth.store import RunStore
 from tracesynth.teacher.client import TeacherClient

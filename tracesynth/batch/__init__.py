@@ -34,7 +34,8 @@ as online harvesting (tracesynth.harvest):
   use answers read :func:`tracesynth.superseded.live_samples`.
 
 Modules: plan (what to ask), files (batch input files and maps), state (the event log), submit
-(openai files/batches calls, reconciliation), ingest (results → Samples), stage (the entry points).
+(openai files/batches calls, reconciliation), ingest (results → Samples), run (shared context, result,
+progress), stage (the entry points), command (what the CLI flags do).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "BatchHarvestResult": "tracesynth.batch.stage",
+    "BatchHarvestResult": "tracesynth.batch.run",
     "batch_status": "tracesynth.batch.stage",
     "export_batch": "tracesynth.batch.stage",
     "harvest_batch": "tracesynth.batch.stage",
