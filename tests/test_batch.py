@@ -90,6 +90,7 @@ def test_round_trip_with_partial_failures_and_resubmission(tmp_path: Path) -> No
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_kill_9_while_polling_then_resume_never_resubmits(tmp_path: Path) -> None:
     with SimTeacher(batch_delay_s=1.5) as sim:
         rpath = tmp_path / "recipe.yaml"
