@@ -83,6 +83,7 @@ class _Engine:
         self.stats = HarvestStats()
         self.template_hash = template_hash(recipe.prompt)
         self.id_sampling = self.t.sampling.model_dump()
+        self.sampling = dict(self.id_sampling)  # request parameters (a dict: no model_dump per call)
         self.max_out = self.t.sampling.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=2 * self.t.concurrency)
         self.stop_reason: str | None = None
@@ -178,7 +179,7 @@ class _Engine:
             return
         self.stats.requests += 1
         try:
-            result = await self.client.chat(job.messages, n=len(job.indices), sampling=self.t.sampling,
+            result = await self.client.chat(job.messages, n=len(job.indices), sampling=self.sampling,
                                             seed_offset=job.indices[0])
         except ItemError as exc:
             self.ledger.possibly_billed(per_attempt * exc.possibly_billed)
