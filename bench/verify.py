@@ -91,9 +91,12 @@ def children_cpu() -> float:
 def pool_run(items: list, options: dict, workers: int, chunk: int,
              preload: tuple[str, ...] = ()) -> tuple[float, float, list[Verdict]]:
     out: list[Verdict] = []
-    cpu0, t0 = children_cpu(), time.perf_counter()
+    cpu0, own0, t0 = children_cpu(), time.process_time(), time.perf_counter()
     run_items(iter(items), options, out.append, workers=workers, chunk_size=chunk, preload=preload)
-    return time.perf_counter() - t0, children_cpu() - cpu0, out
+    wall = time.perf_counter() - t0
+    print(f"    ({workers} worker(s): parent used {time.process_time() - own0:.1f} CPU-s, workers "
+          f"{children_cpu() - cpu0:.1f} CPU-s, wall {wall:.1f} s)")
+    return wall, children_cpu() - cpu0, out
 
 
 def bench_math(n: int, worker_counts: list[int]) -> None:
