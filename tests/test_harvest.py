@@ -206,3 +206,18 @@ def test_unreachable_teacher_stops_the_run_instead_of_failing_every_item(tmp_pat
     failures = lines(tmp_path / "run" / "failures.jsonl")
     assert 10 <= len(failures) < 30 and {f["error_kind"] for f in failures} == {"connection"}
     assert json.loads((tmp_path / "run" / "harvest.json").read_text())["status"] == "failed"
+
+
+def test_prior_spend_is_read_from_the_cost_key_not_from_text(tmp_path: Path) -> None:
+    from tracesynth.harvest import _scan_prior
+    from tracesynth.records import Sample, Usage
+
+    decoy = 'x "cost_usd":99, y'
+    rows = [Sample(id=f"s{i}", problem_id="p", index=i, model="m", reasoning=decoy, content=decoy,
+                   cost_usd=0.25 * i, usage=Usage(prompt_tokens=3), metadata={"cost_usd": 7}) for i in range(4)]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(r.model_dump_json() + "\n" for r in rows) + '{"id": "torn", "cost_usd": 5')
+    failures = tmp_path / "failures.jsonl"
+    failures.write_text(Sample(id="f", problem_id="p", index=0, model="m", error="x", error_kind="timeout",
+                               metadata={"possibly_billed_usd": 0.5}).model_dump_json() + "\n")
+    assert _scan_prior(samples, failures, {"s0"}) == (1.5, 0.5, {"f": 1})

@@ -354,22 +354,31 @@ class _Engine:
 
 
 def _scan_prior(samples: Path, failures: Path, done: set[str]) -> tuple[float, float, dict[str, int]]:
-    """Spend recorded so far, possibly-billed so far, and failure rows per still-undone sample id."""
+    """Spend recorded so far, possibly-billed so far, and failure rows per still-undone sample id.
+
+    samples.jsonl can be gigabytes of reasoning text, so its costs are read without parsing each line:
+    the first unescaped ``"cost_usd":`` is the key: texts before it have their quotes escaped, and
+    the fields before it (ids, usage) have fixed keys."""
     spent = billed = 0.0
     counts: Counter[str] = Counter()
-    for path, is_failure in ((samples, False), (failures, True)):
-        if not path.exists():
-            continue
-        with path.open("rb") as fh:
+    if samples.exists():
+        with samples.open("rb") as fh:
+            for raw in fh:
+                at = raw.find(b'"cost_usd":')
+                if at >= 0 and raw.endswith(b"\n"):
+                    end = at + 11
+                    stop = min((i for i in (raw.find(b",", end), raw.find(b"}", end)) if i >= 0), default=len(raw))
+                    spent += float(raw[end:stop])
+    if failures.exists():
+        with failures.open("rb") as fh:
             for raw in fh:
                 if not raw.endswith(b"\n"):
                     break
                 rec = json.loads(raw)
                 spent += float(rec.get("cost_usd") or 0.0)
-                if is_failure:
-                    billed += float((rec.get("metadata") or {}).get("possibly_billed_usd") or 0.0)
-                    if rec.get("id") not in done:
-                        counts[rec["id"]] += 1
+                billed += float((rec.get("metadata") or {}).get("possibly_billed_usd") or 0.0)
+                if rec.get("id") not in done:
+                    counts[rec["id"]] += 1
     return spent, billed, dict(counts)
 
 
