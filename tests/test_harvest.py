@@ -221,3 +221,37 @@ def test_prior_spend_is_read_from_the_cost_key_not_from_text(tmp_path: Path) -> 
     failures.write_text(Sample(id="f", problem_id="p", index=0, model="m", error="x", error_kind="timeout",
                                metadata={"possibly_billed_usd": 0.5}).model_dump_json() + "\n")
     assert _scan_prior(samples, failures, {"s0"}) == (1.5, 0.5, {"f": 1})
+
+
+def test_endpoint_ignoring_n_gets_the_rest_asked_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracesynth.teacher.client as client_mod
+
+    real = client_mod.parse_chat
+
+    def only_first(body: Any) -> Any:  # an endpoint that ignores `n` and returns one choice
+        choices, usage, model = real(body)
+        return choices[:1], usage, model
+
+    monkeypatch.setattr(client_mod, "parse_chat", only_first)
+    with SimTeacher() as sim:
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=3, n=3, api_n=True))
+    assert (res.done, res.requests, res.pending) == (9, 3 + 6, 0)
+    samples = lines(tmp_path / "run" / "samples.jsonl")
+    assert sorted(Counter(s["index"] for s in samples).values()) == [3, 3, 3]
+
+
+def test_merge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tracesynth.cli import main
+
+    with SimTeacher() as sim:
+        r = make_recipe(tmp_path, sim.base_url, problems=6)
+        for i in range(3):
+            harvest(r, shard=f"{i}/3")
+    with pytest.raises(SystemExit) as info:
+        main(["merge", str(tmp_path / "run")])
+    assert info.value.code == 0
+    assert "merged 3 shards" in capsys.readouterr().out
+    assert len(lines(tmp_path / "run" / "samples.jsonl")) == 6
+    with pytest.raises(SystemExit) as info:
+        main(["merge", str(tmp_path / "nowhere")])
+    assert info.value.code == 2 and "no shard folders" in capsys.readouterr().err

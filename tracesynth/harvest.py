@@ -198,7 +198,15 @@ class _Engine:
         self.ledger.possibly_billed(per_attempt * result.possibly_billed)
         await self._settle(worst)
         self.unhealthy_streak = 0
-        self._write_samples(job, result)
+        k = self._write_samples(job, result)
+        if k < len(job.indices):  # the endpoint ignored `n`: ask for the rest one call each
+            self.client.events["n_ignored"] += 1
+            for pos in range(k, len(job.indices)):
+                if self.stop_reason is not None:
+                    self.abandoned += 1
+                    continue
+                await self.run_job(_Job(job.problem, job.messages, [job.indices[pos]], [job.ids[pos]],
+                                        [job.attempts[pos]]))
 
     def _breaker(self, exc: ItemError) -> None:
         """Many calls in a row that gave up on transport / server errors: the teacher is down, not the items.
@@ -213,7 +221,8 @@ class _Engine:
                                       f"the teacher at {urls} looks down. Nothing is lost: re-run to resume")
             self.trigger_stop("error", hard=True)
 
-    def _write_samples(self, job: _Job, r: ChatResult) -> None:
+    def _write_samples(self, job: _Job, r: ChatResult) -> int:
+        """Append one Sample per choice (usage split evenly); returns how many were written."""
         k = len(r.choices[: len(job.indices)])
         shares = _split_usage(r.usage, max(1, k))
         for pos, choice in enumerate(r.choices[:k]):
@@ -234,9 +243,7 @@ class _Engine:
             self.ledger.charge(usage, cost, truncated=choice.finish_reason == "length")
             self.stats.new += 1
             self.stats.truncated += choice.finish_reason == "length"
-        if k < len(job.indices):  # the endpoint ignored `n`: the rest stay pending for the next run
-            self.client.events["n_ignored"] += 1
-            self.abandoned += len(job.indices) - k
+        return k
 
     def _write_failure(self, job: _Job, exc: ItemError, billed: float) -> None:
         self.stats.errors[exc.kind] += len(job.indices)
