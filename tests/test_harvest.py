@@ -255,3 +255,20 @@ def test_merge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as info:
         main(["merge", str(tmp_path / "nowhere")])
     assert info.value.code == 2 and "no shard folders" in capsys.readouterr().err
+
+
+def test_eval_set_problems_are_decontaminated_before_any_request(tmp_path: Path) -> None:
+    from tracesynth.data import registry, verified_path
+
+    gsm8k_test = next(verified_path(d) for d in registry() if (d.name, d.split) == ("gsm8k", "test"))
+    leaked = json.loads(gsm8k_test.read_text().splitlines()[0])
+    with SimTeacher() as sim:
+        r = make_recipe(tmp_path, sim.base_url, problems=5)
+        with (tmp_path / "p.jsonl").open("a") as fh:
+            fh.write(json.dumps({"id": "leak", "problem": leaked["problem"], "answer": "1"}) + "\n")
+        res = harvest(r)
+        assert (res.problems, res.done, sim.stats()["requests"]) == (5, 5, 5)
+    summary = json.loads((tmp_path / "run" / "harvest.json").read_text())
+    assert summary["decontam"]["removed_count"] == 1 and summary["decontam"]["removed"][0]["problem_id"] == "leak"
+    assert summary["source"]["drop:decontam"] == 1
+    assert "leak" not in {p["id"] for p in lines(tmp_path / "run" / "problems.jsonl")}

@@ -90,6 +90,7 @@ class _Engine:
         self.fatal: BaseException | None = None
         self.abandoned = 0
         self.unhealthy_streak = 0
+        self.decontam_hits: list[Any] = []
         self._settled: asyncio.Condition | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._producer: asyncio.Task[None] | None = None
@@ -97,13 +98,17 @@ class _Engine:
 
     # -- producing ------------------------------------------------------------------------
     async def produce(self) -> None:
+        from tracesynth.curate.decontam import decontam_filter
         from tracesynth.prompts import render_messages
         from tracesynth.sources import iter_problems
 
         source_stats: Counter[str] = Counter()
         self.source_stats = source_stats
         n, per_call = self.t.n, self.t.api_n
-        for problem in iter_problems(self.recipe, stats=source_stats):
+        # decontaminate before asking: no money is spent on a problem curation would drop anyway
+        problems = decontam_filter(iter_problems(self.recipe, stats=source_stats), self.recipe.curate.decontam,
+                                   stats=source_stats, removed=self.decontam_hits)
+        for problem in problems:
             if self.stop_reason is not None:
                 return
             if not in_shard(problem.id, self.shard):
@@ -357,7 +362,13 @@ class _Engine:
         return write_summary(
             self.store.dir / "harvest.json", self.result(), self.stats, self.ledger, self.client, status=status,
             model=self.t.model, shard=f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
-            source=dict(getattr(self, "source_stats", {})))
+            source=dict(getattr(self, "source_stats", {})), decontam=self._decontam_summary())
+
+    def _decontam_summary(self) -> dict[str, Any]:
+        from tracesynth.curate.decontam import decontam_summary
+
+        cfg = self.recipe.curate.decontam
+        return decontam_summary(cfg, self.decontam_hits, eval_sets=None if cfg.enabled else [])
 
 
 def _scan_prior(samples: Path, failures: Path, done: set[str]) -> tuple[float, float, dict[str, int]]:

@@ -164,7 +164,8 @@ class ProgressView:
 
 
 def write_summary(path: Path, res: HarvestResult, stats: HarvestStats, ledger: Any, client: Any, *,
-                  status: str | None, model: str, shard: str | None, source: dict[str, int]) -> dict[str, Any]:
+                  status: str | None, model: str, shard: str | None, source: dict[str, int],
+                  decontam: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``harvest.json`` atomically: result, counts, ledger, retries, throughput, flow, timeline."""
     el = max(stats.elapsed, 1e-9)
     data = {
@@ -176,7 +177,7 @@ def write_summary(path: Path, res: HarvestResult, stats: HarvestStats, ledger: A
         "ledger": ledger.summary(), "retries_by_kind": dict(client.events),
         "throughput": {"samples_per_s": round(res.new / el, 3), "requests_per_s": round(res.requests / el, 3),
                        "completion_tokens_per_s": round(ledger.tokens["completion"] / el, 1)},
-        "flow": client.flow.snapshot(), "source": source, "timeline": stats.timeline,
+        "flow": client.flow.snapshot(), "source": source, "decontam": decontam, "timeline": stats.timeline,
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
