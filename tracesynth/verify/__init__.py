@@ -143,17 +143,20 @@ def keep(verdicts: Sequence[Verdict], policy: str) -> bool:
     ``unverifiable`` is never a pass; a sample without verdicts is never kept; ``not_needed``
     verdicts are ignored; a decisive fallback judge verdict replaces the verdicts it backs up.
     """
+    rows = [(v.verifier, v.status, v.tag, tuple(v.details.get("fallback_for") or ())) for v in verdicts]
+    return keep_rows(rows, policy)
+
+
+def keep_rows(rows: Sequence[tuple[str, str, str, tuple[str, ...]]], policy: str) -> bool:
+    """:func:`keep` on (verifier, status, tag, fallback_for) tuples (cheap for whole runs)."""
     if policy not in KEEP_POLICIES:
         raise ConfigError(f"verify.keep: unknown policy {policy!r} ({', '.join(KEEP_POLICIES)})")
-    active = [v for v in verdicts if v.tag != "not_needed"]
-    replaced: set[str] = set()
-    for v in active:
-        if v.verifier == "judge" and v.status != "unverifiable":
-            replaced.update(v.details.get("fallback_for") or [])
-    active = [v for v in active if v.verifier not in replaced]
+    active = [r for r in rows if r[2] != "not_needed"]
+    replaced = {name for r in active if r[0] == "judge" and r[1] != "unverifiable" for name in r[3]}
+    active = [r for r in active if r[0] not in replaced]
     if not active:
         return False
-    passes = sum(v.status == "pass" for v in active)
+    passes = sum(r[1] == "pass" for r in active)
     if policy == "all":
         return passes == len(active)
     if policy == "any":
@@ -186,5 +189,6 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
-    "KEEP_POLICIES", "VERIFIERS", "Outcome", "Verifier", "VerifyResult", "get_verifier", "keep", "score", "verify",
+    "KEEP_POLICIES", "VERIFIERS", "Outcome", "Verifier", "VerifyResult", "get_verifier", "keep", "keep_rows", "score",
+    "verify",
 ]

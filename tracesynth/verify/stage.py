@@ -45,8 +45,8 @@ from pydantic import BaseModel, Field
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError, VerifierError
 from tracesynth.records import Problem, Sample, Verdict
-from tracesynth.store import RunStore
-from tracesynth.verify import DEFAULT_TIMEOUT_S, VERIFIERS, get_verifier, keep, score
+from tracesynth.store import JsonlStage, RunStore
+from tracesynth.verify import DEFAULT_TIMEOUT_S, VERIFIERS, get_verifier, keep_rows, score
 
 log = logging.getLogger(__name__)
 Item = tuple[Problem, Sample, list[str], list[str]]  # problem, sample, verifiers to run, verdicts to write
@@ -223,6 +223,9 @@ def run_items(
                 pool = _new_pool(workers, preload)
                 restarts += 1
                 log.warning("a verifier worker died; re-running %d in-flight samples one at a time", len(isolate))
+    except BaseException:  # Ctrl-C or an error: do not wait for the chunks in flight (nothing half-written)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -281,7 +284,7 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
             result.worker_restarts = run_items(items, options, sink, workers=workers, chunk_size=chunk_size,
                                                on_item=advance, preload=preload)
         verdicts.sync()
-        _summarise(verdicts.iter(), result)
+        _summarise(JsonlStage(verdicts.path, None, key=None).iter(), result)
         result.wall_s = round(time.monotonic() - t0, 3)
         result.verdicts_per_s = round(result.written / result.wall_s, 2) if result.wall_s else 0.0
         if "code" in all_names:
@@ -294,25 +297,26 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
     return result
 
 
-def _summarise(verdicts: Iterator[Verdict], result: VerifyResult) -> None:
+def _summarise(rows: Iterator[dict[str, Any]], result: VerifyResult) -> None:
+    """Counts, tags, reasons and the keep decision per sample, from verdicts.jsonl as plain dicts."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     tags: dict[str, Counter[str]] = defaultdict(Counter)
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
-    by_sample: dict[str, list[Verdict]] = defaultdict(list)
-    for v in verdicts:
-        counts[v.verifier][v.status] += 1
-        if v.status != "pass":
-            tags[v.verifier][v.tag or "untagged"] += 1
-        if v.status == "unverifiable":
-            reasons[v.verifier][f"{v.tag}: {v.reason[:100]}"] += 1
-        slim = {"fallback_for": v.details["fallback_for"]} if "fallback_for" in v.details else {}
-        by_sample[v.sample_id].append(Verdict(sample_id=v.sample_id, problem_id="", verifier=v.verifier,
-                                              status=v.status, tag=v.tag, details=slim))
+    by_sample: dict[str, list[tuple[str, str, str, tuple[str, ...]]]] = defaultdict(list)
+    for v in rows:
+        name, status, tag = v["verifier"], v["status"], v.get("tag") or ""
+        counts[name][status] += 1
+        if status != "pass":
+            tags[name][tag or "untagged"] += 1
+        if status == "unverifiable":
+            reasons[name][f"{tag}: {(v.get('reason') or '')[:100]}"] += 1
+        fallback = tuple((v.get("details") or {}).get("fallback_for") or ())
+        by_sample[v["sample_id"]].append((name, status, tag, fallback))
     result.counts = {k: dict(c) for k, c in sorted(counts.items())}
     result.tags = {k: dict(c.most_common()) for k, c in sorted(tags.items())}
     result.unverifiable_reasons = {k: dict(c.most_common(10)) for k, c in sorted(reasons.items())}
     result.samples = len(by_sample)
-    result.kept = sum(keep(vs, result.keep) for vs in by_sample.values())
+    result.kept = sum(keep_rows(vs, result.keep) for vs in by_sample.values())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
