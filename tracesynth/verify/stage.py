@@ -177,7 +177,7 @@ def run_items(
     inflight: dict[Future[list[Verdict]], tuple[list[Item], bool, float]] = {}
     isolate: deque[Item] = deque()
     restarts = 0
-    exhausted = False
+    exhausted = finished = False
     try:
         while True:
             if isolate:  # after a crash: one sample at a time until the suspects are cleared
@@ -193,6 +193,7 @@ def run_items(
                     inflight[pool.submit(work_chunk, chunk, options)] = (chunk, False, time.monotonic())
             if not inflight:
                 if exhausted and not isolate:
+                    finished = True
                     return restarts
                 continue
             done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
@@ -223,11 +224,8 @@ def run_items(
                 pool = _new_pool(workers, preload)
                 restarts += 1
                 log.warning("a verifier worker died; re-running %d in-flight samples one at a time", len(isolate))
-    except BaseException:  # Ctrl-C or an error: do not wait for the chunks in flight (nothing half-written)
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    finally:  # on Ctrl-C or an error, do not wait for the chunks in flight (their verdicts are not written)
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _pending(
