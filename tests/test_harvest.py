@@ -272,3 +272,18 @@ def test_eval_set_problems_are_decontaminated_before_any_request(tmp_path: Path)
     assert summary["decontam"]["removed_count"] == 1 and summary["decontam"]["removed"][0]["problem_id"] == "leak"
     assert summary["source"]["drop:decontam"] == 1
     assert "leak" not in {p["id"] for p in lines(tmp_path / "run" / "problems.jsonl")}
+
+
+def test_callers_signal_handlers_are_restored(tmp_path: Path) -> None:
+    import signal
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not expected to be called")
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        with SimTeacher() as sim:
+            harvest(make_recipe(tmp_path, sim.base_url, problems=2))
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -299,11 +299,12 @@ class _Engine:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        installed = []
+        installed: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, self.on_signal, sig.name)
-                installed.append(sig)
+                installed[sig] = previous
             except (NotImplementedError, RuntimeError, ValueError):
                 continue  # not the main thread: the caller handles signals
         self._workers = [asyncio.create_task(self.work()) for _ in range(self.t.concurrency)]
@@ -329,8 +330,10 @@ class _Engine:
             tick.cancel()
             self.stats.tick(self.ledger, self.client.flow)
             self.view.stop()
-            for sig in installed:
+            for sig, previous in installed.items():
                 loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)  # give the caller its own handler back
             await self.client.aclose()
 
     # -- summary --------------------------------------------------------------------------
