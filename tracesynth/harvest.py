@@ -29,12 +29,12 @@ import json
 import signal
 import sys
 import time
-import types
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracesynth.callable_module import make_callable
 from tracesynth.config import Recipe, load_recipe
 from tracesynth.errors import AuthError, TeacherError
 from tracesynth.harvest_progress import (
@@ -472,12 +472,4 @@ async def _harvest(recipe: Recipe, store: RunStore, shard: tuple[int, int] | Non
     return res
 
 
-class _CallableModule(types.ModuleType):
-    """Importing ``tracesynth.harvest`` (the module) rebinds the package attribute ``tracesynth.harvest``
-    to this module; making the module callable keeps ``tracesynth.harvest(recipe)`` working either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> HarvestResult:
-        return harvest(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, harvest)

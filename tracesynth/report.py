@@ -140,8 +140,8 @@ def _funnel_table(run: Path, harvest: dict[str, Any] | None, verify: dict[str, A
             if key.startswith("drop:"):
                 rows.append(["source", f"dropped ({key[5:]})", _fmt(n)])
         decontam = harvest.get("decontam") or {}
-        if decontam.get("removed") is not None:
-            rows.append(["source", "dropped (decontamination before harvest)", _fmt(decontam.get("removed"))])
+        if decontam.get("removed_count") is not None:
+            rows.append(["source", "dropped (decontamination before harvest)", _fmt(decontam["removed_count"])])
         rows.append(["harvest", "problems asked", _fmt(counts.get("problems", harvest.get("problems")))])
         rows.append(["harvest", "samples done", _fmt(counts.get("done_total", harvest.get("done")))])
         for key in ("truncated", "failed", "gave_up", "pending"):
