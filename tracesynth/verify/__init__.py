@@ -25,11 +25,10 @@ This package is callable: ``tracesynth.verify(recipe)`` runs the stage.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tracesynth.callable_module import make_callable
 from tracesynth.errors import ConfigError
 from tracesynth.records import Problem, Sample, Verdict
 from tracesynth.verify.base import Outcome, VerifierTimeout, cpu_deadline, unverifiable
@@ -179,14 +178,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tracesynth.verify' has no attribute {name!r}")
 
 
-class _CallableModule(types.ModuleType):
-    """``tracesynth.verify`` is both this package and the stage: calling it runs the stage."""
-
-    def __call__(self, recipe: Any, **kwargs: Any) -> Any:
-        return verify(recipe, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, verify)  # tracesynth.verify(recipe) runs the stage, whatever was imported first
 
 __all__ = [
     "KEEP_POLICIES", "VERIFIERS", "Outcome", "Verifier", "VerifyResult", "get_verifier", "keep", "keep_rows", "score",
