@@ -98,17 +98,13 @@ class _Engine:
 
     # -- producing ------------------------------------------------------------------------
     async def produce(self) -> None:
-        from tracesynth.curate.decontam import decontam_filter
+        from tracesynth.curate.decontam import problems_to_ask
         from tracesynth.prompts import render_messages
-        from tracesynth.sources import iter_problems
 
         source_stats: Counter[str] = Counter()
         self.source_stats = source_stats
         n, per_call = self.t.n, self.t.api_n
-        # decontaminate before asking: no money is spent on a problem curation would drop anyway
-        problems = decontam_filter(iter_problems(self.recipe, stats=source_stats), self.recipe.curate.decontam,
-                                   stats=source_stats, removed=self.decontam_hits)
-        for problem in problems:
+        for problem in problems_to_ask(self.recipe, stats=source_stats, removed=self.decontam_hits):
             if self.stop_reason is not None:
                 return
             if not in_shard(problem.id, self.shard):

@@ -161,11 +161,11 @@ class Planner:
         return None if failed > self.t.item_retries else failed + 1
 
     def fresh(self, reserved: set[str]) -> Iterator[PendingRequest]:
+        from tracesynth.curate.decontam import problems_to_ask
         from tracesynth.prompts import render_messages
-        from tracesynth.sources import iter_problems
 
         st = self.stats
-        for problem in iter_problems(self.recipe, stats=self.source_stats):
+        for problem in problems_to_ask(self.recipe, stats=self.source_stats):
             st["problems"] += 1
             messages: list[dict[str, Any]] | None = None
             for i in range(self.t.n):
