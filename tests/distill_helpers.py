@@ -18,15 +18,17 @@ from tracesynth.records import Problem
 from tracesynth.sim.solver import Solver
 
 
-def problems(n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q") -> list[Problem]:
+def problems(n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q",
+             digits_b: int | None = None) -> list[Problem]:
     rng = random.Random(seed)
+    digits_b = digits if digits_b is None else digits_b
     out = []
     for i in range(n):
         a = rng.randint(10 ** (digits - 1), 10**digits - 1)
-        b = rng.randint(10 ** (digits - 1), 10**digits - 1)
+        b = rng.randint(10 ** (digits_b - 1), 10**digits_b - 1)
         value = a + b if op == "+" else a * b
         out.append(Problem(id=f"{prefix}{seed}-{i}", prompt=f"What is {a} {op} {b}?", answer=str(value),
-                           source="arith", domain="math", metadata={"level": f"{digits}-digit"}))
+                           source="arith", domain="math", metadata={"level": f"{digits}+{digits_b} digits"}))
     return out
 
 
@@ -39,11 +41,9 @@ def write_problems(path: Path, probs: list[Problem]) -> Path:
 
 
 def recipe_for(run_dir: Path, *sets: str) -> Recipe:
-    """A recipe with a tiny student (small enough for a CPU test) and quiet, short SFT."""
+    """A recipe with the default tiny student and quiet SFT that saves no intermediate checkpoints."""
     base = [
         f"run_dir={run_dir}",
-        "student.tiny={hidden_size: 64, intermediate_size: 256, num_hidden_layers: 2, num_attention_heads: 4, "
-        "num_key_value_heads: 2}",
         "sft.disable_tqdm=true",
         "sft.logging_steps=5",
         "sft.save_strategy=no",
@@ -72,5 +72,6 @@ def make_dataset(recipe: Recipe, probs: list[Problem], *, reasoning: str = "thin
     data = recipe.model_copy(deep=True)
     data.dataset.reasoning = reasoning  # type: ignore[assignment]
     (out / "template.json").write_text(json.dumps(template_info(data), indent=2))
-    write_problems(run_dir / "problems.jsonl", probs)
+    with (run_dir / "problems.jsonl").open("w") as fh:  # what harvest records: the problems it asked
+        fh.writelines(p.model_dump_json() + "\n" for p in probs)
     return out

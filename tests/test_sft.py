@@ -31,6 +31,14 @@ def test_unknown_sft_key_is_named() -> None:
         check_sft_keys({"learnin_rate": 1e-5})
 
 
+def test_yaml_exponents_become_numbers() -> None:
+    # YAML 1.1 (PyYAML) reads 1e-5 as the string "1e-5"; TRL would fail deep inside the optimizer
+    args = merge_sft_args({}, {"learning_rate": "1e-5", "weight_decay": "1e-4", "max_steps": "100"})
+    assert args == {"learning_rate": 1e-5, "weight_decay": 1e-4, "max_steps": 100}
+    with pytest.raises(ConfigError, match=r"sft\.learning_rate: expected a number, got 'fast'"):
+        check_sft_keys({"learning_rate": "fast"})
+
+
 def test_cpu_defaults_and_recipe_precedence() -> None:
     cpu = default_sft_args(on_gpu=False, fmt="messages", tiny=False)
     assert cpu["bf16"] is False and cpu["activation_checkpointing"] is False and cpu["packing"] is False

@@ -13,7 +13,8 @@ continue from the new text. Locally the rounds are batched ``generate`` calls (l
 greedy or sampled); against an endpoint they are ``/v1/completions`` calls on the prompt rendered
 client-side with the student's chat template. Without forcing, one round generates the whole turn.
 
-Counted per generation: thinking tokens (generated before the end of thinking), answer tokens,
+Counted per generation: thinking tokens (generated up to and including the end of thinking; a
+delimiter appended by forcing is not generated and not counted), answer tokens,
 appended "Wait"s, whether the end of thinking was forced, and whether it stopped on its own
 (end-of-turn) before ``max_new_tokens``. This module generates text; it does not score it.
 """
@@ -91,8 +92,11 @@ class _State:
 class LocalGenerator:
     """Batched generation with a transformers model (left padding; greedy when temperature is 0)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32, seed: int = 0):
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32, seed: int = 0,
+                 threads: int | None = None):
         self.model = model
+        self.threads = threads
+        self.start_id: int | None = None
         self.tok = tokenizer
         self.batch_size = batch_size
         self.seed = seed
@@ -109,12 +113,20 @@ class LocalGenerator:
         return ids[0] if len(ids) == 1 else None
 
     def generate(self, prompts: list[str], spec: BudgetSpec) -> list[Generation]:
+        from tracesynth.train.sft import cpu_threads
+
+        # decoding a small model is a chain of tiny matmuls: one thread (see cpu_threads)
+        with cpu_threads(self.model, self.threads):
+            return self._generate(prompts, spec)
+
+    def _generate(self, prompts: list[str], spec: BudgetSpec) -> list[Generation]:
         import torch
 
         torch.manual_seed(self.seed)
         states = [_State(p, waits_left=spec.waits, phase="think" if spec.forcing else "answer") for p in prompts]
         prompt_ids = [self.tok.encode(p, add_special_tokens=False) for p in prompts]
         end_id = self._single_id(spec.think_end)
+        self.start_id = self._single_id(spec.think_start)
         wait_ids = self.tok.encode(spec.wait_text, add_special_tokens=False)
         close_ids = self.tok.encode(spec.think_end + ("\n\n" + spec.answer_prefix if spec.answer_prefix else "\n\n"),
                                     add_special_tokens=False)
@@ -132,7 +144,7 @@ class LocalGenerator:
         for s in states:
             s.gen.text = self.tok.decode(s.ids, skip_special_tokens=True)
             if not spec.forcing and end_id is not None and end_id in s.ids:  # split the counts after the fact
-                k = s.ids.index(end_id)
+                k = s.ids.index(end_id) + 1  # thinking includes its closing delimiter
                 s.gen.thinking_tokens, s.gen.answer_tokens = k, s.gen.completion_tokens - k
                 s.gen.ended_thinking = True
         return [s.gen for s in states]
@@ -184,19 +196,23 @@ class LocalGenerator:
         last = new[-1] if new else None
         if s.phase == "think":
             if last == end_id:
-                g.thinking_tokens += len(new) - 1
                 if s.waits_left > 0:
                     s.ids += new[:-1] + wait_ids
                     s.waits_left -= 1
                     g.waits += 1
                     g.completion_tokens -= 1  # the suppressed delimiter is not part of the output
+                    g.thinking_tokens += len(new) - 1
                 else:
                     s.ids += new
+                    g.thinking_tokens += len(new)  # the delimiter closes the thinking and counts in it
                     g.ended_thinking = True
                     s.phase = "answer"
                 return
-            if last in self.eos_ids:
-                g.thinking_tokens += len(new)  # a turn without a thinking block (e.g. an answers-only student)
+            if last in self.eos_ids:  # ended its turn while thinking, or never thought (an answers-only student)
+                if self.start_id is not None and self.start_id in s.ids + new:
+                    g.thinking_tokens += len(new)
+                else:
+                    g.answer_tokens, g.thinking_tokens = g.completion_tokens, 0
                 s.ids += new
                 s.done, g.finish_reason = True, "stop"
                 return

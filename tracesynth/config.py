@@ -205,6 +205,8 @@ class ComputeConfig(Section):
     gpu_type: str = "cpu"
     gpu_hour_usd: float = 0.0
     accelerate_config: str | None = None
+    # CPU training/generation threads; None: 1 for a small model (< 50M parameters), else torch's default
+    cpu_threads: int | None = Field(None, ge=1)
 
 
 class EvalConfig(Section):
@@ -244,7 +246,7 @@ class CostConfig(Section):
     prompt_tokens: float | None = None  # per request; None: measured on the rendered prompts (chars / 4)
     completion_tokens: float = 4000.0  # per sample, reasoning included
     keep_rate: float = Field(0.7, gt=0, le=1)  # share of samples that survive verification + curation
-    train_examples: int | None = None  # None: curate.select target, else problems x n x keep_rate
+    train_examples: int | None = None  # None: curate.select.size, else problems x n x keep_rate
     train_tokens_per_example: float | None = None  # None: prompt_tokens + completion_tokens
     student_params_b: float | None = None  # billions; None: counted from the tiny config
     peak_tflops: float = 989.0  # per GPU, dense bf16 (H100 SXM)

@@ -39,7 +39,7 @@ from tracesynth.budget import THINK_END, THINK_START, BudgetSpec, Generation
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.ids import stable_hash
-from tracesynth.records import Problem, Sample, Usage, Verdict
+from tracesynth.records import Problem, Sample, Usage
 from tracesynth.stats import accuracy_summary
 from tracesynth.store import RunStore, package_versions
 
@@ -221,6 +221,12 @@ def evaluate(
     use_saved_system = tpl["trained_template"] is not None or cfg.system_prompt is not None
     convs = [_messages(p, recipe, tpl["system_prompt"], use_saved_system) for p in problems]
     verifiers = cfg.verifiers or recipe.verify.verifiers
+    from tracesynth.verify import VERIFIERS
+
+    unknown = [v for v in verifiers if v not in VERIFIERS]
+    if unknown:
+        field = "eval.verifiers" if cfg.verifiers else "verify.verifiers"
+        raise ConfigError(f"{field}: unknown verifier {unknown[0]!r} (known: {', '.join(sorted(VERIFIERS))})")
     think_start, think_end = tpl["thinking_delimiters"][:2]
     base_spec = BudgetSpec(max_new_tokens=cfg.max_new_tokens, think_start=think_start, think_end=think_end,
                            wait_text=cfg.wait_text, answer_prefix=cfg.answer_prefix,
@@ -305,7 +311,8 @@ class _Runner:
 
             model, tok = self.target.loader()
             self._tokenizer = tok
-            self._local = LocalGenerator(model, tok, batch_size=self.recipe.eval.batch_size, seed=self.recipe.eval.seed)
+            self._local = LocalGenerator(model, tok, batch_size=self.recipe.eval.batch_size, seed=self.recipe.eval.seed,
+                                         threads=self.recipe.compute.cpu_threads)
         return self._local
 
     def generate(self, convs: list[list[dict[str, Any]]], spec: BudgetSpec, indices: list[int]) -> list[Generation]:
@@ -372,7 +379,7 @@ def _run_setting(runner: _Runner, items, problems, convs, spec: BudgetSpec, mode
             sample = Sample(id=item_id, problem_id=p.id, index=k, model=target.name, reasoning=reasoning,
                             content=content, finish_reason=g.finish_reason, endpoint=target.backend,
                             usage=Usage(completion_tokens=g.completion_tokens, reasoning_tokens=g.thinking_tokens))
-            verdicts = [] if g.finish_reason == "error" else _score(score, p, sample, verifiers, options)
+            verdicts = [] if g.finish_reason == "error" else score(p, sample, verifiers, options)
             items.append({
                 "id": item_id, "label": target.label, "protocol_hash": phash, "mode": mode,
                 "thinking_budget": spec.thinking_budget, "waits_requested": spec.waits,
@@ -389,11 +396,6 @@ def _run_setting(runner: _Runner, items, problems, convs, spec: BudgetSpec, mode
     return [row for row in items.iter() if row.get("protocol_hash") == phash and row["id"] in want]
 
 
-def _score(score, problem: Problem, sample: Sample, verifiers: list[str], options: dict) -> list[Verdict]:
-    try:
-        return score(problem, sample, verifiers, options)
-    except KeyError as exc:
-        raise ConfigError(f"eval.verifiers: unknown verifier {exc.args[0]!r}") from None
 
 
 def _group(rows: list[dict[str, Any]], key: str, confidence: float, seed: int) -> dict[str, Any]:

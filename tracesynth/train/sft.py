@@ -25,11 +25,13 @@ This module trains; it does not evaluate (see :mod:`tracesynth.evaluate`) or exp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +43,14 @@ from tracesynth.store import RunStore, package_versions
 
 log = logging.getLogger(__name__)
 
-# Defaults for a from-scratch tiny student (a pretrained 7B wants TRL's 2e-5; a 1M-parameter
-# random init needs a far larger step). Tuned with bench/sft.py and the demo task.
+# Defaults for a from-scratch tiny student (a pretrained 7B wants TRL's 2e-5; a 0.15M-parameter
+# random init needs a far larger step). Swept on addition traces: 5e-3 learns 2-digit addition in
+# ~800 steps; 2e-3 had not left the plateau after 500, 1e-2 diverged to a worse plateau.
 TINY_SFT_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 2e-3,
+    "learning_rate": 5e-3,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.05,
+    "adam_beta2": 0.95,
     "weight_decay": 0.0,
     "per_device_train_batch_size": 16,
     "num_train_epochs": 3,
@@ -93,6 +97,7 @@ def check_sft_keys(sft_dict: dict[str, Any]) -> None:
         close = difflib.get_close_matches(unknown[0], known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"sft.{unknown[0]}: unknown key: not a trl.SFTConfig field{hint}")
+    coerce_numbers(sft_dict)  # a value that should be a number and is not: named here, not deep in TRL
 
 
 def default_sft_args(*, on_gpu: bool, fmt: str, tiny: bool) -> dict[str, Any]:
@@ -121,6 +126,31 @@ def default_sft_args(*, on_gpu: bool, fmt: str, tiny: bool) -> dict[str, Any]:
     return args
 
 
+def coerce_numbers(args: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string: turn such strings into the number SFTConfig expects."""
+    import dataclasses
+    import typing
+
+    from trl import SFTConfig
+
+    kinds = {f.name: f.type for f in dataclasses.fields(SFTConfig)}
+    out = dict(args)
+    for key, value in args.items():
+        if not isinstance(value, str) or key not in kinds:
+            continue
+        kind = kinds[key]
+        members = typing.get_args(kind) or (kind,)
+        names = {getattr(m, "__name__", str(m)) for m in members}
+        if "str" in names or not names & {"float", "int"}:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"sft.{key}: expected a number, got {value!r}") from None
+        out[key] = int(number) if "float" not in names and number.is_integer() else number
+    return out
+
+
 def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict[str, Any]:
     """Defaults < recipe; a recipe's ``gradient_checkpointing`` (old name) replaces our ``activation_checkpointing``."""
     args = dict(defaults)
@@ -128,11 +158,35 @@ def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict
                      ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
         if old in recipe_sft and new not in recipe_sft:
             args.pop(new, None)
-    args.update(recipe_sft)
+    args.update(coerce_numbers(recipe_sft) if recipe_sft else {})
     for key, value in args.items():  # YAML 1.1 reads `save_strategy: no` as False
         if key.endswith("_strategy") and value is False:
             args[key] = "no"
     return args
+
+
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+@contextlib.contextmanager
+def cpu_threads(model: Any, threads: int | None = None) -> Iterator[int]:
+    """Run a block with ``threads`` intra-op threads (None: 1 for a small model on the CPU, else unchanged).
+
+    A small model's matmuls are too small to split: on the shared 2-core box a second OpenMP thread
+    made tiny-student training 1.5-4x *slower* (bench/sft.py) and decoding 4x slower per token.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if threads is None and on_cpu and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        threads = 1
+    if threads is not None and on_cpu:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _main_process() -> bool:
@@ -296,9 +350,10 @@ def train_and_save(trainer, plan: _Plan) -> SftResult:
     loss_tokens = 0
     for batch in trainer.train_dataset.select_columns(["labels"]).iter(batch_size=1024):
         loss_tokens += sum(sum(1 for x in labels if x != -100) for labels in batch["labels"])
-    t0 = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=plan.resume)
-    wall = time.perf_counter() - t0
+    with cpu_threads(trainer.model, plan.recipe.compute.cpu_threads) as threads:
+        t0 = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=plan.resume)
+        wall = time.perf_counter() - t0
     state = trainer.state
     session_tokens = state.num_input_tokens_seen - _tokens_at(plan.resume)
     world = trainer.accelerator.num_processes
@@ -322,6 +377,7 @@ def train_and_save(trainer, plan: _Plan) -> SftResult:
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
         "device_type": device.split(":")[0],
         "world_size": world,
+        "cpu_threads": threads if device.startswith("cpu") else None,
         "gpus": gpus,
         "gpu_hours": round(gpus * wall / 3600, 4),
         "params": sum(p.numel() for p in trainer.model.parameters()),
@@ -375,6 +431,8 @@ __all__ = [
     "TINY_SFT_DEFAULTS",
     "SftResult",
     "check_sft_keys",
+    "coerce_numbers",
+    "cpu_threads",
     "default_sft_args",
     "make_trainer",
     "merge_sft_args",
