@@ -79,3 +79,18 @@ def test_public_api_all_is_sorted_and_importable():
     assert tracesynth.__all__ == sorted(tracesynth.__all__)
     for name in tracesynth.__all__:
         assert getattr(tracesynth, name) is not None
+
+
+def test_stage_functions_stay_callable_after_their_modules_are_imported():
+    """`import tracesynth.evaluate` rebinds the package attribute; the stage must stay callable."""
+    code = (
+        "import tracesynth as ts\n"
+        "import tracesynth.harvest, tracesynth.verify, tracesynth.curate, tracesynth.evaluate\n"
+        "from tracesynth.curate.stage import curate\n"
+        "from tracesynth.evaluate import evaluate\n"
+        "bad = [n for n in ('harvest', 'verify', 'curate', 'evaluate', 'export', 'sft', 'run')"
+        " if not callable(getattr(ts, n))]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tracesynth.budget import THINK_END, THINK_START, BudgetSpec, Generation
+from tracesynth.callable_module import make_callable
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.ids import stable_hash
@@ -482,5 +483,7 @@ def _write_eval_json(run_dir: Path, blocks: dict[str, dict[str, Any]], warnings:
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
 
+
+make_callable(__name__, evaluate)  # `tracesynth.evaluate(recipe)` works even after this module is imported
 
 __all__ = ["EvalResult", "evaluate", "load_eval_problems"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tracesynth.callable_module import make_callable
 from tracesynth.curate.decontam import DecontamIndex, Hit, decontam_filter, decontam_summary
 
 
@@ -20,5 +21,13 @@ def __getattr__(name: str) -> Any:
         return getattr(stage, name)
     raise AttributeError(f"module 'tracesynth.curate' has no attribute {name!r}")
 
+
+def _curate(*args: Any, **kwargs: Any) -> Any:
+    from tracesynth.curate.stage import curate
+
+    return curate(*args, **kwargs)
+
+
+make_callable(__name__, _curate)  # `tracesynth.curate(recipe)` works even after this package is imported
 
 __all__ = ["CurateResult", "DecontamIndex", "Hit", "curate", "decontam_filter", "decontam_summary"]
