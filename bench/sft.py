@@ -9,9 +9,9 @@ steps with TRL's SFTTrainer, and reports training tokens per second (non-padding
   refuses to start on a machine without a GPU) — bf16 autocast, gradient checkpointing on, batch 8,
   loss on every token;
 * ``ours``: :func:`tracesynth.train.sft.default_sft_args` for the CPU and a tiny student — fp32, no
-  checkpointing, batch 16, assistant-only loss — with the one intra-op thread sft picks for a small
-  model (:func:`tracesynth.train.sft.cpu_threads`);
-* ``ours-2-threads``: the same with torch's default of one thread per core;
+  checkpointing, batch 16, assistant-only loss — with one intra-op thread (what sft picks for a
+  small model when the CPU is busy, :func:`tracesynth.train.sft.cpu_threads`);
+* ``ours-2-threads``: the same with torch's default of one thread per core (what it picks when idle);
 * ``trl-defaults-bs16``: TRL's defaults with our batch size, to separate batch size from the rest.
 
 Only measurement plumbing is added to TRL's defaults (output dir, no saving, no reporting, token
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -100,7 +101,7 @@ def main() -> None:
             if k not in ("report_to", "logging_steps", "include_num_input_tokens_seen", "num_train_epochs")}
     params = sum(p.numel() for p in model.parameters())
     print(f"tiny student: {params / 1e6:.2f}M parameters, vocab {len(tok)}; {opts.rows} rows, {opts.steps} steps, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
     try:
         _run("warm-up", ours, model_dir, ds, 3, 1)  # one-time costs (kernels, allocator) out of the timings
         results = [

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from distill_helpers import make_dataset, problems, recipe_for
+import yaml
+from distill_helpers import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.train.sft import (
@@ -176,3 +179,44 @@ def test_output_dir_for_variants(tmp_path: Path) -> None:
     assert (tmp_path / "answers_only" / "train.json").exists()
     assert json.loads((tmp_path / "answers_only" / "template.json").read_text())["reasoning"] == "none"
     shutil.rmtree(res.output_dir)
+
+
+# -- through the real CLI -----------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"run_dir: {tmp_path / 'run'}\nsource: {{kind: gym, name: chain_sum}}\n"
+                      "sft: {learnin_rate: 1.0e-5}\n")
+    res = _cli("recipe", "check", str(recipe), cwd=tmp_path)
+    assert res.returncode == 2 and "sft.learnin_rate: unknown key" in res.stderr and "Traceback" not in res.stderr
+    recipe.write_text(f"run_dir: {tmp_path / 'run'}\n")
+    res = _cli("sft", str(recipe), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "tracesynth export" in res.stderr
+
+
+def test_cli_sft_then_eval(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    recipe = recipe_for(run)
+    make_dataset(recipe, problems(16, digits=1, seed=5))
+    eval_file = write_problems(tmp_path / "eval.jsonl", problems(6, digits=3, seed=6, prefix="e"))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_dir": str(run),
+        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "disable_tqdm": True, "save_strategy": "no"},
+        "eval": {"source": {"kind": "jsonl", "path": str(eval_file)}, "max_new_tokens": 8},
+    }))
+    res = _cli("sft", str(path), "--set", "sft.learning_rate=1e-3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sft: 2 steps" in res.stderr and json.loads((run / "student" / "train.json").read_text())["steps"] == 2
+    res = _cli("eval", str(path), "--no-baseline", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("eval after: pass@1 ") and "on 6 problems" in res.stdout
+    data = json.loads((run / "eval.json").read_text())
+    assert data["after"]["n_problems"] == 6 and "before" not in data

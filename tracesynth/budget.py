@@ -115,7 +115,7 @@ class LocalGenerator:
     def generate(self, prompts: list[str], spec: BudgetSpec) -> list[Generation]:
         from tracesynth.train.sft import cpu_threads
 
-        # decoding a small model is a chain of tiny matmuls: one thread (see cpu_threads)
+        # decoding a small model is a chain of tiny matmuls: one thread on a busy CPU (see cpu_threads)
         with cpu_threads(self.model, self.threads):
             return self._generate(prompts, spec)
 

@@ -205,7 +205,7 @@ class ComputeConfig(Section):
     gpu_type: str = "cpu"
     gpu_hour_usd: float = 0.0
     accelerate_config: str | None = None
-    # CPU training/generation threads; None: 1 for a small model (< 50M parameters), else torch's default
+    # CPU training/generation threads; None: 1 for a small model on a busy CPU, else torch's default
     cpu_threads: int | None = Field(None, ge=1)
 
 

@@ -170,16 +170,21 @@ SMALL_MODEL_PARAMS = 50_000_000
 
 @contextlib.contextmanager
 def cpu_threads(model: Any, threads: int | None = None) -> Iterator[int]:
-    """Run a block with ``threads`` intra-op threads (None: 1 for a small model on the CPU, else unchanged).
+    """Run a block with ``threads`` intra-op threads (``compute.cpu_threads``; None: decide here).
 
-    A small model's matmuls are too small to split: on the shared 2-core box a second OpenMP thread
-    made tiny-student training 1.5-4x *slower* (bench/sft.py) and decoding 4x slower per token.
+    A small model's matmuls are tiny, and OpenMP threads that spin-wait for a descheduled partner
+    collapse when the cores are already busy: on the 2-core box with other jobs running (load
+    average > cores - 0.5) two threads trained the tiny student at 3.6-9.6k tokens/s and one at
+    12.7-15.5k, and decoding was 4x slower per token; on the idle box two threads were 1.5x faster
+    (bench/sft.py). So None means one thread for a small model (< 50M parameters) on a busy CPU,
+    else torch's default. Set ``compute.cpu_threads`` to pin it (e.g. for bit-reproducible runs).
     """
     import torch
 
     before = torch.get_num_threads()
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if threads is None and on_cpu and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+    if threads is None and on_cpu and small and os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5:
         threads = 1
     if threads is not None and on_cpu:
         torch.set_num_threads(threads)
@@ -350,6 +355,7 @@ def train_and_save(trainer, plan: _Plan) -> SftResult:
     loss_tokens = 0
     for batch in trainer.train_dataset.select_columns(["labels"]).iter(batch_size=1024):
         loss_tokens += sum(sum(1 for x in labels if x != -100) for labels in batch["labels"])
+    load = os.getloadavg()[0]
     with cpu_threads(trainer.model, plan.recipe.compute.cpu_threads) as threads:
         t0 = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=plan.resume)
@@ -378,6 +384,7 @@ def train_and_save(trainer, plan: _Plan) -> SftResult:
         "device_type": device.split(":")[0],
         "world_size": world,
         "cpu_threads": threads if device.startswith("cpu") else None,
+        "load_average_at_start": round(load, 2),
         "gpus": gpus,
         "gpu_hours": round(gpus * wall / 3600, 4),
         "params": sum(p.numel() for p in trainer.model.parameters()),
