@@ -123,6 +123,30 @@ def test_budget_forcing_through_completions(tmp_path: Path) -> None:
     assert "\\boxed{8788}" in waited.text.split("</think>")[1]
 
 
+def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
+    """eval.budgets / eval.wait_extensions against an endpoint: /v1/completions on the client-side template."""
+    from tracesynth.sim import SimTeacher
+
+    eval_file = write_problems(tmp_path / "eval.jsonl", problems(20, digits=3, seed=4, prefix="b"))
+    with SimTeacher(seed=2, wrong_rate=0.5) as sim:
+        recipe = load_recipe(None, [
+            f"run_dir={tmp_path / 'run'}", f"eval.source={{kind: jsonl, path: {eval_file}}}",
+            "eval.backend=endpoint", f"eval.base_url={sim.base_url}", "eval.model=sim", "eval.api_key_env=null",
+            "eval.max_new_tokens=1024", "eval.budgets=[8]", "eval.wait_extensions=[1]",
+        ])
+        result = evaluate(recipe)
+        routes = sim.stats()["routes"]
+    block = result.blocks["after"]
+    cap, wait = block["budgets"]
+    assert routes.get("/v1/chat/completions") == 20 and routes.get("/v1/completions", 0) >= 20 * 2 + 20 * 3
+    assert cap["mode"] == "cap" and cap["budget"] == 8 and cap["forced_rate"] == 1.0
+    assert cap["mean_thinking_tokens"] == 8
+    assert wait["mode"] == "wait" and wait["mean_waits"] == 1.0 and wait["forced_rate"] == 0.0
+    assert wait["mean_thinking_tokens"] > block["mean_thinking_tokens"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "eval_items.jsonl").open()]
+    assert sum(r["mode"] == "wait" and r["reasoning"].count("Wait") == 1 for r in rows) == 20
+
+
 # -- local evaluation of a trained tiny student (the run that proves it learns is shared) -----------
 
 

@@ -220,3 +220,21 @@ def test_cli_sft_then_eval(tmp_path: Path) -> None:
     assert res.stdout.startswith("eval after: pass@1 ") and "on 6 problems" in res.stdout
     data = json.loads((run / "eval.json").read_text())
     assert data["after"]["n_problems"] == 6 and "before" not in data
+
+
+def test_prompt_completion_format_trains_on_the_completion_only(tmp_path: Path) -> None:
+    import datasets
+
+    recipe = recipe_for(tmp_path / "run", "sft.max_steps=1", "sft.per_device_train_batch_size=4")
+    make_dataset(recipe, problems(8, digits=1, seed=4))
+    ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    pc = ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+                remove_columns=["messages"])
+    pc.save_to_disk(str(tmp_path / "pc"))
+    trainer, plan = make_trainer(recipe, dataset_dir=tmp_path / "pc")
+    assert plan.fmt == "prompt_completion" and plan.args["completion_only_loss"] is True
+    row = trainer.train_dataset[0]
+    tok = trainer.processing_class
+    learned = [i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
+    assert tok.decode(learned).startswith("<think>\n") and tok.eos_token_id in learned
+    assert "What is" not in tok.decode(learned)
