@@ -234,6 +234,7 @@ class EvalConfig(Section):
     concurrency: int = Field(16, ge=1)
     timeout_s: float = Field(600.0, gt=0)
     confidence: float = Field(0.95, gt=0, lt=1)
+    revision: str | None = None  # a Hub model's revision (branch, tag or commit) to load and pin in eval.json
 
 
 class CostConfig(Section):

@@ -148,12 +148,16 @@ def _targets(recipe: Recipe, model: str | None, label: str | None, baseline: boo
     is_dir = path.is_dir()
     if not is_dir and (model is None and cfg.model is None):
         raise UserError(f"{path}: no trained student here; run `tracesynth sft RECIPE` first or pass --model")
-    fp = _model_fingerprint(path) if is_dir else f"hub:{name}"
-    out = [_Target(label or "after", "local", name, fp, lambda: load_student(name, dtype=cfg.dtype))]
+    fp = _model_fingerprint(path) if is_dir else f"hub:{name}@{cfg.revision or 'main'}"
+    revision = None if is_dir else cfg.revision
+    out = [_Target(label or "after", "local", name, fp,
+                   lambda: load_student(name, dtype=cfg.dtype, revision=revision))]
     if baseline:
         if recipe.student.model:
             base = recipe.student.model
-            out.append(_Target("before", "local", base, f"hub:{base}", lambda: load_student(base, dtype=cfg.dtype)))
+            base_dir = Path(base).is_dir()
+            base_fp = _model_fingerprint(Path(base)) if base_dir else f"hub:{base}"
+            out.append(_Target("before", "local", base, base_fp, lambda: load_student(base, dtype=cfg.dtype)))
         elif is_dir:
             out.append(_Target("before", "local", f"untrained({name})", f"untrained:{fp}:{cfg.seed}",
                                lambda: untrained_like(name, seed=cfg.seed)))
@@ -276,6 +280,7 @@ def _protocol(recipe: Recipe, target: _Target, tpl: dict[str, Any], verifiers: l
         "backend": target.backend,
         "model": target.name,
         "model_fingerprint": target.fingerprint,
+        "revision": cfg.revision if target.backend == "local" and not Path(target.name).is_dir() else None,
         "base_url": cfg.base_url if target.backend == "endpoint" else None,
         "dtype": cfg.dtype,
         "temperature": cfg.temperature,

@@ -175,7 +175,7 @@ def untrained_like(student_dir: str | Path, *, seed: int = 0) -> tuple[PreTraine
 
 
 def load_student(
-    name_or_path: str | Path, *, dtype: str = "auto", device: str | None = None
+    name_or_path: str | Path, *, dtype: str = "auto", device: str | None = None, revision: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a checkpoint (local path or Hub name) and its tokenizer for generation, in eval mode."""
     import torch
@@ -189,8 +189,8 @@ def load_student(
         torch_dtype = getattr(torch, dtype)
     path = str(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision)
     except OSError as exc:
         raise ConfigError(f"model {path!r}: cannot load ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
