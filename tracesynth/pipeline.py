@@ -84,6 +84,15 @@ def _timed(result: RunResult, run_dir: Path, stage: str, fn: Callable[[], Any]) 
     return out
 
 
+def _quiet_libraries() -> None:
+    """No progress bars from datasets / transformers in --quiet runs (logs stay line-oriented)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES) -> RunResult:
     """Run the recipe end to end (resuming what is done) and write the report."""
     from tracesynth.curate import curate
@@ -94,6 +103,8 @@ def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES
     from tracesynth.train.sft import sft
     from tracesynth.verify import verify
 
+    if quiet:
+        _quiet_libraries()
     run_dir = Path(recipe.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))

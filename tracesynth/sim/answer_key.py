@@ -58,7 +58,7 @@ class AnswerKey:
     def load(cls, path: str | Path) -> AnswerKey:
         path = Path(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): JSON text may hold U+2028
         except OSError as exc:
             raise SourceError(f"{path}: cannot read answer key ({exc.strerror})") from None
         entries = []

@@ -1,0 +1,117 @@
+"""`tracesynth run` end to end through the real CLI: the demo and the published recipes, scaled down.
+
+Each run starts the simulated teacher on 127.0.0.1, harvests, verifies, curates, exports, trains the
+tiny student on the CPU for a few steps, evaluates it and writes the report. Sizes are cut with
+--set overrides only, so the recipes themselves are what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+# A tiny student trained for a handful of steps: this checks the plumbing, not the learning
+# (tests/test_evaluate.py and the full `make demo` check the learning).
+TINY_TRAINING = [
+    "--set", "sft.max_steps=4",
+    "--set", "sft.logging_steps=1",
+    "--set", "sft.per_device_train_batch_size=8",
+    "--set", "eval.n=1",
+    "--set", "eval.max_new_tokens=24",
+]
+
+
+def test_demo_recipe_small(tmp_path):
+    run_dir = tmp_path / "demo"
+    args = ["run", "recipes/demo.yaml", "--quiet", "--set", f"run_dir={run_dir}",
+            "--set", "source.size=60", "--set", "eval.source.size=12", "--set", "eval.budgets=[8]", *TINY_TRAINING]
+    res = run_cli(*args)
+    assert "pass@1 verified" in res.stdout and "total cost (USD)" in res.stdout
+    report = (run_dir / "report.md").read_text()
+    for section in ("## Funnel", "## Verdicts", "## Student accuracy", "## Accuracy vs thinking budget",
+                    "## Cost receipt"):
+        assert section in report
+    assert {p.name for p in (run_dir / "plots").glob("*.png")} >= {"funnel.png", "verdicts.png", "lengths.png",
+                                                                    "accuracy.png", "budget.png"}
+    harvest = json.loads((run_dir / "harvest.json").read_text())
+    assert harvest["counts"]["done_total"] == harvest["counts"]["samples_expected"] > 0
+    verify = json.loads((run_dir / "verify.json").read_text())
+    assert verify["counts"]["math"]["fail"] > 0  # the simulated teacher's wrong answers were caught
+    traces = {name: sum(1 for _ in (run_dir / "variants" / name / "traces.jsonl").open())
+              for name in ("verified", "unverified", "answers")}
+    assert traces["unverified"] > traces["verified"] == traces["answers"] > 0
+    for name in traces:
+        vdir = run_dir / "variants" / name
+        assert (vdir / "dataset" / "README.md").exists()
+        assert json.loads((vdir / "student" / "train.json").read_text())["steps"] == 4
+        assert "after" in json.loads((vdir / "eval.json").read_text())
+    # the untrained baseline is evaluated once, for the first variant
+    assert "before" in json.loads((run_dir / "variants" / "verified" / "eval.json").read_text())
+    assert "before" not in json.loads((run_dir / "variants" / "answers" / "eval.json").read_text())
+
+    # a second run resumes: nothing is asked or paid again
+    before = (run_dir / "samples.jsonl").read_bytes()
+    run_cli(*args)
+    assert (run_dir / "samples.jsonl").read_bytes() == before
+    again = json.loads((run_dir / "harvest.json").read_text())
+    assert again["counts"]["new"] == 0
+
+
+def test_published_recipes_validate():
+    for name in ("demo", "s1k", "sky_t1", "gsm8k"):
+        res = run_cli("recipe", "check", f"recipes/{name}.yaml")
+        assert f"recipes/{name}.yaml: ok" in res.stdout
+
+
+# What turns a published GPU recipe into a CPU run against the simulated teacher: the teacher, the
+# problems, the student and the training sizes change; curation, verification and the SFT
+# hyperparameters (epochs aside) stay the recipe's own.
+def offline(tmp_path: Path, pool: str) -> list[str]:
+    return [
+        "--quiet", "--set", f"run_dir={tmp_path / 'run'}",
+        "--set", "teacher.sim.enabled=true",
+        "--set", f"teacher.sim.options={{answer_key: {pool}, wrong_rate: 0.2, seed: 3}}",
+        "--set", "teacher.api_key_env=null", "--set", "teacher.budget_usd=1",
+        "--set", f"source={{kind: jsonl, path: {pool}, columns: {{question: problem, answer: answer}}, limit: 24}}",
+        "--set", "student={init: tiny}",
+        "--set", "sft.bf16=false", "--set", "sft.gradient_checkpointing=false", "--set", "sft.max_length=1024",
+        "--set", "sft.gradient_accumulation_steps=1",
+        "--set", "eval.backend=local", "--set", "eval.source={kind: builtin, name: gsm8k, split: test, limit: 6}",
+        "--set", "eval.budgets=[]", "--set", "eval.wait_extensions=[]",
+        *TINY_TRAINING,
+    ]
+
+
+@pytest.mark.parametrize("recipe", ["s1k", "sky_t1"])
+def test_published_recipe_runs_end_to_end_scaled_down(tmp_path, recipe):
+    # the pool doubles as the simulator's answer key (small, so it also finds questions inside a template)
+    pool = tmp_path / "pool.jsonl"
+    with (ROOT / "data" / "gsm8k_train.jsonl").open() as src:
+        pool.write_text("".join(next(src) for _ in range(40)))
+    extra = ["--set", "curate.select.size=10"] if recipe == "s1k" else ["--set", "verify.by_domain={}"]
+    run_cli("run", f"recipes/{recipe}.yaml", *offline(tmp_path, pool), *extra)
+    run = tmp_path / "run"
+    curate = json.loads((run / "curate.json").read_text())
+    assert curate["steps"][-1]["out"] > 0
+    if recipe == "s1k":
+        assert curate["steps"][-1]["out"] <= 10
+    assert (run / "dataset" / "dataset_info.json").exists()
+    train = json.loads((run / "student" / "train.json").read_text())
+    assert train["steps"] == 4
+    assert json.loads((run / "eval.json").read_text())["after"]["n_problems"] == 6
+    assert "## Cost receipt" in (run / "report.md").read_text()
