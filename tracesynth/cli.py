@@ -242,6 +242,77 @@ def export_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
     typer.echo(export(_load(recipe, set_)).summary())
 
 
+@app.command("run")
+def run_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    only: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--only", help="Run only these stages (repeatable): harvest verify curate export sft eval report"),
+    ] = None,
+) -> None:
+    """Run every stage end to end (resuming what is done), then print the summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tracesynth.pipeline import STAGES, run
+    from tracesynth.report import summary_rows
+
+    stages = tuple(only) if only else STAGES
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise typer.BadParameter(f"unknown stage {bad[0]!r}; stages are {', '.join(STAGES)}", param_hint="--only")
+    result = run(_load(recipe, set_), quiet=quiet, stages=stages)
+    table = Table(title=f"tracesynth run: {result.run_dir}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for stage, wall in result.wall_s.items():
+        table.add_row(f"wall {stage}", f"{wall:,.1f} s")
+    for what, value in summary_rows(result.run_dir):
+        table.add_row(what, value)
+    Console().print(table)
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
+    """Write report.md and plots/*.png for a run folder from what its stages recorded."""
+    from tracesynth.report import build_report
+
+    if not run_dir.is_dir():
+        raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
+    typer.echo(build_report(run_dir))
+
+
+@app.command("cost")
+def cost_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    problems: Annotated[
+        Optional[int], typer.Option(help="Problem count (skip counting the sources).")  # noqa: UP045
+    ] = None,
+    pilot: Annotated[bool, typer.Option(help="Use token counts measured in the run folder's samples.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Estimate harvest and training cost of a recipe before running it."""
+    import json
+
+    from tracesynth.cost import estimate
+
+    est = estimate(_load(recipe, set_), problems=problems, pilot=pilot)
+    if as_json:
+        typer.echo(json.dumps(est.to_dict(), indent=2))
+        return
+    typer.echo(
+        f"harvest: {est.requests:,} requests × ({est.prompt_tokens:,.0f} prompt + {est.completion_tokens:,.0f} "
+        f"completion tokens) = ${est.harvest_usd:,.2f} online, ${est.harvest_batch_usd:,.2f} batch\n"
+        f"training: {est.train_examples:,} examples, {est.train_tokens:,.0f} tokens, "
+        f"{est.student_params_b:g}B params → {est.gpu_hours:,.1f} GPU-h ({est.wall_hours:,.2f} h wall) "
+        f"= ${est.train_usd:,.2f}\n"
+        f"total: ${est.total_usd:,.2f} (basis: {est.basis})"
+    )
+
+
 # -- verify (tracesynth/verify/) ---------------------------------------------------------------
 @app.command("verify")
 def verify_cmd(
