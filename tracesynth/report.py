@@ -114,7 +114,7 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
               _fmt(r["stop_rate"], True)] for r in acc],
         ))
         md.append("")
-        md += _margins(acc)
+        md += _margins(run, acc)
     budget_rows = _budget_rows(evals)
     if budget_rows:
         md += ["## Accuracy vs thinking budget", "", _table(
@@ -174,20 +174,49 @@ def _verdict_table(verify: dict[str, Any]) -> str:
     return _table(["verifier", "pass", "fail", "unverifiable", "pass rate", "non-pass tags"], rows)
 
 
-def _margins(acc: list[dict[str, Any]]) -> list[str]:
-    """Differences between the first trained student and the others, with a normal-approx. 95% CI."""
+def _per_problem(path: Path) -> dict[str, float]:
+    """Mean pass over the samples of each problem, for the trained student's plain (unforced) answers."""
+    sums: dict[str, list[float]] = {}
+    if not path.exists():
+        return {}
+    with path.open() as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                continue
+            row = json.loads(line)
+            if row.get("label") == "after" and row.get("mode", "plain") == "plain":
+                sums.setdefault(row["problem_id"], []).append(1.0 if row.get("passed") else 0.0)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+def _margins(run: Path, acc: list[dict[str, Any]]) -> list[str]:
+    """First trained student minus each other one, with a 95% CI.
+
+    The students answer the same held-out problems, so the difference is paired by problem (mean of
+    per-problem differences, normal interval over problems); without item files it falls back to
+    the unpaired normal approximation.
+    """
     trained = [r for r in acc if r["student"] != "untrained" and r["pass@1"] is not None and r["n_problems"]]
     if len(trained) < 2:
         return []
     a = trained[0]
+    items_a = _per_problem(run / "variants" / a["student"] / "eval_items.jsonl")
     out = []
     for b in trained[1:]:
-        diff = a["pass@1"] - b["pass@1"]
-        var_a = a["pass@1"] * (1 - a["pass@1"]) / a["n_problems"]
-        var_b = b["pass@1"] * (1 - b["pass@1"]) / b["n_problems"]
-        se = (var_a + var_b) ** 0.5
+        items_b = _per_problem(run / "variants" / b["student"] / "eval_items.jsonl")
+        common = sorted(set(items_a) & set(items_b))
+        if len(common) > 1:
+            diffs = [items_a[k] - items_b[k] for k in common]
+            diff = sum(diffs) / len(diffs)
+            var = sum((d - diff) ** 2 for d in diffs) / (len(diffs) - 1)
+            se, how = (var / len(diffs)) ** 0.5, f"paired over {len(common)} problems"
+        else:
+            diff = a["pass@1"] - b["pass@1"]
+            var_a = a["pass@1"] * (1 - a["pass@1"]) / a["n_problems"]
+            var_b = b["pass@1"] * (1 - b["pass@1"]) / b["n_problems"]
+            se, how = (var_a + var_b) ** 0.5, "unpaired"
         out.append(f"- {a['student']} − {b['student']}: {100 * diff:+.1f} points "
-                   f"(95% CI [{100 * (diff - 1.96 * se):+.1f}, {100 * (diff + 1.96 * se):+.1f}])")
+                   f"(95% CI [{100 * (diff - 1.96 * se):+.1f}, {100 * (diff + 1.96 * se):+.1f}], {how})")
     return [*out, ""]
 
 
