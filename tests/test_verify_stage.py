@@ -147,3 +147,17 @@ def test_a_worker_stuck_in_c_code_is_killed_and_the_run_goes_on(tmp_path: Path) 
     assert "hard CPU limit" in got[("s1", name)].reason
     assert [got[(f"s{i}", name)].status for i in (0, 2, 3)] == ["pass"] * 3
     assert result.worker_restarts >= 1
+
+
+def test_superseded_rows_are_not_verified(tmp_path):
+    """A truncated sample re-asked with a larger budget (`supersedes`) is verified once: the live row."""
+    run = tmp_path / "run"
+    with JsonlStage(run / "problems.jsonl", Problem) as st:
+        st.append(Problem(id="p1", prompt="1+1?", answer="2"))
+    with JsonlStage(run / "samples.jsonl", Sample) as st:
+        st.append(Sample(id="s-old", problem_id="p1", index=0, model="m", content="\\boxed{", finish_reason="length"))
+        st.append(Sample(id="s-new", problem_id="p1", index=0, model="m", content="\\boxed{2}", finish_reason="stop",
+                         supersedes="s-old"))
+    verify(load_recipe(None, [f"run_dir={run}", "verify.workers=1"]))
+    rows = [json.loads(x) for x in (run / "verdicts.jsonl").read_text().splitlines()]
+    assert [(r["sample_id"], r["status"]) for r in rows] == [("s-new", "pass")]

@@ -46,6 +46,7 @@ from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError, VerifierError
 from tracesynth.records import Problem, Sample, Verdict
 from tracesynth.store import JsonlStage, RunStore
+from tracesynth.superseded import live_samples
 from tracesynth.verify import DEFAULT_TIMEOUT_S, VERIFIERS, get_verifier, keep_rows, score
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,8 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
                              tag="no_problem", reason=f"problem {s.problem_id!r} is not in problems.jsonl"))
 
         with _progress(progress, len(samples)) as advance:
-            items = _pending(samples.iter(), problems, recipe, verdicts.keys, orphan)
+            # a truncated sample re-asked with a larger budget is superseded: verify only the live row
+            items = _pending(live_samples(samples), problems, recipe, verdicts.keys, orphan)
             preload = ("math_verify",) if "math" in all_names else ()
             result.worker_restarts = run_items(items, options, sink, workers=workers, chunk_size=chunk_size,
                                                on_item=advance, preload=preload)
