@@ -94,3 +94,23 @@ def test_stage_functions_stay_callable_after_their_modules_are_imported():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_harvest_and_verify_never_import_torch(tmp_path):
+    """A machine that only talks to a teacher needs no torch: run both stages and look at sys.modules."""
+    code = f"""
+import sys
+from tracesynth.config import load_recipe
+from tracesynth.harvest import harvest
+from tracesynth.sim import SimTeacher
+from tracesynth.verify import verify
+with SimTeacher(seed=1, wrong_rate=0.3) as sim:
+    recipe = load_recipe(None, ["run_dir={tmp_path / 'run'}", "teacher.base_urls=[" + sim.base_url + "]",
+                                "teacher.api_key_env=null", "verify.workers=1",
+                                "source={{kind: gym, name: chain_sum, size: 20, seed: 1}}"])
+    res = harvest(recipe, quiet=True)
+verify(recipe)
+print(res.done, sorted(m for m in ("torch", "transformers", "trl") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "20 []"
