@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_harvest import write_problems  # the same problem file the online harvester tests use
 
 from tracesynth.batch import batch_status, export_batch, harvest_batch, ingest_results
 from tracesynth.batch.state import BatchState
@@ -27,14 +28,6 @@ from tracesynth.sim import SimTeacher
 from tracesynth.store import RunStore
 
 PRICES = {"input": 1.0, "output": 2.0, "batch_discount": 0.5}
-
-
-def write_problems(path: Path, n: int) -> Path:
-    with path.open("w") as fh:
-        for i in range(n):
-            a, b = 10 + i, 7 * i + 3
-            fh.write(json.dumps({"id": f"p{i:04d}", "problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
-    return path
 
 
 def recipe_dict(tmp: Path, base_url: str, problems: int = 12, **teacher: Any) -> dict[str, Any]:
