@@ -4,6 +4,7 @@ every reasoning placement, the completions endpoint, auth, limits, the CLI proce
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -309,3 +310,50 @@ def test_n_choices_stream_like_they_answer_and_seed_picks_the_sample():
                    for s in range(8)}
         assert by_seed[3] == c.chat.completions.create(model="m", messages=q, seed=3).choices[0].message.content
         assert len(set(by_seed.values())) > 1 and any(boxed(v) == "3196" for v in by_seed.values())
+
+
+def _read_responses(sock: socket.socket, n: int, timeout: float = 5.0) -> list[bytes]:
+    """``n`` complete HTTP responses (Content-Length bodies) read from ``sock``."""
+    sock.settimeout(timeout)
+    buf, out = b"", []
+    while len(out) < n:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = int(re.search(rb"content-length: (\d+)", buf[:head_end]).group(1))
+            if len(buf) >= head_end + 4 + length:
+                out.append(buf[head_end + 4 : head_end + 4 + length])
+                buf = buf[head_end + 4 + length :]
+                continue
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    return out
+
+
+def test_delayed_replies_keep_pipelined_order_and_free_the_slot_when_the_client_leaves():
+    """Latency is served by a timer (no task per request): order, counters and early disconnects still hold."""
+    with SimTeacher(latency=0.3) as sim:
+        questions = ["Calculate 12 + 30.", "Calculate 7 * 6.", "Calculate 50 - 8."]
+        reqs = b""
+        for q in questions:
+            body = json.dumps({"model": "m", "messages": [{"role": "user", "content": q}]}).encode()
+            reqs += b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", sim.port)) as s:
+            s.sendall(reqs)  # pipelined: answered one after another, in order
+            bodies = _read_responses(s, 3)
+        assert len(bodies) == 3 and time.monotonic() - t0 >= 0.85
+        assert [re.search(rb"boxed\{(\d+)\}", b).group(1) for b in bodies] == [b"42", b"42", b"42"]
+        assert [re.search(rb"evaluate ([^.]+)\.", b).group(1) for b in bodies] == [b"12 + 30", b"7 * 6", b"50 - 8"]
+        leaving = socket.create_connection(("127.0.0.1", sim.port))
+        leaving.sendall(reqs[: reqs.index(b"POST", 10)])
+        deadline = time.monotonic() + 5
+        while sim.stats()["in_flight"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sim.stats()["in_flight"] == 1
+        leaving.close()  # before the reply is due
+        while sim.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stats = sim.stats()
+        assert stats["in_flight"] == 0 and stats["max_in_flight"] == 1 and stats["status"] == {"200": 3}

@@ -69,6 +69,8 @@ def _add_columns(a: int, b: int, rng: random.Random | None) -> tuple[list[str], 
         if rng is not None:
             s = _off(rng, s)
         return [f"{a}+{b}={s}"], s
+    if rng is None:
+        return _add_lines(a, b), a + b
     da, db = _digits(a), _digits(b)
     n = max(len(da), len(db))
     # plan the columns, then pick a mistake: a dropped carry if there is one, else a wrong column sum
@@ -115,6 +117,8 @@ def _sub_columns(a: int, b: int, rng: random.Random | None) -> tuple[list[str], 
         if rng is not None:
             s = s + 1 if s == 0 else _off(rng, s)
         return [f"{a}-{b}={s}"], s
+    if rng is None:
+        return _sub_lines(a, b), a - b
     da, db = _digits(a), _digits(b)
     borrows, br = [], 0
     for i in range(len(da)):
@@ -151,6 +155,47 @@ def _sub_columns(a: int, b: int, rng: random.Random | None) -> tuple[list[str], 
         br = nb
     res = int("".join(str(d) for d in reversed(out)))
     return lines, res
+
+
+def _add_lines(a: int, b: int) -> list[str]:
+    """The lines of a correct column addition (the fast path of :func:`_add_columns`: same text)."""
+    sa, sb = str(a), str(b)
+    la, lb = len(sa), len(sb)
+    n, short, longer = max(la, lb), min(la, lb), (sa if la > lb else sb)
+    lines, c = [], 0
+    for i in range(n):
+        if i >= short and c == 0:
+            lines.append(f"no carry, copy the remaining digits {longer[: n - i]}")
+            break
+        x = ord(sa[la - 1 - i]) - 48 if i < la else 0
+        y = ord(sb[lb - 1 - i]) - 48 if i < lb else 0
+        s = x + y + c
+        lines.append(f"{x}+{y}+{c}={s}, write {s % 10}, carry {s // 10}")
+        c = s // 10
+    if c:
+        lines.append(f"final carry {c}, write {c}")
+    return lines
+
+
+def _sub_lines(a: int, b: int) -> list[str]:
+    """The lines of a correct column subtraction a - b, a >= b >= 0 (fast path of :func:`_sub_columns`)."""
+    sa, sb = str(a), str(b)
+    la, lb = len(sa), len(sb)
+    lines, br = [], 0
+    for i in range(la):
+        if i >= lb and br == 0:
+            lines.append(f"no borrow, copy the remaining digits {sa[: la - i]}")
+            break
+        x = ord(sa[la - 1 - i]) - 48
+        y = ord(sb[lb - 1 - i]) - 48 if i < lb else 0
+        d = x - y - br
+        if d < 0:
+            lines.append(f"{x}-{y}-{br}={d}, add 10: {d + 10}, write {d + 10}, borrow 1")
+            br = 1
+        else:
+            lines.append(f"{x}-{y}-{br}={d}, write {d}, borrow 0")
+            br = 0
+    return lines
 
 
 def _signed_add(a: int, b: int, rng: random.Random | None) -> tuple[list[str], int]:

@@ -7,16 +7,17 @@ clients send: request line, headers, a ``Content-Length`` body (``Expect: 100-co
 answered; chunked *request* bodies get 411), keep-alive and pipelining (requests on one
 connection are answered in order), and replies with a length or ``Transfer-Encoding: chunked``.
 
-An application is an object with ``dispatch(request, conn)`` returning either the full response
-bytes (the fast path: no task is created) or a coroutine that writes through ``conn`` (streams,
-delays, deliberate faults). The protocol never interprets paths or bodies.
+An application is an object with ``dispatch(request, conn)`` returning the full response bytes
+(the fast path: written at once), a :class:`Delayed` response (written by a timer: latency without
+a task), or a coroutine that writes through ``conn`` (streams, hangs, drops). Either way the
+connection answers its requests in order. The protocol never interprets paths or bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -37,8 +38,20 @@ class Request:
         self.path, _, self.query = target.partition("?")
 
 
+class Delayed:
+    """A complete response to write after ``delay`` seconds (a timer, not a task: the cheap slow path).
+
+    ``on_done(sent)`` runs once: after the write (True) or when the client left first (False).
+    """
+
+    __slots__ = ("data", "delay", "on_done")
+
+    def __init__(self, delay: float, data: bytes, on_done: Callable[[bool], None] | None = None) -> None:
+        self.delay, self.data, self.on_done = delay, data, on_done
+
+
 class App(Protocol):
-    def dispatch(self, request: Request, conn: Connection) -> bytes | Coroutine[Any, Any, None]: ...
+    def dispatch(self, request: Request, conn: Connection) -> bytes | Delayed | Coroutine[Any, Any, None]: ...
 
 
 def head(status: int, headers: list[tuple[str, str]] | tuple = (), length: int | None = None) -> bytes:
@@ -70,6 +83,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.task: asyncio.Task | None = None
+        self.timer: tuple[asyncio.TimerHandle, Delayed] | None = None
         self.keep_alive = True
         self.closed = asyncio.get_running_loop().create_future()
         self._can_write: asyncio.Event | None = None
@@ -81,7 +95,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if self.task is None:
+        if self.task is None and self.timer is None:
             self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,6 +104,12 @@ class Connection(asyncio.Protocol):
             self.closed.set_result(None)
         if self.task is not None:
             self.task.cancel()
+        if self.timer is not None:
+            handle, delayed = self.timer
+            self.timer = None
+            handle.cancel()
+            if delayed.on_done is not None:
+                delayed.on_done(False)
         if self._can_write is not None:
             self._can_write.set()
 
@@ -137,9 +157,25 @@ class Connection(asyncio.Protocol):
                 if not self.keep_alive:
                     self.close()
                 continue
+            if isinstance(out, Delayed):
+                self.timer = (asyncio.get_running_loop().call_later(out.delay, self._fire), out)
+                return
             self.task = asyncio.get_running_loop().create_task(out)
             self.task.add_done_callback(self._done)
             return
+
+    def _fire(self) -> None:
+        if self.timer is None:
+            return
+        delayed = self.timer[1]
+        self.timer = None
+        self.write(delayed.data)
+        if delayed.on_done is not None:
+            delayed.on_done(True)
+        if not self.keep_alive:
+            self.close()
+        elif self.buf:
+            self._process()
 
     def _done(self, task: asyncio.Task) -> None:
         self.task = None

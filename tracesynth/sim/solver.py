@@ -49,11 +49,16 @@ _INFIX = [
     (re.compile(r"\s+times\s+", re.I), " * "),
 ]
 # words that make the numbers mean something else than the expression they form
-_CHANGES_MEANING = re.compile(
-    r"(?i)remainder|modulo|\bmod\b|percent|%|square|cube|root|power|exponent|factorial|\bdigits?\b|average|"
+_MEANING_WORDS = (
+    r"remainder|modulo|\bmod\b|percent|%|square|cube|root|power|exponent|factorial|\bdigits?\b|average|"
     r"\bmean\b|\bdecimal|\bround|\bbase\b|\bprobability|\bratio\b|\bfraction"
 )
-_ANY_WORD = re.compile(r"(?i)sum|add|subtract|difference|product|multipl|divide|plus|minus|times")
+_OP_WORDS = r"sum|add|subtract|difference|product|multipl|divide|plus|minus|times"
+# ASCII text is lower-cased once and searched without re.I (4-8x faster); other text keeps re.I
+_CHANGES_MEANING = re.compile(_MEANING_WORDS, re.I)
+_CHANGES_MEANING_ASCII = re.compile(_MEANING_WORDS, re.A)
+_ANY_WORD = re.compile(_OP_WORDS, re.I)
+_ANY_WORD_ASCII = re.compile(_OP_WORDS, re.A)
 _SYMBOLS = str.maketrans({"×": "*", "÷": "/", "−": "-", "–": "-", "·": "*"})
 _CANDIDATE = re.compile(r"[-+(\s]*\d[\d\s+\-*/()]*")
 _VARIABLE_END = re.compile(r"(?:^|\W)[A-Za-z]$")
@@ -100,11 +105,15 @@ def user_text_of_prompt(prompt: str) -> str:
 
 def find_expression(text: str) -> arith.Node | None:
     """The arithmetic expression a problem text asks for, or None (see module docstring)."""
-    if not text.isascii():
+    if text.isascii():
+        low = text.lower()
+        changes, words = _CHANGES_MEANING_ASCII.search(low), _ANY_WORD_ASCII.search(low)
+    else:
         text = text.translate(_SYMBOLS)
-    if _CHANGES_MEANING.search(text):
+        changes, words = _CHANGES_MEANING.search(text), _ANY_WORD.search(text)
+    if changes:
         return None
-    if _ANY_WORD.search(text):
+    if words:
         for pattern, template in _WORDS:
             m = pattern.search(text)
             if m:
@@ -166,10 +175,18 @@ def _has_binop(node: arith.Node) -> bool:
     return False
 
 
+def _hash64(parts: tuple[object, ...]) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
+
+
 def rng_for(*parts: object) -> random.Random:
     """A generator seeded by a hash of ``parts`` (stable across processes and runs)."""
-    digest = hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "big"))
+    return random.Random(_hash64(parts))
+
+
+def unit_for(*parts: object) -> float:
+    """A uniform number in [0, 1) from a hash of ``parts`` (no generator to seed: ~10x cheaper)."""
+    return (_hash64(parts) >> 11) * 2.0**-53
 
 
 class Solver:
@@ -206,11 +223,9 @@ class Solver:
     # -- arithmetic ------------------------------------------------------------------------
     def _arithmetic(self, node: arith.Node, good: list[arith.Step], truth: arith.Num, variant: object) -> Solution:
         expr = arith.render(node)
-        rng = rng_for("sim", self.seed, expr, variant)
-        wrong = rng.random() < self.wrong_rate
         steps, value, bad_at = good, truth, None
-        if wrong:
-            steps, value, bad_at = _mistaken(node, good, truth, rng)
+        if self.wrong_rate > 0 and unit_for("sim", self.seed, expr, variant) < self.wrong_rate:
+            steps, value, bad_at = _mistaken(node, good, truth, rng_for("sim", self.seed, expr, variant))
         reasoning = _write_steps(expr, steps, value)
         content = _final(fmt := arith.fmt(value))
         seed = self.seed
@@ -308,7 +323,7 @@ def _write_steps(expr: str, steps: list[arith.Step], value: arith.Num) -> str:
     out = [f"We need to evaluate {expr}.", "Order: parentheses first, then * and /, then + and -, left to right."]
     for i, step in enumerate(steps, 1):
         out.append(f"Step {i}: {step.header}")
-        out.extend(f"  {line}" for line in step.lines)
+        out.append("  " + "\n  ".join(step.lines))  # every step has at least one line
         out.append(f"  so {step.header} = {arith.fmt(step.result)}")
     out.append(f"The result is {arith.fmt(value)}.")
     return "\n".join(out)

