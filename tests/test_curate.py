@@ -297,6 +297,19 @@ def test_near_duplicates_same_with_worker_processes():
     assert exact_duplicates([("x", "Hello, World!"), ("y", "hello world"), ("z", "hello")]) == {"y": "x"}
 
 
+def test_operators_make_different_questions_and_unicode_symbols_are_their_ascii_twins():
+    """The bug the demo hit: '47 + 38' and '47 − 38' were one question once punctuation was dropped."""
+    from tracesynth.curate.dedup import exact_duplicates, near_duplicates, normalise
+
+    qs = [("add", "What is 47 + 38?"), ("sub", "What is 47 − 38?"), ("mul", "What is 47 × 38?"),
+          ("sub-ascii", "what is 47 - 38"), ("mul-ascii", "What is 47 * 38 ?"), ("paren", "What is (47 + 38)?")]
+    assert normalise("What is 47 − 38?") == "what is 47 - 38"
+    assert exact_duplicates(qs) == {"sub-ascii": "sub", "mul-ascii": "mul"}
+    arithmetic = [(f"q{i}", f"Calculate {a} {op} {b}.") for i, (a, b, op) in
+                  enumerate((a, b, op) for a in range(10, 14) for b in range(20, 23) for op in "+-")]
+    assert near_duplicates(arithmetic, 0.8) == {}  # no two of these ask the same thing
+
+
 def test_template_missing_field_is_exit_2_and_keeps_previous_traces(tmp_path):
     tpl = tmp_path / "with_answer.txt"
     tpl.write_text("{{ question }} (expected: {{ answer }})\n")

@@ -1,8 +1,11 @@
 """Question deduplication: exact (normalised text) and near-duplicate (MinHash LSH via datasketch).
 
-* Exact: questions equal after lowercasing and keeping only ``\\w+`` tokens (so case,
-  whitespace and punctuation differences are duplicates).
-* Near: Jaccard similarity of word 3-gram shingles estimated with ``datasketch.MinHash``
+* Exact: questions equal after :func:`normalise` — lowercased ``\\w+`` words plus every symbol
+  that can change a problem's meaning (``+ - * / = ( ) < > ^ % $`` …; the Unicode minus and
+  en dash count as ``-``, ``×`` as ``*``, ``÷`` as ``/``), with whitespace and prose punctuation
+  (``. , ; : ! ?`` and quotes) dropped. So "Hello, World!" repeats "hello world", but
+  "47 + 38" does not repeat "47 − 38".
+* Near: Jaccard similarity of 3-gram shingles of the same tokens, estimated with ``datasketch.MinHash``
   (``num_perm`` permutations, xxh32 shingle hashes) and indexed in ``datasketch.MinHashLSH`` at ``threshold``.
   The LSH bands favour recall and every candidate is confirmed with its MinHash Jaccard
   estimate. Items are visited in order; one with a confirmed earlier kept item is a duplicate
@@ -16,16 +19,23 @@ a problem to keep (select.py) and knows nothing about the run folder.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from tracesynth.curate.decontam import words
-
 SHINGLE = 3
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_PROSE = frozenset(".,;:!?'\"`‘’“”…")
+_SAME_SYMBOL = str.maketrans({"−": "-", "–": "-", "×": "*", "÷": "/"})
+
+
+def tokens(text: str) -> list[str]:
+    """Lowercased words and meaningful symbols of ``text`` (see module docstring)."""
+    return [t for t in _TOKEN.findall(text.lower().translate(_SAME_SYMBOL)) if t not in _PROSE]
 
 
 def normalise(text: str) -> str:
-    return " ".join(words(text))
+    return " ".join(tokens(text))
 
 
 def exact_duplicates(items: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -41,7 +51,7 @@ def exact_duplicates(items: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def shingles(text: str, k: int = SHINGLE) -> list[bytes]:
-    toks = words(text)
+    toks = tokens(text)
     if len(toks) < k:
         return [" ".join(toks).encode()] if toks else [b""]
     return list({" ".join(toks[i : i + k]).encode() for i in range(len(toks) - k + 1)})
@@ -90,4 +100,4 @@ def near_duplicates(
     return dups
 
 
-__all__ = ["exact_duplicates", "near_duplicates", "normalise", "shingles"]
+__all__ = ["exact_duplicates", "near_duplicates", "normalise", "shingles", "tokens"]
