@@ -63,11 +63,16 @@ def run_tracesynth(base_url: str, n: int, conc: int, http: str) -> dict[str, Any
                     "sampling": {"max_tokens": 400}, "prices": {"input": 0.55, "output": 2.19}, "http": http,
                     "timeout_s": 120},
     })
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, t0_wall = time.perf_counter(), time.process_time(), time.time()
     res = tracesynth.harvest(recipe, quiet=True, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    lines = (tmp / "run" / "samples.jsonl").read_bytes().count(b"\n")
-    return {"wall": wall, "cpu": cpu, "done": lines, "failed": res.failed, "retries": res.errors_by_kind}
+    done_at = sorted(json.loads(line)["created_at"] - t0_wall for line in open(tmp / "run" / "samples.jsonl"))
+    attempts: dict[str, int] = {}
+    for line in open(tmp / "run" / "samples.jsonl"):
+        k = str(json.loads(line).get("metadata", {}).get("attempts", 1))
+        attempts[k] = attempts.get(k, 0) + 1
+    return {"wall": wall, "cpu": cpu, "done": len(done_at), "failed": res.failed, "retries": res.errors_by_kind,
+            "t99": done_at[int(0.99 * (len(done_at) - 1))] if done_at else float("nan"), "attempts": attempts}
 
 
 async def _openai_loop(base_url: str, n: int, conc: int) -> int:
@@ -176,6 +181,9 @@ def main() -> None:
             ratio = faulty["wall"] / clean["wall"]
             print(f"  10% 429 / fault-free wall: x{ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'MISSED'}); "
                   f"done {faulty['done']}/{n}, item errors {faulty['failed']}")
+            print(f"  99% of samples done at {faulty['t99']:.2f}s vs {clean['t99']:.2f}s fault-free "
+                  f"(x{faulty['t99'] / clean['t99']:.2f}); calls by attempts needed: "
+                  f"{dict(sorted(faulty['attempts'].items()))} — each extra attempt waits out Retry-After 1 s")
         elif sc == "rss":
             r = scenario("rss", ["tracesynth"], args.requests or 100_000, 256, 0.0)[0]
             print(f"  peak RSS {r['rss_mb']:.0f} MB (target < 250 MB: {'met' if r['rss_mb'] < 250 else 'MISSED'})")

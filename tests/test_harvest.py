@@ -287,3 +287,25 @@ def test_callers_signal_handlers_are_restored(tmp_path: Path) -> None:
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_calls_backing_off_get_stand_in_workers_that_retire_afterwards(tmp_path: Path, monkeypatch) -> None:
+    """A call sleeping out Retry-After holds a worker but no permit: a stand-in keeps its slot busy."""
+    from tracesynth.harvest import _Engine
+
+    live: list[int] = []
+    spawn = _Engine._spawn_worker
+
+    def counting(self: _Engine) -> None:
+        spawn(self)
+        live.append(self._live_workers)
+
+    monkeypatch.setattr(_Engine, "_spawn_worker", counting)
+    with SimTeacher(rate_429=0.4, retry_after_s=0.05, latency=0.02, seed=4) as sim:
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=40, concurrency=3, max_attempts=12,
+                                  adaptive=False))
+        assert sim.stats()["max_in_flight"] <= 3  # stand-ins never exceed the concurrency cap
+    assert (res.status, res.done, res.failed) == ("complete", 40, 0)
+    assert live[:3] == [1, 2, 3] and len(live) > 3 and max(live) > 3  # stand-ins were started
+    attempts = [s.get("metadata", {}).get("attempts", 1) for s in lines(tmp_path / "run" / "samples.jsonl")]
+    assert max(live) <= 3 + sum(a - 1 for a in attempts)

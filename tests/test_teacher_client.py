@@ -48,6 +48,16 @@ async def test_retry_after_is_honoured() -> None:
     assert client.flow.limit.decreases == 1  # AIMD saw the 429
 
 
+async def test_a_backoff_sleep_is_announced_and_counted_while_it_lasts() -> None:
+    """The harvester starts a stand-in worker from this hook, so the sleeper's slot does not idle."""
+    seen: list[int] = []
+    async with SimTeacher(script=["429", "500"], retry_after_s=0.2) as sim:
+        async with TeacherClient(sim.base_url, model="m", backoff_base_s=0.01, backoff_max_s=5) as client:
+            client.on_backoff = lambda: seen.append(client.backing_off)
+            r = await client.chat(MSG, max_tokens=100)
+    assert r.attempts == 3 and seen == [1, 1] and client.backing_off == 0
+
+
 async def test_retries_run_out_into_an_item_error() -> None:
     async with SimTeacher(rate_500=1.0) as sim:
         async with TeacherClient(sim.base_url, model="m", max_attempts=3, **FAST) as client:

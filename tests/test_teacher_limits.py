@@ -114,6 +114,40 @@ async def test_cancelled_waiter_does_not_leak_a_slot() -> None:
     await asyncio.wait_for(lim.acquire(), 1)
 
 
+async def test_a_waiter_cancelled_just_before_its_slot_frees_leaves_cleanly() -> None:
+    """The race a Ctrl-C hit with many waiters: release() drops the cancelled future before the waiter
+    handles its cancellation (this raised ValueError out of the cancelled task)."""
+    lim = AdaptiveLimit(1)
+    await lim.acquire()
+    waiter = asyncio.create_task(lim.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    lim.release()  # same loop step: _wake pops the already-cancelled future
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert lim.in_use == 0 and not lim._waiters
+    await asyncio.wait_for(lim.acquire(), 1)
+
+
+async def test_retries_are_served_before_first_attempts() -> None:
+    lim = AdaptiveLimit(1)
+    await lim.acquire()
+    order: list[str] = []
+
+    async def one(name: str, first: bool) -> None:
+        await lim.acquire(first=first)
+        order.append(name)
+        lim.release()
+
+    tasks = [asyncio.create_task(one("new-1", False)), asyncio.create_task(one("new-2", False))]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(one("retry", True)))
+    await asyncio.sleep(0)
+    lim.release()
+    await asyncio.gather(*tasks)
+    assert order == ["retry", "new-1", "new-2"]
+
+
 # -- retry waits -----------------------------------------------------------------------------
 def test_retry_after_headers() -> None:
     assert retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25

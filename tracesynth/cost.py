@@ -56,13 +56,14 @@ class CostEstimate:
 
 def _measure_prompts(recipe: Recipe, problems: int | None) -> tuple[int, float]:
     """(problem count, mean rendered prompt tokens) by streaming the sources once."""
-    from tracesynth.prompts import render_messages
+    from tracesynth.prompts import load_template, render_messages
     from tracesynth.sources import iter_problems
 
     count, chars = 0, 0
+    template = load_template(recipe.prompt)
     for problem in iter_problems(recipe, stats=Counter()):
         if count < PROMPT_SAMPLE:
-            chars += sum(len(str(m.get("content", ""))) for m in render_messages(problem, recipe.prompt))
+            chars += sum(len(str(m.get("content", ""))) for m in render_messages(problem, recipe.prompt, template))
         count += 1
         if problems is not None and count >= PROMPT_SAMPLE:
             break

@@ -45,7 +45,7 @@ from tracesynth.harvest_progress import (
     status_line,
     write_summary,
 )
-from tracesynth.records import Problem, Sample, Usage, sample_id
+from tracesynth.records import Problem, Sample, Usage, sample_ids
 from tracesynth.shards import in_shard, parse_shard, shard_dir
 from tracesynth.store import JsonlStage, RunStore
 from tracesynth.teacher.client import ChatResult, TeacherClient, estimate_tokens
@@ -83,6 +83,7 @@ class _Engine:
         self.stats = HarvestStats()
         self.template_hash = template_hash(recipe.prompt)
         self.id_sampling = self.t.sampling.model_dump()
+        self.sample_id = sample_ids(self.t.model, self.id_sampling, self.template_hash)
         self.sampling = dict(self.id_sampling)  # request parameters (a dict: no model_dump per call)
         self.max_out = self.t.sampling.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=2 * self.t.concurrency)
@@ -93,17 +94,19 @@ class _Engine:
         self.decontam_hits: list[Any] = []
         self._settled: asyncio.Condition | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._live_workers = 0
         self._producer: asyncio.Task[None] | None = None
         self._stopping = False
 
     # -- producing ------------------------------------------------------------------------
     async def produce(self) -> None:
         from tracesynth.curate.decontam import problems_to_ask
-        from tracesynth.prompts import render_messages
+        from tracesynth.prompts import load_template, render_messages
 
         source_stats: Counter[str] = Counter()
         self.source_stats = source_stats
         n, per_call = self.t.n, self.t.api_n
+        template = load_template(self.recipe.prompt)
         for problem in problems_to_ask(self.recipe, stats=source_stats, removed=self.decontam_hits):
             if self.stop_reason is not None:
                 return
@@ -113,7 +116,7 @@ class _Engine:
             self.stats.expected += n
             todo: list[tuple[int, str, int]] = []
             for i in range(n):
-                sid = sample_id(problem.id, i, self.t.model, self.id_sampling, self.template_hash)
+                sid = self.sample_id(problem.id, i)
                 if sid in self.samples.keys:
                     self.stats.done_before += 1
                 elif self.fail_counts.get(sid, 0) > self.t.item_retries:
@@ -124,15 +127,34 @@ class _Engine:
                 continue
             if problem.id not in self.problems.keys:
                 self.problems.append(problem)
-            messages = render_messages(problem, self.recipe.prompt)
+            messages = render_messages(problem, self.recipe.prompt, template)
             groups = [todo] if per_call else [[x] for x in todo]
             for g in groups:
                 await self.queue.put(_Job(problem, messages, [x[0] for x in g], [x[1] for x in g], [x[2] for x in g]))
         self.stats.source_done = True
 
     # -- working --------------------------------------------------------------------------
+    def _spawn_worker(self) -> None:
+        self._live_workers += 1
+        if len(self._workers) > 4 * self._live_workers:  # forget retired stand-ins now and then
+            self._workers = [w for w in self._workers if not w.done()]
+        self._workers.append(asyncio.create_task(self.work()))
+
+    def _top_up_workers(self) -> None:
+        """A call started a backoff sleep: start a stand-in worker (see :meth:`run`)."""
+        if self.stop_reason is None and self._live_workers < self.t.concurrency + self.client.backing_off:
+            self._spawn_worker()
+
     async def work(self) -> None:
+        try:
+            await self._work()
+        finally:
+            self._live_workers -= 1
+
+    async def _work(self) -> None:
         while True:
+            if self._live_workers > self.t.concurrency + self.client.backing_off:
+                return  # a stand-in whose sleeper woke up
             job = await self.queue.get()
             try:
                 if self.stop_reason is not None:
@@ -278,8 +300,8 @@ class _Engine:
         if self.stop_reason in ("SIGINT", "SIGTERM"):
             self.trigger_stop(name, hard=True)  # second signal: stop now
             return
-        self.view.console.print(f"{name}: no new requests; waiting up to {self.t.stop_grace_s:g}s "
-                                f"for {self.client.flow.in_flight} in flight (again to stop now)")
+        self.view.say(f"{name}: no new requests; waiting up to {self.t.stop_grace_s:g}s "
+                      f"for {self.client.flow.in_flight} in flight (again to stop now)")
         self.trigger_stop(name)
         asyncio.get_running_loop().call_later(self.t.stop_grace_s, self._cancel_workers)
 
@@ -303,7 +325,13 @@ class _Engine:
                 installed[sig] = previous
             except (NotImplementedError, RuntimeError, ValueError):
                 continue  # not the main thread: the caller handles signals
-        self._workers = [asyncio.create_task(self.work()) for _ in range(self.t.concurrency)]
+        # one worker per slot, plus one for each call sleeping out a backoff (Retry-After): that call
+        # holds a worker but no permit, and without a stand-in its slot would idle (measured: 10% 429s
+        # at Retry-After 1 s left ~1/3 of the slots empty). Spare workers wait on permits, which costs
+        # a little per request, so there are none when nothing is backing off.
+        self.client.on_backoff = self._top_up_workers
+        for _ in range(self.t.concurrency):
+            self._spawn_worker()
         self._producer = asyncio.create_task(self.produce())
         tick = asyncio.create_task(self.ticker())
         self.view.start()
@@ -442,7 +470,7 @@ def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, 
     try:
         with RunStore(run_dir) as store:
             for msg in store.recovered:
-                view.console.print(f"recovered: {msg}")
+                view.say(f"recovered: {msg}")
             store.mark_stage("harvest", started_at=time.time(), recipe_hash=recipe.hash())
             return _run_loop(_harvest(recipe, store, sh, view, base_urls))
     finally:

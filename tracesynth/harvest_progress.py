@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 _MAX_POINTS = 2000
 Status = Literal["complete", "budget", "interrupted"]
@@ -129,16 +127,29 @@ class ProgressView:
     """Live progress on a terminal, or periodic plain lines on stderr (``quiet``)."""
 
     def __init__(self, *, quiet: bool, live: bool | None = None, log_every_s: float = 10.0) -> None:
-        self.console = Console(stderr=True)
         self.quiet = quiet
+        self.console: Any = None
+        if not quiet and live is not False:  # rich is imported only when it may draw (~50 ms)
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
         self.live = (not quiet and self.console.is_terminal) if live is None else (live and not quiet)
         self.log_every_s = log_every_s
         self._next_log = log_every_s
-        self._progress: Progress | None = None
+        self._progress: Any = None
         self._task: Any = None
+
+    def say(self, message: str) -> None:
+        """One line on stderr (through rich when it is drawing, so the bar stays intact)."""
+        if self.console is not None:
+            self.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def start(self) -> None:
         if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._progress = Progress(
                 TextColumn("[bold]harvest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TextColumn("{task.fields[info]}"), console=self.console, refresh_per_second=4,

@@ -64,13 +64,16 @@ def template_hash(prompt_cfg: PromptConfig) -> str:
     return load_template(prompt_cfg).hash
 
 
-def render_messages(problem: Problem, prompt_cfg: PromptConfig) -> list[dict[str, Any]]:
+def render_messages(
+    problem: Problem, prompt_cfg: PromptConfig, template: Template | None = None
+) -> list[dict[str, Any]]:
     """The chat messages for ``problem``: ``[system?, user]``.
 
     A problem given as ``messages`` (not ``prompt``) is sent as it is, after the template's
-    system prompt unless the messages bring their own.
+    system prompt unless the messages bring their own. Loops over many problems pass
+    ``template=load_template(prompt_cfg)`` once instead of re-resolving the file per problem.
     """
-    tpl = load_template(prompt_cfg)
+    tpl = template if template is not None else load_template(prompt_cfg)
     out: list[dict[str, Any]] = []
     if problem.messages:
         has_system = any(m.get("role") == "system" for m in problem.messages)

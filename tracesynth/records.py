@@ -14,12 +14,14 @@ This module holds the records and their id rules, nothing else: no I/O, no logic
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tracesynth.ids import stable_hash
+from tracesynth.ids import canonical_json, stable_hash
 
 Status = Literal["pass", "fail", "unverifiable"]
 
@@ -149,6 +151,24 @@ def sample_id(
     return "s-" + stable_hash("sample", problem, index, model, params, template_hash)
 
 
+def sample_ids(model: str, sampling: dict[str, Any], template_hash: str) -> Callable[[str, int], str]:
+    """``sample_id`` with the run's constant parts serialised once: ``f(problem, index)``.
+
+    Byte-for-byte the canonical JSON :func:`sample_id` hashes (tested), ~3x cheaper per call.
+    """
+    params = {k: v for k, v in sampling.items() if k not in _ID_EXCLUDED_SAMPLING_KEYS}
+    suffix = canonical_json([model, params, template_hash])[1:]  # '"model",{...},"hash"]'
+    sha256 = hashlib.sha256
+
+    def make(problem: str, index: int) -> str:
+        if type(problem) is not str or type(index) is not int:
+            return sample_id(problem, index, model, sampling, template_hash)
+        head = '["sample",' + canonical_json(problem) + "," + str(index) + ","
+        return "s-" + sha256((head + suffix).encode("utf-8")).hexdigest()[:16]
+
+    return make
+
+
 __all__ = [
     "Problem",
     "Sample",
@@ -158,4 +178,5 @@ __all__ = [
     "Verdict",
     "problem_id",
     "sample_id",
+    "sample_ids",
 ]

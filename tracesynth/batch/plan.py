@@ -26,7 +26,7 @@ from typing import Any
 
 from tracesynth.config import Recipe
 from tracesynth.ids import stable_hash
-from tracesynth.records import Problem, Sample, sample_id
+from tracesynth.records import Problem, Sample, sample_ids
 from tracesynth.store import RunStore
 from tracesynth.superseded import superseded_ids
 from tracesynth.teacher.client import estimate_tokens, sampling_params
@@ -141,6 +141,7 @@ class Planner:
         self.fail_counts = self.prior.fail_counts
         self.template_hash = template_hash(recipe.prompt)
         self.id_sampling = self.t.sampling.model_dump()
+        self.sample_id = sample_ids(self.t.model, self.id_sampling, self.template_hash)
         self.stats: Counter[str] = Counter()  # problems, expected, done_before, gave_up, reserved, ...
         self.source_stats: Counter[str] = Counter()
 
@@ -162,15 +163,16 @@ class Planner:
 
     def fresh(self, reserved: set[str]) -> Iterator[PendingRequest]:
         from tracesynth.curate.decontam import problems_to_ask
-        from tracesynth.prompts import render_messages
+        from tracesynth.prompts import load_template, render_messages
 
         st = self.stats
+        template = load_template(self.recipe.prompt)
         for problem in problems_to_ask(self.recipe, stats=self.source_stats):
             st["problems"] += 1
             messages: list[dict[str, Any]] | None = None
             for i in range(self.t.n):
                 st["expected"] += 1
-                sid = sample_id(problem.id, i, self.t.model, self.id_sampling, self.template_hash)
+                sid = self.sample_id(problem.id, i)
                 if sid in self.samples.keys:
                     st["done_before"] += 1
                     continue
@@ -184,7 +186,7 @@ class Planner:
                 if messages is None:
                     if problem.id not in self.problems.keys:
                         self.problems.append(problem)
-                    messages = render_messages(problem, self.recipe.prompt)
+                    messages = render_messages(problem, self.recipe.prompt, template)
                 yield PendingRequest(sid, problem.id, i, attempt, self.body(messages, i))
 
     def truncated(self, reserved: set[str]) -> Iterator[PendingRequest]:
@@ -199,7 +201,7 @@ class Planner:
             if s.id in dead or s.finish_reason != "length":
                 continue
             root = s.metadata.get("root", s.id)
-            if root != sample_id(s.problem_id, s.index, self.t.model, self.id_sampling, self.template_hash):
+            if root != self.sample_id(s.problem_id, s.index):
                 st["other_settings"] += 1  # asked with another model / sampling / template: not this recipe's
                 continue
             st["truncated"] += 1

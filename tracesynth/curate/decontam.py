@@ -100,20 +100,27 @@ class DecontamIndex:
         """Index the eval sets the recipe names (shipped ones unless ``shipped: false``).
 
         Indexes are cached per process by configuration and eval-file state (harvest and curate
-        in one ``tracesynth run`` build it once).
+        in one ``tracesynth run`` build it once), and on disk across processes
+        (:mod:`tracesynth.curate.decontam_cache`).
         """
-        from tracesynth.resources import data_dir
+        from tracesynth.curate import decontam_cache
         from tracesynth.sources import iter_problems
 
         sources = eval_sources(cfg)
-        key = (cfg.n, tuple(cfg.allow), str(data_dir()), tuple((name, _state(src)) for name, src in sources))
+        key = (cfg.n, tuple(cfg.allow), tuple((name, _state(src)) for name, src in sources))
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
         index = cls(cfg.n, cfg.allow)
-        for name, source in sources:
-            for p in iter_problems(source):
-                index.add(name, p.id, problem_text(p))
+        disk_key = decontam_cache.cache_key(key)
+        found = decontam_cache.load(disk_key)
+        if found is not None:
+            index.grams, index.sets = found
+        else:
+            for name, source in sources:
+                for p in iter_problems(source):
+                    index.add(name, p.id, problem_text(p))
+            decontam_cache.store(disk_key, index.grams, index.sets)
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = index
@@ -124,10 +131,25 @@ _CACHE: dict[tuple, DecontamIndex] = {}
 
 
 def _state(src: SourceConfig) -> tuple:
+    """What identifies an eval file's content: path, size, mtime (and the registry checksum of a shipped set)."""
     if src.path is None:
-        return (src.kind, src.name, src.split)
-    st = Path(src.path).stat()
-    return (src.kind, src.path, st.st_mtime_ns, st.st_size)
+        from tracesynth import data
+
+        ds = data.get(src.name, src.split)
+        return (src.kind, src.name, src.split, ds.sha256, *_file_state(ds.path))
+    path = Path(src.path).resolve()
+    if path.is_dir():  # a saved dataset or a parquet folder: the state of every file in it
+        files = sorted((str(f.relative_to(path)), *_file_state(f)) for f in path.rglob("*") if f.is_file())
+        return (src.kind, str(path), tuple(files))
+    return (src.kind, *_file_state(path))
+
+
+def _file_state(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None, None)  # reading it reports the problem; a missing file is never cached
+    return (str(path), st.st_mtime_ns, st.st_size)
 
 
 def eval_sources(cfg: DecontamConfig) -> list[tuple[str, SourceConfig]]:

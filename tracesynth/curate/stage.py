@@ -36,8 +36,8 @@ from tracesynth.curate import dedup, outputs, select
 from tracesynth.curate.decontam import DecontamIndex
 from tracesynth.curate.filters import TokenCounter, completion_text, keep_fn, local_keep, why_not_passing
 from tracesynth.errors import UserError
-from tracesynth.prompts import render_messages, template_hash
-from tracesynth.records import Problem, Sample, Verdict, sample_id
+from tracesynth.prompts import load_template, render_messages, template_hash
+from tracesynth.records import Problem, Sample, Verdict, sample_ids
 from tracesynth.store import RunStore
 
 
@@ -200,6 +200,7 @@ def _read(store, problems, verdicts, counter: TokenCounter, keep, recipe: Recipe
     prompt_tokens: dict[str, int] = {}
     expected = _expected_ids(problems, recipe)
     superseded: set[str] = set()
+    template = load_template(recipe.prompt)
     n = 0
     for s in store.stage("samples", Sample).iter():
         n += 1
@@ -218,7 +219,7 @@ def _read(store, problems, verdicts, counter: TokenCounter, keep, recipe: Recipe
         vs = verdicts.get(s.id, [])
         passed = s.finish_reason != "length" and keep(vs, recipe.verify.keep)
         if s.problem_id not in prompt_tokens or not counter.exact:
-            text = "\n".join(str(m.get("content", "")) for m in render_messages(problem, recipe.prompt))
+            text = "\n".join(str(m.get("content", "")) for m in render_messages(problem, recipe.prompt, template))
             prompt_tokens[s.problem_id] = counter.count(text, s.usage.prompt_tokens)
         infos.append(_Info(
             id=s.id,
@@ -240,8 +241,8 @@ def _expected_ids(problems: dict[str, Problem], recipe: Recipe) -> set[str]:
     """The sample ids harvest gives this recipe's samples (records.sample_id, as tracesynth.harvest computes them)."""
     t = recipe.teacher
     sampling = t.sampling.model_dump()
-    th = template_hash(recipe.prompt)
-    return {sample_id(pid, i, t.model, sampling, th) for pid in problems for i in range(t.n)}
+    make = sample_ids(t.model, sampling, template_hash(recipe.prompt))
+    return {make(pid, i) for pid in problems for i in range(t.n)}
 
 
 def _select(infos, problems, passes, totals, weak_solved, recipe: Recipe, funnel: _Funnel):

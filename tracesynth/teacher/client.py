@@ -19,6 +19,7 @@ This module does not schedule work, write files or count money (see harvest.py, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from tracesynth.config import SamplingConfig, TeacherConfig
@@ -142,6 +144,8 @@ class TeacherClient:
                                         max_connections=max(concurrency, self.flow.limit.max_limit))
         self.max_attempts = max_attempts
         self._wait = WaitRetryAfter(backoff_base_s, backoff_max_s)
+        self.backing_off = 0  # calls sleeping before a retry right now
+        self.on_backoff: Callable[[], None] | None = None  # told when a call starts such a sleep
         self.events: Counter[str] = Counter()  # transient and item error kinds seen, for progress
 
     @classmethod
@@ -195,7 +199,7 @@ class TeacherClient:
             raise
         # tenacity replays the first failure (no request) so its stop and wait rules see every attempt
         retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
-                                 retry=retry_if_exception(is_retryable), reraise=True)
+                                 retry=retry_if_exception(is_retryable), reraise=True, sleep=self._backoff)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -210,6 +214,15 @@ class TeacherClient:
         result.attempts, result.possibly_billed = state.attempts, state.possibly_billed
         return result
 
+    async def _backoff(self, seconds: float) -> None:
+        self.backing_off += 1
+        try:
+            if self.on_backoff is not None:
+                self.on_backoff()
+            await asyncio.sleep(seconds)
+        finally:
+            self.backing_off -= 1
+
     def _gave_up(self, exc: Transient, state: _CallState) -> NoReturn:
         self.events[exc.kind + ":gave_up"] += 1
         raise ItemError(exc.kind, f"gave up after {state.attempts} attempts: {exc}", status=exc.status,
@@ -219,7 +232,7 @@ class TeacherClient:
     async def _attempt(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
                        est_out: float, state: _CallState) -> ChatResult:
         state.attempts += 1
-        permit = await self.flow.acquire(est_in, est_out)
+        permit = await self.flow.acquire(est_in, est_out, retry=state.attempts > 1)
         ep = self.pool.pick()
         state.last_endpoint = ep.url
         ep.in_flight += 1
@@ -236,7 +249,7 @@ class TeacherClient:
             latency = time.perf_counter() - t0
             if 200 <= status < 300:
                 try:
-                    choices, usage, model = parser(json.loads(raw))
+                    choices, usage, model = parser(orjson.loads(raw))
                 except (ValueError, MalformedResponse) as exc:  # JSONDecodeError is a ValueError
                     kind = exc.kind if isinstance(exc, MalformedResponse) else "malformed"
                     t = Transient(kind, f"HTTP {status} with an unusable body: {self._scrub(str(exc))[:200]}",

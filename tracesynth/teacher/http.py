@@ -21,11 +21,11 @@ This module moves bytes; it does not retry, rate-limit or parse completions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 
 from tracesynth import __version__
 from tracesynth.teacher.retry import Transient
@@ -64,7 +64,7 @@ class AiohttpTransport:
         return self._session
 
     async def post(self, base_url: str, path: str, payload: dict[str, Any]) -> Response:
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        data = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)  # compact UTF-8 JSON, 3-5x faster than json
         try:
             async with self._get().post(base_url + path, data=data) as resp:
                 return resp.status, resp.headers, await resp.read()

@@ -39,18 +39,22 @@ class AdaptiveLimit:
         self._last_decrease = -1e9
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, first: bool = False) -> None:
+        """Take a slot, waiting in line when none is free; ``first`` goes to the front of the line."""
         if self.in_use < int(self.limit) and not self._waiters:
             self.in_use += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        if first:
+            self._waiters.appendleft(fut)
+        else:
+            self._waiters.append(fut)
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled
-            else:
+            elif fut in self._waiters:  # (_wake may already have dropped the cancelled future)
                 self._waiters.remove(fut)
             raise
 
@@ -180,8 +184,9 @@ class FlowControl:
     def _costs(self, est_in: float, est_out: float) -> dict[str, float]:
         return {"rpm": 1.0, "rps": 1.0, "tpm": est_in + est_out, "input_tpm": est_in, "output_tpm": est_out}
 
-    async def acquire(self, est_in: float = 0.0, est_out: float = 0.0) -> Permit:
-        await self.limit.acquire()
+    async def acquire(self, est_in: float = 0.0, est_out: float = 0.0, *, retry: bool = False) -> Permit:
+        """A permit to send one request; a ``retry`` (it already waited out its backoff) is served first."""
+        await self.limit.acquire(first=retry)
         if self.buckets:
             try:
                 await self._take(self._costs(est_in, est_out))
