@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tracesynth.records import Problem, Sample, Trace, Usage, Verdict, sample_id
+from tracesynth.records import Problem, Sample, Trace, Usage, Verdict, sample_id, sample_ids
 
 
 def test_problem_id_is_content_hash_and_stable():
@@ -57,6 +57,20 @@ def test_sample_id_depends_on_each_input():
     assert base != sample_id("p-1", 0, "m2", {"temperature": 0.6, "top_p": 0.95}, "tpl")
     assert base != sample_id("p-1", 0, "m", {"temperature": 0.7, "top_p": 0.95}, "tpl")
     assert base != sample_id("p-1", 0, "m", {"temperature": 0.6, "top_p": 0.95}, "tpl2")
+
+
+@pytest.mark.parametrize("model,sampling,tpl", [
+    ("m", {"temperature": 0.6, "top_p": 0.95, "max_tokens": 4096}, "tpl"),
+    ("deepseek-ai/DeepSeek-R1", {"temperature": 0.0, "stop": ["</answer>", "\u00e9"], "seed": None,
+                                 "extra_body": {"top_k": 20, "chat_template_kwargs": {"enable_thinking": True}}}, "h"),
+    ("ünïcode-model", {}, ""),
+])
+def test_sample_ids_factory_gives_the_ids_sample_id_gives(model, sampling, tpl):
+    """The harvester's fast path must never change an id (resume would pay twice)."""
+    make = sample_ids(model, sampling, tpl)
+    for problem in ["p-1", "gsm8k-train-0001", 'quote " and \\ backslash', "ünïcode ✓ 中文", "", "x" * 300]:
+        for index in (0, 1, 7, 12345):
+            assert make(problem, index) == sample_id(problem, index, model, sampling, tpl)
 
 
 def test_sample_id_ignores_max_tokens():
