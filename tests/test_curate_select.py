@@ -85,6 +85,30 @@ def test_stage_selection_with_weak_model_and_domains(tmp_path):
     ]
 
 
+def test_weak_model_runs_drop_the_problems_they_solved(tmp_path):
+    """s1's difficulty filter across runs: a weak model harvested and verified in its own folder."""
+    import pytest
+
+    from tracesynth.errors import UserError
+
+    run, weak_run = tmp_path / "run", tmp_path / "weak-7b"
+    probs = [Problem(id=f"p{i}", prompt=f"question number {i} about a topic", answer="1") for i in range(8)]
+    make_run(run, probs, [sample(p.id, 0) for p in probs])
+    weak_run.mkdir()
+    weak = [Verdict(sample_id=f"w{i}", problem_id=f"p{i}", verifier="math", status=st)
+            for i, st in enumerate(["pass", "fail", "pass", "unverifiable", "pass"])]
+    torn = Verdict(sample_id="w7", problem_id="p7", verifier="math", status="pass").model_dump_json()
+    (weak_run / "verdicts.jsonl").write_text("".join(v.model_dump_json() + "\n" for v in weak) + torn[:30])
+    res = curate(recipe(run, curate={"select": {"weak_runs": [str(weak_run)]}}))
+    step = next(s for s in json.loads((run / "curate.json").read_text())["steps"] if s["step"] == "select")
+    assert step["dropped"] == {"weak_solved": 3} and res.traces == 5
+    kept = {t.problem_id for t in JsonlStage(run / "traces.jsonl", Trace, key="sample_id").iter()}
+    assert kept == {"p1", "p3", "p5", "p6", "p7"}  # fail / unverifiable / absent / torn line: not solved
+    assert (weak_run / "verdicts.jsonl").read_text().endswith(torn[:30])  # read, never repaired
+    with pytest.raises(UserError, match=r"curate\.select\.weak_runs: .*nowhere.*no verdicts"):
+        curate(recipe(run, curate={"select": {"weak_runs": [str(tmp_path / "nowhere")]}}))
+
+
 def test_pass_count_over_k_samples_in_stage(tmp_path):
     run = tmp_path / "run"
     probs = [Problem(id=p, prompt=f"problem {p} text here", answer="1") for p in ("easy", "hard", "never")]

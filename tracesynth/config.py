@@ -161,6 +161,7 @@ class SelectConfig(Section):
     domain_key: str = "domain"  # or "metadata.<key>" (e.g. metadata.subject for MATH)
     domain_from_run: str | None = None  # labels from a run harvested with the classify_domain template
     weak_verifier: str | None = None  # s1: drop problems a weak model solved (its verdicts carry this verifier name)
+    weak_runs: list[str] = Field(default_factory=list)  # s1: run folders of weak models, harvested and verified
     pass_count: tuple[int, int] | None = None  # keep problems with lo..hi passing samples (LIMO: 1-3 of 32)
     pass_rate: tuple[float, float] | None = None  # same as a fraction of the problem's samples
 

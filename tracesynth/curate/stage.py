@@ -103,6 +103,7 @@ def curate(recipe: Recipe) -> CurateResult:
         store.mark_stage("curate", started_at=started)
         problems = {p.id: p for p in store.stage("problems", Problem).iter()}
         verdicts, weak_solved = _verdicts(store, cfg.select.weak_verifier)
+        weak_solved |= weak_runs_solved(cfg.select.weak_runs)
         counter = TokenCounter(cfg.tokenizer)
         keep = keep_fn()
         infos, read_drop, n_samples = _read(store, problems, verdicts, counter, keep, recipe)
@@ -191,6 +192,31 @@ def _verdicts(store: RunStore, weak_verifier: str | None) -> tuple[dict[str, lis
             continue
         by_sample[v.sample_id].append(v)
     return by_sample, weak_solved
+
+
+def weak_runs_solved(runs: list[str]) -> set[str]:
+    """Problem ids a weak model solved: a ``pass`` verdict in any of these runs' verdicts.jsonl (s1's filter).
+
+    The runs are read, never written (a torn last line, from a verify still running, is skipped).
+    """
+    solved: set[str] = set()
+    for run in runs:
+        path = Path(run) / "verdicts.jsonl"
+        if not path.is_file():
+            raise UserError(f"curate.select.weak_runs: {path}: no verdicts; harvest the weak model into {run} "
+                            "and run `tracesynth verify` on it first")
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    v = Verdict.model_validate_json(raw)
+                except ValueError as exc:
+                    why = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                    raise UserError(f"{path}:{lineno}: not a valid Verdict: {why}") from None
+                if v.status == "pass":
+                    solved.add(v.problem_id)
+    return solved
 
 
 def _read(store, problems, verdicts, counter: TokenCounter, keep, recipe: Recipe):
