@@ -12,6 +12,7 @@ This module reads and validates recipes; it does not run stages or resolve data 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -288,6 +289,31 @@ class Recipe(Section):
         return stable_hash(self.model_dump(mode="json"))
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-5`` as a float, as YAML 1.2 and every user does (YAML 1.1 wants ``1.0e-5``).
+
+    PyYAML leaves an exponent without a dot as a *string*, which typed fields coerce but pass-through
+    blocks (``sft``, ``sampling.extra_body``) would forward as text to TRL or the server.
+    """
+
+
+_RecipeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse recipe YAML (safe; exponent floats fixed, see :class:`_RecipeLoader`)."""
+    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` → (["a","b","c"], value parsed as YAML: numbers, lists, null ...)."""
     if "=" not in text:
@@ -297,7 +323,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip() or any(not p for p in parts):
         raise ConfigError(f"--set {text!r}: empty key in {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({_first_line(exc)})") from None
     return parts, value
@@ -336,7 +362,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read recipe ({exc.strerror})") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
