@@ -15,12 +15,13 @@ wall time to the ideal (requests / (concurrency / latency)).
 
 Scenarios (``--scenario``; default ``quick``):
 
-* ``quick``   4,000 requests, concurrency 256, latency 200 ms, all four variants;
-* ``wide``    16,384 requests, concurrency 2,048, latency 2 s (tracesynth, bare);
+* ``quick``   4,000 requests, concurrency 256, latency 200 ms, all four variants (tracesynth and bare
+              ``--rounds`` times, alternating; medians compared);
+* ``wide``    16,384 requests, concurrency 2,048, latency 2 s (tracesynth, bare; ``--rounds`` each);
 * ``429``     ``quick`` for tracesynth with and without 10% 429s (Retry-After 1 s): ratio to fault-free;
 * ``rss``     100,000 problems streamed through tracesynth at zero latency: peak RSS (target < 250 MB).
 
-    .venv/bin/python bench/harvest.py [--scenario quick|wide|429|rss|all] [--requests N]
+    .venv/bin/python bench/harvest.py [--scenario quick|wide|429|rss|all] [--requests N] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -39,8 +40,14 @@ from typing import Any
 MODEL = "sim-reasoner"
 
 
+_OFFSET = 0  # each measured run asks problems no earlier run asked (set by --offset in the child)
+_RUNS = iter(range(1, 10**6))
+
+
 def prompt(i: int) -> str:
-    return f"Calculate {1000 + i * 7} + {37 * i % 9973} - {i % 89}."
+    """Problem i of this run: unique across runs, so no run finds the simulator's solver cache warm."""
+    i += _OFFSET
+    return f"Calculate {1000 + i * 7} + {37 * i % 99991} - {i % 89}."
 
 
 def _peak_rss_mb() -> float:
@@ -116,6 +123,8 @@ def run_loop(kind: str, base_url: str, n: int, conc: int) -> dict[str, Any]:
 
 
 def child(args: argparse.Namespace) -> None:
+    global _OFFSET
+    _OFFSET = args.offset
     if args.variant.startswith("tracesynth"):
         out = run_tracesynth(args.base_url, args.requests, args.concurrency,
                              "openai" if args.variant == "tracesynth-sdk" else "aiohttp")
@@ -128,7 +137,7 @@ def child(args: argparse.Namespace) -> None:
 # -- driver ------------------------------------------------------------------------------------------
 def measure(variant: str, base_url: str, n: int, conc: int, latency: float) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", variant, "--base-url", base_url, "--requests", str(n),
-           "--concurrency", str(conc)]
+           "--concurrency", str(conc), "--offset", str(next(_RUNS) * 1_000_000)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
@@ -142,21 +151,40 @@ def measure(variant: str, base_url: str, n: int, conc: int, latency: float) -> d
     return r
 
 
-def scenario(name: str, variants: list[str], n: int, conc: int, latency: float, **sim: Any) -> list[dict[str, Any]]:
+def scenario(name: str, variants: list[str], n: int, conc: int, latency: float, rounds: int = 1,
+             repeat: tuple[str, ...] = ("tracesynth", "bare"), **sim: Any) -> list[dict[str, Any]]:
+    """Each variant once, then ``rounds - 1`` more alternating rounds of the ``repeat`` variants; the
+    median round per variant is returned (the box's speed drifts by ~20% over minutes)."""
     from tracesynth.sim import SimProcess
 
     print(f"{name}: {n} requests, concurrency {conc}, latency {latency * 1000:.0f} ms {sim or ''}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with SimProcess(model=MODEL, latency=latency, **sim) as server:
-        return [measure(v, server.base_url, n, conc, latency) for v in variants]
+        for r in range(rounds):
+            for v in variants:
+                if r == 0 or v in repeat:
+                    runs[v].append(measure(v, server.base_url, n, conc, latency))
+    out = []
+    for v in variants:
+        ordered = sorted(runs[v], key=lambda x: x["wall"])
+        med = ordered[len(ordered) // 2]
+        if len(ordered) > 1:
+            walls = ", ".join(f"{x['wall']:.2f}" for x in runs[v])
+            print(f"  {v:15s} median of {len(ordered)}: wall {med['wall']:.2f}s  x{med['ratio']:.2f} of ideal  "
+                  f"cpu {med['cpu_ms']:.2f} ms/req  (walls {walls})")
+        out.append(med)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="quick", choices=["quick", "wide", "429", "rss", "all"])
     ap.add_argument("--requests", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of tracesynth and bare (median reported)")
     ap.add_argument("--child", dest="variant", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--base-url", default="", help=argparse.SUPPRESS)
     ap.add_argument("--concurrency", type=int, default=256, help=argparse.SUPPRESS)
+    ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
         child(args)
@@ -164,15 +192,17 @@ def main() -> None:
     todo = ["quick", "wide", "429", "rss"] if args.scenario == "all" else [args.scenario]
     for sc in todo:
         if sc == "quick":
-            res = scenario("quick", ["tracesynth", "tracesynth-sdk", "openai", "bare"], args.requests or 4000, 256, 0.2)
+            res = scenario("quick", ["tracesynth", "tracesynth-sdk", "openai", "bare"], args.requests or 4000, 256, 0.2,
+                           rounds=args.rounds)
             ts, floor = res[0], res[-1]
             print(f"  tracesynth vs bare aiohttp: wall x{ts['wall'] / floor['wall']:.2f}, "
                   f"cpu x{ts['cpu_ms'] / floor['cpu_ms']:.2f}; targets: wall <= 1.25x ideal "
                   f"({'met' if ts['ratio'] <= 1.25 else 'MISSED'}), cpu <= 1.0 ms/req "
                   f"({'met' if ts['cpu_ms'] <= 1.0 else 'MISSED'})")
         elif sc == "wide":
-            res = scenario("wide", ["tracesynth", "bare"], args.requests or 16384, 2048, 2.0)
-            print(f"  target: tracesynth within 1.2x of ideal ({'met' if res[0]['ratio'] <= 1.2 else 'MISSED'})")
+            res = scenario("wide", ["tracesynth", "bare"], args.requests or 16384, 2048, 2.0, rounds=args.rounds)
+            print(f"  tracesynth vs bare aiohttp: wall x{res[0]['wall'] / res[1]['wall']:.2f}; target: within 1.2x "
+                  f"of ideal ({'met' if res[0]['ratio'] <= 1.2 else 'MISSED'}; the bare floor: x{res[1]['ratio']:.2f})")
         elif sc == "429":
             n = args.requests or 4000
             clean = scenario("429 (fault-free)", ["tracesynth"], n, 256, 0.2)[0]

@@ -19,6 +19,7 @@ This module knows nothing about what the records mean; stages decide which files
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -217,7 +218,8 @@ class RunStore:
         """Merge ``fields`` into manifest.json (written atomically via rename)."""
         data = self.manifest()
         data.setdefault("created_at", time.time())
-        data.setdefault("versions", package_versions())
+        if "versions" not in data:
+            data["versions"] = package_versions()
         for k, v in fields.items():
             if isinstance(v, dict) and isinstance(data.get(k), dict):
                 data[k].update(v)
@@ -248,6 +250,11 @@ class RunStore:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape results (recorded in manifests and cards)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:  # ~25 ms (importlib.metadata parses each METADATA file): once
     out = {"python": platform.python_version(), "platform": sys.platform}
     names = ("tracesynth", "openai", "httpx", "datasets", "math-verify", "reasoning-gym", "torch", "transformers")
     names += ("trl",)
