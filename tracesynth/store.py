@@ -98,20 +98,7 @@ class JsonlStage(Generic[M]):
 
     def iter(self) -> Iterator[Any]:
         """Stream the records (as models when the stage has one, else dicts)."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.endswith(b"\n"):
-                    return  # a line being written right now, or a torn tail: not a record yet
-                if self.model is not None:
-                    try:
-                        yield self.model.model_validate_json(raw)
-                    except ValueError as exc:
-                        why = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-                        raise StoreError(f"{self.path}:{lineno}: not a valid {self.model.__name__}: {why}") from None
-                else:
-                    yield json.loads(raw)
+        return read_jsonl(self.path, self.model)
 
     @property
     def key_name(self) -> str:
@@ -163,6 +150,29 @@ class JsonlStage(Generic[M]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_jsonl(path: str | Path, model: type[M] | None = None) -> Iterator[Any]:
+    """Stream a JSONL stage's records without opening it for writing (another run's file, a live one).
+
+    A last line without its newline is being written or was torn: it is not a record yet. A bad
+    line is a :class:`StoreError` naming ``file:line``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
+                return
+            if model is None:
+                yield json.loads(raw)
+                continue
+            try:
+                yield model.model_validate_json(raw)
+            except ValueError as exc:
+                why = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                raise StoreError(f"{path}:{lineno}: not a valid {model.__name__}: {why}") from None
 
 
 class RunStore:

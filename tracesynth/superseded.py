@@ -20,9 +20,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tracesynth.errors import StoreError
 from tracesynth.records import Sample
-from tracesynth.store import JsonlStage, RunStore
+from tracesynth.store import JsonlStage, RunStore, read_jsonl
 
 
 def _path(source: str | Path | RunStore | JsonlStage[Sample]) -> Path:
@@ -56,18 +55,9 @@ def live_samples(source: str | Path | RunStore | JsonlStage[Sample]) -> Iterator
     """Stream the sample rows no later row supersedes — what verify, curate and export should read."""
     path = _path(source)
     dead = superseded_ids(path)
-    if not path.exists():
-        return
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.endswith(b"\n"):
-                return
-            try:
-                s = Sample.model_validate_json(raw)
-            except ValueError as exc:
-                raise StoreError(f"{path}:{lineno}: not a valid Sample: {exc.errors()[0]['msg']}") from None
-            if s.id not in dead:
-                yield s
+    for s in read_jsonl(path, Sample):
+        if s.id not in dead:
+            yield s
 
 
 __all__ = ["live_samples", "superseded_ids"]

@@ -38,7 +38,7 @@ from tracesynth.curate.filters import TokenCounter, completion_text, keep_fn, lo
 from tracesynth.errors import UserError
 from tracesynth.prompts import load_template, render_messages, template_hash
 from tracesynth.records import Problem, Sample, Verdict, sample_ids
-from tracesynth.store import RunStore
+from tracesynth.store import RunStore, read_jsonl
 
 
 @dataclass
@@ -205,17 +205,7 @@ def weak_runs_solved(runs: list[str]) -> set[str]:
         if not path.is_file():
             raise UserError(f"curate.select.weak_runs: {path}: no verdicts; harvest the weak model into {run} "
                             "and run `tracesynth verify` on it first")
-        with path.open("rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.endswith(b"\n"):
-                    break
-                try:
-                    v = Verdict.model_validate_json(raw)
-                except ValueError as exc:
-                    why = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-                    raise UserError(f"{path}:{lineno}: not a valid Verdict: {why}") from None
-                if v.status == "pass":
-                    solved.add(v.problem_id)
+        solved.update(v.problem_id for v in read_jsonl(path, Verdict) if v.status == "pass")
     return solved
 
 
