@@ -140,9 +140,14 @@ class _Engine:
             self._workers = [w for w in self._workers if not w.done()]
         self._workers.append(asyncio.create_task(self.work()))
 
+    def _wanted_workers(self) -> int:
+        """One per slot, plus a stand-in per call sleeping out a backoff: at most twice the slots, so a
+        429 storm or an outage cannot pull the whole source into sleeping calls (bounded working set)."""
+        return self.t.concurrency + min(self.client.backing_off, self.t.concurrency)
+
     def _top_up_workers(self) -> None:
         """A call started a backoff sleep: start a stand-in worker (see :meth:`run`)."""
-        if self.stop_reason is None and self._live_workers < self.t.concurrency + self.client.backing_off:
+        if self.stop_reason is None and self._live_workers < self._wanted_workers():
             self._spawn_worker()
 
     async def work(self) -> None:
@@ -153,7 +158,7 @@ class _Engine:
 
     async def _work(self) -> None:
         while True:
-            if self._live_workers > self.t.concurrency + self.client.backing_off:
+            if self._live_workers > self._wanted_workers():
                 return  # a stand-in whose sleeper woke up
             job = await self.queue.get()
             try:
