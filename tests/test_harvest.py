@@ -289,8 +289,9 @@ def test_callers_signal_handlers_are_restored(tmp_path: Path) -> None:
         signal.signal(signal.SIGTERM, before)
 
 
-def test_calls_backing_off_get_stand_in_workers_that_retire_afterwards(tmp_path: Path, monkeypatch) -> None:
-    """A call sleeping out Retry-After holds a worker but no permit: a stand-in keeps its slot busy."""
+@pytest.fixture()
+def live_workers(monkeypatch) -> list[int]:
+    """The engine's live worker count after each worker it starts."""
     from tracesynth.harvest import _Engine
 
     live: list[int] = []
@@ -301,33 +302,28 @@ def test_calls_backing_off_get_stand_in_workers_that_retire_afterwards(tmp_path:
         live.append(self._live_workers)
 
     monkeypatch.setattr(_Engine, "_spawn_worker", counting)
+    return live
+
+
+def test_calls_backing_off_get_stand_in_workers_that_retire_afterwards(tmp_path: Path, live_workers) -> None:
+    """A call sleeping out Retry-After holds a worker but no permit: a stand-in keeps its slot busy."""
     with SimTeacher(rate_429=0.4, retry_after_s=0.05, latency=0.02, seed=4) as sim:
         res = harvest(make_recipe(tmp_path, sim.base_url, problems=40, concurrency=3, max_attempts=12,
                                   adaptive=False))
         assert sim.stats()["max_in_flight"] <= 3  # stand-ins never exceed the concurrency cap
     assert (res.status, res.done, res.failed) == ("complete", 40, 0)
-    assert live[:3] == [1, 2, 3] and len(live) > 3 and max(live) > 3  # stand-ins were started
+    assert live_workers[:3] == [1, 2, 3] and len(live_workers) > 3 and max(live_workers) > 3  # stand-ins were started
     attempts = [s.get("metadata", {}).get("attempts", 1) for s in lines(tmp_path / "run" / "samples.jsonl")]
-    assert max(live) <= 3 + sum(a - 1 for a in attempts)
+    assert max(live_workers) <= 3 + sum(a - 1 for a in attempts)
 
 
-def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, monkeypatch) -> None:
+def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, live_workers) -> None:
     """An outage or a 429 storm must not pull the whole source into sleeping calls: at most 2 x concurrency."""
-    from tracesynth.harvest import _Engine
-
-    live: list[int] = []
-    spawn = _Engine._spawn_worker
-
-    def counting(self: _Engine) -> None:
-        spawn(self)
-        live.append(self._live_workers)
-
-    monkeypatch.setattr(_Engine, "_spawn_worker", counting)
     from tracesynth.errors import TeacherError
 
     with SimTeacher(rate_500=1.0) as sim, pytest.raises(TeacherError, match="looks down"):
         harvest(make_recipe(tmp_path, sim.base_url, problems=60, concurrency=3, max_attempts=6,
                             backoff_base_s=0.02, backoff_max_s=0.05, bench_after=1000))
-    assert max(live) == 6  # stand-ins were started, and capped at 2 x concurrency
+    assert max(live_workers) == 6  # stand-ins were started, and capped at 2 x concurrency
     assert len(lines(tmp_path / "run" / "failures.jsonl")) >= 10  # each gave up with its reason
 
