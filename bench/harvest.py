@@ -73,11 +73,15 @@ def run_tracesynth(base_url: str, n: int, conc: int, http: str) -> dict[str, Any
     t0, c0, t0_wall = time.perf_counter(), time.process_time(), time.time()
     res = tracesynth.harvest(recipe, quiet=True, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    done_at = sorted(json.loads(line)["created_at"] - t0_wall for line in open(tmp / "run" / "samples.jsonl"))
+    done_at: list[float] = []
     attempts: dict[str, int] = {}
-    for line in open(tmp / "run" / "samples.jsonl"):
-        k = str(json.loads(line).get("metadata", {}).get("attempts", 1))
-        attempts[k] = attempts.get(k, 0) + 1
+    with open(tmp / "run" / "samples.jsonl") as fh:
+        for line in fh:
+            row = json.loads(line)
+            done_at.append(row["created_at"] - t0_wall)
+            k = str(row.get("metadata", {}).get("attempts", 1))
+            attempts[k] = attempts.get(k, 0) + 1
+    done_at.sort()
     return {"wall": wall, "cpu": cpu, "done": len(done_at), "failed": res.failed, "retries": res.errors_by_kind,
             "t99": done_at[int(0.99 * (len(done_at) - 1))] if done_at else float("nan"), "attempts": attempts}
 
