@@ -327,3 +327,22 @@ def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, l
     assert max(live_workers) == 6  # stand-ins were started, and capped at 2 x concurrency
     assert len(lines(tmp_path / "run" / "failures.jsonl")) >= 10  # each gave up with its reason
 
+
+
+def test_first_requests_leave_before_the_whole_first_wave_is_produced(tmp_path: Path, monkeypatch) -> None:
+    """At start-up the queue never fills, so a producer that never yields would read, hash and render a
+    whole wave (2 x concurrency jobs) before the first request is sent; it yields every few jobs instead."""
+    from tracesynth.harvest import _RAMP_CHUNK, _Engine
+
+    produced_at_call: list[int] = []
+    run_job = _Engine.run_job
+
+    async def recording(self: _Engine, job: Any) -> None:
+        produced_at_call.append(self.stats.problems)
+        await run_job(self, job)
+
+    monkeypatch.setattr(_Engine, "run_job", recording)
+    with SimTeacher() as sim:
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=300, concurrency=64))
+    assert (res.status, res.done) == ("complete", 300)
+    assert produced_at_call[0] <= 2 * _RAMP_CHUNK < 64

@@ -55,6 +55,8 @@ from tracesynth.teacher.retry import ItemError
 # item errors that say more about the endpoint than about the item (see _Engine._breaker)
 UNHEALTHY_KINDS = frozenset({"connection", "dropped", "timeout", "protocol", "server_error", "bad_gateway",
                              "unavailable", "gateway_timeout", "rate_limited"})
+# the producer yields to the event loop after this many jobs (see _Engine.produce)
+_RAMP_CHUNK = 16
 
 
 @dataclass(slots=True)
@@ -107,6 +109,7 @@ class _Engine:
         self.source_stats = source_stats
         n, per_call = self.t.n, self.t.api_n
         template = load_template(self.recipe.prompt)
+        puts = 0
         for problem in problems_to_ask(self.recipe, stats=source_stats, removed=self.decontam_hits):
             if self.stop_reason is not None:
                 return
@@ -131,6 +134,12 @@ class _Engine:
             groups = [todo] if per_call else [[x] for x in todo]
             for g in groups:
                 await self.queue.put(_Job(problem, messages, [x[0] for x in g], [x[1] for x in g], [x[2] for x in g]))
+                puts += 1
+                if puts % _RAMP_CHUNK == 0:
+                    # let the workers just handed jobs connect and send before producing more: at start-up
+                    # the queue never fills, so without this every request of the first wave waited for
+                    # the whole wave to be produced and started (measured: +1.2 s at 2,048 slots)
+                    await asyncio.sleep(0)
         self.stats.source_done = True
 
     # -- working --------------------------------------------------------------------------
