@@ -328,7 +328,6 @@ def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, l
     assert len(lines(tmp_path / "run" / "failures.jsonl")) >= 10  # each gave up with its reason
 
 
-
 def test_first_requests_leave_before_the_whole_first_wave_is_produced(tmp_path: Path, monkeypatch) -> None:
     """At start-up the queue never fills, so a producer that never yields would read, hash and render a
     whole wave (2 x concurrency jobs) before the first request is sent; it yields every few jobs instead."""
