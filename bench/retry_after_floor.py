@@ -18,22 +18,20 @@ from __future__ import annotations
 import heapq
 import random
 import statistics
-from collections import deque
 
 
 def ideal_wall(n: int, concurrency: int, latency: float, rate_429: float, retry_after: float, seed: int) -> float:
     """Seconds until the last of ``n`` requests succeeds, for one random draw of the 429s."""
     rng = random.Random(seed)
     jitter = min(0.25, retry_after * 0.1)
-    events: list[tuple[float, int, int]] = []  # (time, kind: 0 done / 1 rate-limited / 2 wakes up, seq)
-    ready: deque[int] = deque()
-    free, started, seq, last = concurrency, 0, 0, 0.0
+    events: list[tuple[float, int, int]] = []  # (time, kind: 0 done / 1 rate-limited / 2 wakes up, tie-break)
+    free, started, ready, seq, last = concurrency, 0, 0, 0, 0.0  # ready: retries whose Retry-After is over
 
     def fill(now: float) -> None:
-        nonlocal free, started, seq
+        nonlocal free, started, ready, seq
         while free and (ready or started < n):
             if ready:
-                ready.popleft()
+                ready -= 1
             else:
                 started += 1
             free -= 1
@@ -43,15 +41,16 @@ def ideal_wall(n: int, concurrency: int, latency: float, rate_429: float, retry_
 
     fill(0.0)
     while events:
-        now, kind, k = heapq.heappop(events)
+        now, kind, _ = heapq.heappop(events)
         if kind == 0:
             free += 1
             last = now
         elif kind == 1:
             free += 1
-            heapq.heappush(events, (now + retry_after + rng.uniform(0.0, jitter), 2, k))
+            seq += 1
+            heapq.heappush(events, (now + retry_after + rng.uniform(0.0, jitter), 2, seq))
         else:
-            ready.append(k)
+            ready += 1
         fill(now)
     return last
 
