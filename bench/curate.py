@@ -24,9 +24,9 @@ import time
 from itertools import combinations
 
 from tracesynth.config import DecontamConfig
-from tracesynth.curate.decontam import DecontamIndex, ngrams, words
-from tracesynth.curate.dedup import exact_duplicates, near_duplicates, shingles
-from tracesynth.data import eval_sets, verified_path
+from tracesynth.decontam.index import DecontamIndex, ngrams, words
+from tracesynth.sources.builtin import eval_sets, verified_path
+from tracesynth.stages.curate.dedup import exact_duplicates, near_duplicates, shingles
 
 NAMES = ["Ava", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kira", "Liam", "Mona", "Nico",
          "Omar", "Pia", "Quinn", "Rosa", "Sami", "Tara", "Uma", "Vik", "Wen", "Xavi", "Yara", "Zed"]

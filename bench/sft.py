@@ -34,9 +34,9 @@ from pathlib import Path
 
 def _rows(n: int, digits: int) -> list[dict]:
     from tracesynth.config import PromptConfig
-    from tracesynth.prompts import render_messages
     from tracesynth.records import Problem
     from tracesynth.sim.solver import Solver
+    from tracesynth.sources.prompts import render_messages
 
     rng, solver, out = random.Random(0), Solver(), []
     for i in range(n):
@@ -88,8 +88,8 @@ def main() -> None:
     import datasets
     import torch
 
-    from tracesynth.train.sft import default_sft_args
-    from tracesynth.train.student import build_tiny, message_texts
+    from tracesynth.stages.train.sft import default_sft_args
+    from tracesynth.stages.train.student import build_tiny, message_texts
 
     rows = _rows(opts.rows, opts.digits)
     ds = datasets.Dataset.from_list(rows)

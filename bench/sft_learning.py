@@ -28,9 +28,9 @@ import time
 
 def _data(n: int, seed: int, digits: int, digits_b: int) -> list[list[dict]]:
     from tracesynth.config import PromptConfig
-    from tracesynth.prompts import render_messages
     from tracesynth.records import Problem
     from tracesynth.sim.solver import Solver
+    from tracesynth.sources.prompts import render_messages
 
     rng, solver, out = random.Random(seed), Solver(), []
     for i in range(n):
@@ -46,8 +46,8 @@ def _data(n: int, seed: int, digits: int, digits_b: int) -> list[list[dict]]:
 def _curve(name: str, shape: dict, train, test, opts) -> dict:
     import torch
 
-    from tracesynth.train.sft import TINY_SFT_DEFAULTS
-    from tracesynth.train.student import build_tiny, message_texts
+    from tracesynth.stages.train.sft import TINY_SFT_DEFAULTS
+    from tracesynth.stages.train.student import build_tiny, message_texts
 
     model, tok = build_tiny(message_texts({"messages": c} for c in train), overrides=shape, seed=0)
 
@@ -117,7 +117,7 @@ def main() -> None:
 
     import torch
 
-    from tracesynth.train.student import TINY_DEFAULTS
+    from tracesynth.stages.train.student import TINY_DEFAULTS
 
     torch.set_num_threads(opts.threads)
     train = _data(opts.train, 0, opts.digits, opts.digits_b)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from tracesynth.records import Problem, Sample, Verdict
-from tracesynth.verify.stage import run_items
+from tracesynth.stages.verify.stage import run_items
 
 DATA = [Path(__file__).resolve().parents[1] / "data", Path("/work/shared/data")]
 FILLER = ("We first rewrite the condition, then combine the two cases and simplify. Checking the edge cases "
@@ -144,7 +144,7 @@ def bench_math(n: int, worker_counts: list[int]) -> None:
 
 
 def bench_code(n: int, worker_counts: list[int]) -> None:
-    from tracesynth.verify.sandbox import capabilities
+    from tracesynth.stages.verify.verifiers.sandbox import capabilities
 
     program = "print(int(input()) * 2)"
     prob = Problem(id="k", prompt="double", tests=[{"input": "21\n", "output": "42\n"}], domain="code")

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from tracesynth.config import PromptConfig, Recipe, SamplingConfig
-from tracesynth.prompts import template_hash
 from tracesynth.records import Problem, Sample, Usage, Verdict, sample_id
-from tracesynth.store import JsonlStage
+from tracesynth.rundir.store import JsonlStage
+from tracesynth.sources.prompts import template_hash
 
 MODEL = "teacher-x"
 N = 8  # teacher.n of the test recipes: up to 8 samples per problem are current

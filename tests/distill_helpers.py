@@ -12,10 +12,10 @@ import random
 from pathlib import Path
 
 from tracesynth.config import Recipe, load_recipe
-from tracesynth.dataset import template_info
-from tracesynth.prompts import render_messages
 from tracesynth.records import Problem
 from tracesynth.sim.solver import Solver
+from tracesynth.sources.prompts import render_messages
+from tracesynth.stages.export.dataset import template_info
 
 
 def problems(n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q",

@@ -20,12 +20,12 @@ import pytest
 import yaml
 from test_harvest import write_problems  # the same problem file the online harvester tests use
 
-from tracesynth.batch import batch_status, export_batch, harvest_batch, ingest_results
-from tracesynth.batch.state import BatchState
 from tracesynth.config import Recipe
 from tracesynth.errors import DataError, TeacherError, UserError
+from tracesynth.rundir.store import RunStore
 from tracesynth.sim import SimTeacher
-from tracesynth.store import RunStore
+from tracesynth.stages.harvest.batch import batch_status, export_batch, harvest_batch, ingest_results
+from tracesynth.stages.harvest.batch.state import BatchState
 
 PRICES = {"input": 1.0, "output": 2.0, "batch_discount": 0.5}
 
@@ -257,7 +257,7 @@ def test_cli_batches_and_option_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_combining_flags_is_checked(tmp_path: Path) -> None:
-    from tracesynth.batch.command import harvest_variant
+    from tracesynth.stages.harvest.dispatch import harvest_variant
 
     r = make_recipe(tmp_path, "http://127.0.0.1:9/v1", problems=1)
     with pytest.raises(UserError, match="--wait"):

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tracesynth.batch.ingest import Ingestor
+from tracesynth.accounting.prices import Ledger, Prices
 from tracesynth.config import Recipe, TeacherConfig
-from tracesynth.harvest import harvest
 from tracesynth.records import Problem
+from tracesynth.rundir.store import RunStore
 from tracesynth.sim import SimTeacher
-from tracesynth.store import RunStore
+from tracesynth.stages.harvest.online import harvest
+from tracesynth.stages.harvest.writer import Ingestor
+from tracesynth.stages.verify.verifiers.format import verify_format
 from tracesynth.teacher.client import TeacherClient
-from tracesynth.teacher.pricing import Ledger, Prices
-from tracesynth.verify.format import verify_format
 
 FIXTURES = Path(__file__).parent / "fixtures" / "batch"
 

@@ -81,15 +81,15 @@ def test_public_api_all_is_sorted_and_importable():
         assert getattr(tracesynth, name) is not None
 
 
-def test_stage_functions_stay_callable_after_their_modules_are_imported():
-    """`import tracesynth.evaluate` rebinds the package attribute; the stage must stay callable."""
+def test_stage_functions_stay_functions_after_their_packages_are_imported():
+    """Importing a stage's package or modules never replaces the public function of the same name."""
     code = (
         "import tracesynth as ts\n"
-        "import tracesynth.harvest, tracesynth.verify, tracesynth.curate, tracesynth.evaluate\n"
-        "from tracesynth.curate.stage import curate\n"
-        "from tracesynth.evaluate import evaluate\n"
+        "import tracesynth.stages.harvest.online, tracesynth.stages.verify.stage, tracesynth.stages.curate.stage\n"
+        "import tracesynth.stages.evaluate.stage, tracesynth.stages.export.dataset, tracesynth.pipeline\n"
+        "import types\n"
         "bad = [n for n in ('harvest', 'verify', 'curate', 'evaluate', 'export', 'sft', 'run')"
-        " if not callable(getattr(ts, n))]\n"
+        " if not isinstance(getattr(ts, n), types.FunctionType)]\n"
         "print(bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -101,9 +101,9 @@ def test_harvest_and_verify_never_import_torch(tmp_path):
     code = f"""
 import sys
 from tracesynth.config import load_recipe
-from tracesynth.harvest import harvest
+from tracesynth.stages.harvest.online import harvest
 from tracesynth.sim import SimTeacher
-from tracesynth.verify import verify
+from tracesynth.stages.verify import verify
 with SimTeacher(seed=1, wrong_rate=0.3) as sim:
     recipe = load_recipe(None, ["run_dir={tmp_path / 'run'}", "teacher.base_urls=[" + sim.base_url + "]",
                                 "teacher.api_key_env=null", "verify.workers=1",

@@ -9,11 +9,11 @@ import sys
 import pytest
 from curate_fixtures import make_run, recipe, sample
 
-from tracesynth.curate import curate
-from tracesynth.curate.filters import TokenCounter, local_keep
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.records import Problem, Sample, Trace, Verdict
-from tracesynth.store import JsonlStage
+from tracesynth.rundir.store import JsonlStage
+from tracesynth.stages.curate import curate
+from tracesynth.stages.curate.filters import TokenCounter, local_keep
 
 GSM_TEST_0 = (
     "Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
@@ -284,7 +284,7 @@ def test_cli_curate(tmp_path):
 
 
 def test_near_duplicates_same_with_worker_processes():
-    from tracesynth.curate.dedup import exact_duplicates, near_duplicates
+    from tracesynth.stages.curate.dedup import exact_duplicates, near_duplicates
 
     base = [f"item {i}: the quick brown fox number {i} jumps over {i * 7} lazy dogs near the river bank today"
             for i in range(120)]
@@ -299,7 +299,7 @@ def test_near_duplicates_same_with_worker_processes():
 
 def test_operators_make_different_questions_and_unicode_symbols_are_their_ascii_twins():
     """The bug the demo hit: '47 + 38' and '47 − 38' were one question once punctuation was dropped."""
-    from tracesynth.curate.dedup import exact_duplicates, near_duplicates, normalise
+    from tracesynth.stages.curate.dedup import exact_duplicates, near_duplicates, normalise
 
     qs = [("add", "What is 47 + 38?"), ("sub", "What is 47 − 38?"), ("mul", "What is 47 × 38?"),
           ("sub-ascii", "what is 47 - 38"), ("mul-ascii", "What is 47 * 38 ?"), ("paren", "What is (47 + 38)?")]

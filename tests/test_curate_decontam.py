@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 
 from tracesynth.config import DecontamConfig, SourceConfig
-from tracesynth.curate.decontam import DecontamIndex, decontam_filter, decontam_summary, words
+from tracesynth.decontam.index import DecontamIndex, decontam_filter, decontam_summary, words
 from tracesynth.errors import ConfigError, DataError
 from tracesynth.records import Problem
-from tracesynth.sources import iter_problems
+from tracesynth.sources.problems import iter_problems
 
 GSM_TEST_0 = (
     "Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "

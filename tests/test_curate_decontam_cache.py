@@ -8,8 +8,9 @@ import os
 import pytest
 
 from tracesynth.config import DecontamConfig
-from tracesynth.curate import decontam, decontam_cache
-from tracesynth.curate.decontam import DecontamIndex
+from tracesynth.decontam import cache as decontam_cache
+from tracesynth.decontam import index as decontam
+from tracesynth.decontam.index import DecontamIndex
 from tracesynth.records import Problem
 
 LINE = "the quick brown fox jumps over the lazy dog near the river bank today"
@@ -34,7 +35,7 @@ def cfg(path):
 def no_reading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the eval files were read although the index was cached")
-    monkeypatch.setattr("tracesynth.sources.iter_problems", refuse)
+    monkeypatch.setattr("tracesynth.sources.problems.iter_problems", refuse)
 
 
 def test_a_second_process_loads_the_same_index_without_reading_the_eval_files(cache, tmp_path, monkeypatch):

@@ -13,10 +13,10 @@ from tracesynth.config import Recipe
 def test_builtin_problems_through_every_data_stage(tmp_path):
     import datasets
 
-    from tracesynth.curate import curate
-    from tracesynth.dataset import export
-    from tracesynth.harvest import harvest
-    from tracesynth.verify import verify
+    from tracesynth.stages.curate import curate
+    from tracesynth.stages.export.dataset import export
+    from tracesynth.stages.harvest.online import harvest
+    from tracesynth.stages.verify import verify
 
     recipe = Recipe.model_validate({
         "name": "e2e", "run_dir": str(tmp_path / "run"),

@@ -9,10 +9,10 @@ from collections import Counter
 from curate_fixtures import make_run, recipe, sample
 
 from tracesynth.config import SelectConfig
-from tracesynth.curate import curate
-from tracesynth.curate.select import Candidate, difficulty_reason, labels_from_run, s1_select
 from tracesynth.records import Problem, Sample, Trace, Verdict
-from tracesynth.store import JsonlStage
+from tracesynth.rundir.store import JsonlStage
+from tracesynth.stages.curate import curate
+from tracesynth.stages.curate.select import Candidate, difficulty_reason, labels_from_run, s1_select
 
 
 def pool() -> list[Candidate]:

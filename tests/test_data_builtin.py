@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tracesynth import data
 from tracesynth.config import SourceConfig
 from tracesynth.errors import DataError, SourceError
-from tracesynth.resources import data_dir, prompts_dir
-from tracesynth.sources import iter_problems
+from tracesynth.sources import builtin as data
+from tracesynth.sources.problems import iter_problems
+from tracesynth.sources.resources import data_dir, prompts_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
@@ -140,7 +140,7 @@ def test_data_list_cli_reports_mismatch_exit_2(tmp_path):
     shutil.copytree(data_dir(), copy)
     (copy / "amc23.jsonl").write_text("{}\n")
     code = (
-        "import sys, tracesynth.data as d, pathlib; d.data_dir = lambda: pathlib.Path(sys.argv[1]);"
+        "import sys, tracesynth.sources.builtin as d, pathlib; d.data_dir = lambda: pathlib.Path(sys.argv[1]);"
         "from tracesynth.cli import main; main(['data', 'list'])"
     )
     res = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=120)
@@ -176,7 +176,7 @@ def test_wheel_ships_prompts_and_data(tmp_path):
     assert "tracesynth/_shipped/data/registry.json" in names
     assert "tracesynth/_shipped/prompts/sky_t1.txt" in names
     code = (
-        "import tracesynth.resources as r, tracesynth.data as d, tracesynth.prompts as p;"
+        "import tracesynth.sources.resources as r, tracesynth.sources.builtin as d, tracesynth.sources.prompts as p;"
         "print(r.data_dir()); print(d.verified_path(d.get('gsm8k','test'))); print(p.builtin_templates())"
     )
     run = subprocess.run(

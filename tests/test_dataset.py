@@ -9,10 +9,10 @@ import sys
 import pytest
 from curate_fixtures import make_run, recipe, sample
 
-from tracesynth.curate import curate
-from tracesynth.dataset import export
 from tracesynth.errors import UserError
 from tracesynth.records import Problem
+from tracesynth.stages.curate import curate
+from tracesynth.stages.export.dataset import export
 
 GSM_TEST_0 = "Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins."
 
@@ -98,7 +98,7 @@ def test_template_json(tmp_path):
     assert t["thinking_delimiters"] == ["<think>", "</think>"] and t["reasoning"] == "think_tags"
     assert t["system_prompt"].startswith("Your role as an assistant") and t["prompt_template"] == "sky_t1"
     assert t["user_template"] == "Return your final response within \\boxed{}. {{ question }}"
-    from tracesynth.prompts import template_hash
+    from tracesynth.sources.prompts import template_hash
 
     assert t["template_hash"] == template_hash(r.prompt) and t["recipe_hash"] == r.hash()
 
@@ -133,7 +133,7 @@ def test_export_errors_and_failed_export_keeps_previous(tmp_path, monkeypatch):
     r, run = build(tmp_path)
     export(r)
     before = sorted(p.name for p in (run / "dataset").iterdir())
-    import tracesynth.dataset_card as card
+    import tracesynth.stages.export.card as card
 
     def boom(*a, **k):
         raise RuntimeError("card failed")

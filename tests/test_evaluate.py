@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from distill_helpers import make_dataset, problems, recipe_for, write_problems
 
-from tracesynth.budget import BudgetSpec, EndpointGenerator, LocalGenerator
 from tracesynth.config import load_recipe
 from tracesynth.errors import ConfigError
-from tracesynth.evaluate import evaluate
-from tracesynth.stats import accuracy_summary, bootstrap_interval, pass_at_k, wilson_interval
+from tracesynth.stages.evaluate.generation import BudgetSpec, EndpointGenerator, LocalGenerator
+from tracesynth.stages.evaluate.stage import evaluate
+from tracesynth.stages.evaluate.stats import accuracy_summary, bootstrap_interval, pass_at_k, wilson_interval
 
 # -- statistics ---------------------------------------------------------------------------------
 
@@ -61,7 +61,7 @@ def test_accuracy_summary_uses_wilson_for_one_sample_and_reports_pass_at_k() -> 
 
 
 def _gsm8k_key() -> Path:
-    from tracesynth.data import get, verified_path
+    from tracesynth.sources.builtin import get, verified_path
 
     return verified_path(get("gsm8k", "test"))
 
@@ -153,7 +153,7 @@ def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def student(tmp_path_factory: pytest.TempPathFactory):
     """The default tiny student trained on 2-digit + 1-digit addition traces (~450 steps, about a minute)."""
-    from tracesynth.train.sft import sft
+    from tracesynth.stages.train.sft import sft
 
     run = tmp_path_factory.mktemp("eval") / "run"
     recipe = recipe_for(run, "sft.max_steps=450")
@@ -232,8 +232,8 @@ def test_unknown_verifier_is_a_config_error(student) -> None:
 @pytest.mark.slow
 def test_local_budget_forcing_truncates_and_extends(student) -> None:
     from tracesynth.config import PromptConfig
-    from tracesynth.prompts import render_messages
-    from tracesynth.train.student import load_student
+    from tracesynth.sources.prompts import render_messages
+    from tracesynth.stages.train.student import load_student
 
     run, _, _ = student
     model, tok = load_student(run / "student")

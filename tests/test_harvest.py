@@ -12,9 +12,9 @@ import pytest
 import tracesynth
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError
-from tracesynth.harvest import harvest
-from tracesynth.shards import in_shard, merge
 from tracesynth.sim import SimTeacher
+from tracesynth.stages.harvest.online import harvest
+from tracesynth.stages.harvest.shards import in_shard, merge
 
 
 def write_problems(path: Path, n: int) -> Path:
@@ -155,7 +155,7 @@ def test_shards_split_deterministically_and_merge_is_idempotent(tmp_path: Path) 
 
 
 def test_package_attribute_stays_callable_after_module_import(tmp_path: Path) -> None:
-    import tracesynth.harvest as mod  # rebinds tracesynth.harvest to the module
+    import tracesynth.stages.harvest.online as mod  # rebinds tracesynth.harvest to the module
 
     assert callable(tracesynth.harvest) and mod.harvest is harvest
     with SimTeacher() as sim:
@@ -209,8 +209,8 @@ def test_unreachable_teacher_stops_the_run_instead_of_failing_every_item(tmp_pat
 
 
 def test_prior_spend_is_read_from_the_cost_key_not_from_text(tmp_path: Path) -> None:
-    from tracesynth.harvest import _scan_prior
     from tracesynth.records import Sample, Usage
+    from tracesynth.stages.harvest.online import _scan_prior
 
     decoy = 'x "cost_usd":99, y'
     rows = [Sample(id=f"s{i}", problem_id="p", index=i, model="m", reasoning=decoy, content=decoy,
@@ -258,7 +258,7 @@ def test_merge_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_eval_set_problems_are_decontaminated_before_any_request(tmp_path: Path) -> None:
-    from tracesynth.data import registry, verified_path
+    from tracesynth.sources.builtin import registry, verified_path
 
     gsm8k_test = next(verified_path(d) for d in registry() if (d.name, d.split) == ("gsm8k", "test"))
     leaked = json.loads(gsm8k_test.read_text().splitlines()[0])
@@ -292,7 +292,7 @@ def test_callers_signal_handlers_are_restored(tmp_path: Path) -> None:
 @pytest.fixture()
 def live_workers(monkeypatch) -> list[int]:
     """The engine's live worker count after each worker it starts."""
-    from tracesynth.harvest import _Engine
+    from tracesynth.stages.harvest.online import _Engine
 
     live: list[int] = []
     spawn = _Engine._spawn_worker
@@ -331,7 +331,7 @@ def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, l
 def test_first_requests_leave_before_the_whole_first_wave_is_produced(tmp_path: Path, monkeypatch) -> None:
     """At start-up the queue never fills, so a producer that never yields would read, hash and render a
     whole wave (2 x concurrency jobs) before the first request is sent; it yields every few jobs instead."""
-    from tracesynth.harvest import _RAMP_CHUNK, _Engine
+    from tracesynth.stages.harvest.online import _RAMP_CHUNK, _Engine
 
     produced_at_call: list[int] = []
     run_job = _Engine.run_job

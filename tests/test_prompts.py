@@ -6,8 +6,8 @@ import pytest
 
 from tracesynth.config import PromptConfig
 from tracesynth.errors import TemplateError
-from tracesynth.prompts import builtin_templates, render_messages, system_prompt, template_hash
 from tracesynth.records import Problem
+from tracesynth.sources.prompts import builtin_templates, render_messages, system_prompt, template_hash
 
 P = Problem(id="p1", prompt="What is 2+3?", answer="5", source="t")
 

@@ -17,7 +17,7 @@ import yaml
 from distill_helpers import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.errors import ConfigError, UserError
-from tracesynth.train.sft import (
+from tracesynth.stages.train.sft import (
     check_sft_keys,
     default_sft_args,
     make_trainer,
@@ -25,7 +25,14 @@ from tracesynth.train.sft import (
     sft,
     train_and_save,
 )
-from tracesynth.train.student import CHATML_TEMPLATE, IM_END, THINK_END, THINK_START, load_student, train_tokenizer
+from tracesynth.stages.train.student import (
+    CHATML_TEMPLATE,
+    IM_END,
+    THINK_END,
+    THINK_START,
+    load_student,
+    train_tokenizer,
+)
 
 
 def test_unknown_sft_key_is_named() -> None:

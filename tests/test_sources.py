@@ -11,7 +11,7 @@ import pytest
 
 from tracesynth.config import SourceConfig, load_recipe
 from tracesynth.errors import SourceError
-from tracesynth.sources import iter_problems
+from tracesynth.sources.problems import iter_problems
 
 ROWS = [
     {"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i), "level": i % 3} for i in range(20)

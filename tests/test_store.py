@@ -12,7 +12,7 @@ import pytest
 
 from tracesynth.errors import RunLockedError, StoreError
 from tracesynth.records import Sample, Verdict
-from tracesynth.store import JsonlStage, RunStore
+from tracesynth.rundir.store import JsonlStage, RunStore
 
 
 def sample(i: int) -> Sample:
@@ -103,7 +103,7 @@ def test_second_writer_gets_lock_error_naming_pid(tmp_path):
 def test_lock_is_released_when_holder_is_killed(tmp_path):
     run = tmp_path / "run"
     code = (
-        f"import time; from tracesynth.store import RunStore; s = RunStore({str(run)!r}); "
+        f"import time; from tracesynth.rundir.store import RunStore; s = RunStore({str(run)!r}); "
         "print('locked', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -140,7 +140,7 @@ def test_100k_lines_iterated_in_bounded_memory(tmp_path):
     script = textwrap.dedent(f"""
         import resource
         from tracesynth.records import Sample
-        from tracesynth.store import JsonlStage
+        from tracesynth.rundir.store import JsonlStage
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         st = JsonlStage({str(path)!r}, Sample, key=None)
         n = sum(1 for _ in st.iter())
@@ -156,7 +156,7 @@ def test_100k_lines_iterated_in_bounded_memory(tmp_path):
 def test_kill_9_while_appending_leaves_only_whole_records(tmp_path):
     path = tmp_path / "s.jsonl"
     code = textwrap.dedent(f"""
-        from tracesynth.store import JsonlStage
+        from tracesynth.rundir.store import JsonlStage
         st = JsonlStage({str(path)!r}, None)
         i = len(st)
         while True:

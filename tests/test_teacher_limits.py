@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from tracesynth.accounting.prices import Ledger, Prices, lookup, prices_for, require_prices
 from tracesynth.config import PricesConfig, SamplingConfig
 from tracesynth.errors import ConfigError
 from tracesynth.records import Usage
 from tracesynth.teacher.client import sampling_params
 from tracesynth.teacher.endpoints import EndpointPool
 from tracesynth.teacher.limits import AdaptiveLimit, FlowControl, TokenBucket, parse_reset
-from tracesynth.teacher.pricing import Ledger, Prices, lookup, prices_for, require_prices
 from tracesynth.teacher.retry import Transient, WaitRetryAfter, retry_after_s
 
 

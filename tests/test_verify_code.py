@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tracesynth.records import Problem, Sample
-from tracesynth.verify import score
-from tracesynth.verify.code import plan_tests, same_output
+from tracesynth.stages.verify.registry import score
+from tracesynth.stages.verify.verifiers.code import plan_tests, same_output
 
 FAST = {"code": {"time_limit_s": 1}}
 

@@ -25,8 +25,8 @@ import pytest
 
 from tracesynth.config import load_recipe
 from tracesynth.records import Problem, Sample, Verdict
-from tracesynth.store import JsonlStage
-from tracesynth.verify.stage import verify
+from tracesynth.rundir.store import JsonlStage
+from tracesynth.stages.verify.stage import verify
 
 SETS = ("math500", "gsm8k_test", "gsm8k_train", "aime24", "amc23")
 WORD_ANSWERS = {"\\text{Evelyn}", "\\text{Navin}", "\\text{east}", "\\text{ellipse}", "\\text{even}"}

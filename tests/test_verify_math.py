@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tracesynth.records import Problem, Sample
-from tracesynth.verify import score
+from tracesynth.stages.verify.registry import score
 
 P, F, U = "pass", "fail", "unverifiable"
 

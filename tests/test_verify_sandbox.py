@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from tracesynth.records import Problem, Sample
-from tracesynth.verify import confine, sandbox, score
-from tracesynth.verify.sandbox import Limits
+from tracesynth.stages.verify.registry import score
+from tracesynth.stages.verify.verifiers import confine, sandbox
+from tracesynth.stages.verify.verifiers.sandbox import Limits
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's isolation is Linux-only")
 
@@ -184,7 +185,7 @@ def test_parent_environment_secret_does_not_leak() -> None:
     )
     # the secret must be in the parent's *initial* environment (what /proc/<pid>/environ shows),
     # so the sandbox runs under an intermediary process started with it
-    runner = ("import json\nfrom tracesynth.verify import sandbox\n"
+    runner = ("import json\nfrom tracesynth.stages.verify.verifiers import sandbox\n"
               f"r = sandbox.run_python({prog!r}, limits=sandbox.Limits(cpu_s=2, wall_s=5))\n"
               "print(json.dumps({'status': r.status, 'stdout': r.stdout, 'stderr': r.stderr}))\n")
     env = {**os.environ, "TRACESYNTH_FAKE_SECRET": secret}
@@ -244,7 +245,7 @@ def test_cannot_kill_the_parent_or_other_processes() -> None:
         "        print('refused', pid, e.errno)\n"
     )
     # the sandbox runs under an intermediary process, so a failure cannot take pytest down
-    runner = ("import json, sys\nfrom tracesynth.verify import sandbox\n"
+    runner = ("import json, sys\nfrom tracesynth.stages.verify.verifiers import sandbox\n"
               f"r = sandbox.run_python({prog!r}, limits=sandbox.Limits(cpu_s=2, wall_s=5))\n"
               "print(json.dumps({'status': r.status, 'stdout': r.stdout}))\n")
     try:

@@ -12,8 +12,8 @@ from tracesynth.cli import main
 from tracesynth.config import load_recipe
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.records import Problem, Sample, Verdict
-from tracesynth.store import JsonlStage
-from tracesynth.verify.stage import VerifyResult, verify
+from tracesynth.rundir.store import JsonlStage
+from tracesynth.stages.verify.stage import VerifyResult, verify
 
 PROBLEMS = [
     Problem(id="m1", prompt="1+1?", answer="2"),

@@ -12,9 +12,9 @@ import pytest
 
 from tracesynth.config import HygieneConfig, SourceConfig
 from tracesynth.records import Problem, Sample, Usage, Verdict
-from tracesynth.sources import iter_problems
-from tracesynth.verify import VERIFIERS, keep, score
-from tracesynth.verify.base import TAGS, Outcome
+from tracesynth.sources.problems import iter_problems
+from tracesynth.stages.verify.registry import VERIFIERS, keep, score
+from tracesynth.stages.verify.verifiers.base import TAGS, Outcome
 
 
 def sample(content: str | None, reasoning: str | None = "I think.", **kw: Any) -> Sample:

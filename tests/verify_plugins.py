@@ -10,7 +10,7 @@ import hashlib
 from typing import Any
 
 from tracesynth.records import Problem, Sample
-from tracesynth.verify.base import Outcome, passed
+from tracesynth.stages.verify.verifiers.base import Outcome, passed
 
 
 def stuck_in_c(problem: Problem, sample: Sample, options: dict[str, Any]) -> Outcome:

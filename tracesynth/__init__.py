@@ -1,17 +1,17 @@
 """tracesynth: harvest verified reasoning traces from a teacher and distil them into a student.
 
-The public API is what ``__all__`` lists. Records and recipes are imported eagerly (they are
-light); stage functions are imported on first use, so ``import tracesynth`` never imports
-torch, transformers or datasets.
+The public API is exactly what ``__all__`` lists (a test holds it). Records, recipes and errors are
+imported eagerly (they are light); stage functions and heavier classes are imported on first use
+(:mod:`tracesynth._lazy`), so ``import tracesynth`` never imports torch, transformers or datasets.
+The ``TYPE_CHECKING`` block mirrors the lazy names for type checkers.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-
+from tracesynth._lazy import lazy_exports
+from tracesynth._version import __version__
 from tracesynth.config import Recipe, load_recipe
 from tracesynth.errors import (
     AuthError,
@@ -28,39 +28,64 @@ from tracesynth.errors import (
     VerifierError,
 )
 from tracesynth.records import Problem, Sample, Trace, Usage, Verdict
-from tracesynth.store import JsonlStage, RunStore
+from tracesynth.rundir.store import JsonlStage, RunStore
 
-# name -> module that defines it; imported lazily on first attribute access
-_LAZY = {
-    "BatchHarvestResult": "tracesynth.batch.run",
-    "CurateResult": "tracesynth.curate.stage",
-    "EvalResult": "tracesynth.evaluate",
-    "ExportResult": "tracesynth.dataset",
-    "HarvestResult": "tracesynth.harvest",
-    "SftResult": "tracesynth.train.sft",
+if TYPE_CHECKING:
+    from tracesynth.accounting.estimate import estimate
+    from tracesynth.accounting.receipt import build_receipt
+    from tracesynth.decontam.index import decontam_filter
+    from tracesynth.pipeline import run
+    from tracesynth.rundir.live import live_samples
+    from tracesynth.sim import SimTeacher
+    from tracesynth.sources.problems import iter_problems
+    from tracesynth.sources.prompts import render_messages, template_hash
+    from tracesynth.stages.curate import curate
+    from tracesynth.stages.curate.stage import CurateResult
+    from tracesynth.stages.evaluate import evaluate
+    from tracesynth.stages.evaluate.stage import EvalResult
+    from tracesynth.stages.export import export
+    from tracesynth.stages.export.dataset import ExportResult
+    from tracesynth.stages.harvest import harvest
+    from tracesynth.stages.harvest.batch.context import BatchHarvestResult
+    from tracesynth.stages.harvest.batch.run import batch_status, export_batch, harvest_batch, ingest_results
+    from tracesynth.stages.harvest.progress import HarvestResult
+    from tracesynth.stages.harvest.retry import retry_truncated
+    from tracesynth.stages.report import build_report
+    from tracesynth.stages.train import sft
+    from tracesynth.stages.train.sft import SftResult
+    from tracesynth.stages.verify import verify
+    from tracesynth.teacher.client import TeacherClient
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "BatchHarvestResult": "tracesynth.stages.harvest.batch.context",
+    "CurateResult": "tracesynth.stages.curate.stage",
+    "EvalResult": "tracesynth.stages.evaluate.stage",
+    "ExportResult": "tracesynth.stages.export.dataset",
+    "HarvestResult": "tracesynth.stages.harvest.progress",
+    "SftResult": "tracesynth.stages.train.sft",
     "SimTeacher": "tracesynth.sim",
     "TeacherClient": "tracesynth.teacher.client",
-    "batch_status": "tracesynth.batch.stage",
-    "build_receipt": "tracesynth.receipt",
-    "build_report": "tracesynth.report",
-    "curate": "tracesynth.curate.stage",
-    "decontam_filter": "tracesynth.curate.decontam",
-    "estimate": "tracesynth.cost",
-    "evaluate": "tracesynth.evaluate",
-    "export": "tracesynth.dataset",
-    "export_batch": "tracesynth.batch.stage",
-    "harvest": "tracesynth.harvest",
-    "harvest_batch": "tracesynth.batch.stage",
-    "ingest_results": "tracesynth.batch.stage",
-    "iter_problems": "tracesynth.sources",
-    "live_samples": "tracesynth.superseded",
-    "render_messages": "tracesynth.prompts",
-    "retry_truncated": "tracesynth.truncated",
+    "batch_status": "tracesynth.stages.harvest.batch.run",
+    "build_receipt": "tracesynth.accounting.receipt",
+    "build_report": "tracesynth.stages.report",
+    "curate": "tracesynth.stages.curate",
+    "decontam_filter": "tracesynth.decontam.index",
+    "estimate": "tracesynth.accounting.estimate",
+    "evaluate": "tracesynth.stages.evaluate",
+    "export": "tracesynth.stages.export",
+    "export_batch": "tracesynth.stages.harvest.batch.run",
+    "harvest": "tracesynth.stages.harvest",
+    "harvest_batch": "tracesynth.stages.harvest.batch.run",
+    "ingest_results": "tracesynth.stages.harvest.batch.run",
+    "iter_problems": "tracesynth.sources.problems",
+    "live_samples": "tracesynth.rundir.live",
+    "render_messages": "tracesynth.sources.prompts",
+    "retry_truncated": "tracesynth.stages.harvest.retry",
     "run": "tracesynth.pipeline",
-    "sft": "tracesynth.train.sft",
-    "template_hash": "tracesynth.prompts",
-    "verify": "tracesynth.verify",
-}
+    "sft": "tracesynth.stages.train",
+    "template_hash": "tracesynth.sources.prompts",
+    "verify": "tracesynth.stages.verify",
+})
 
 __all__ = [
     "AuthError",
@@ -114,11 +139,3 @@ __all__ = [
     "template_hash",
     "verify",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tracesynth' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 ``pyproject.toml`` points ``[tool.setuptools.cmdclass] build_py`` here. After the normal
 ``build_py`` step the two top-level resource folders are copied into the built package as
 ``tracesynth/_shipped/prompts`` and ``tracesynth/_shipped/data``, where
-:func:`tracesynth.resources.resource_dir` finds them in an installed copy. Editable installs
+:func:`tracesynth.sources.resources.resource_dir` finds them in an installed copy. Editable installs
 skip the copy and read the folders of the checkout directly. ``MANIFEST.in`` puts both folders
 into source distributions so that a wheel built from an sdist has them too.
 """

@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tracesynth import __version__
+from tracesynth._version import __version__
 from tracesynth.errors import TracesynthError
 
 app = typer.Typer(
@@ -77,7 +77,7 @@ def recipe_show(recipe: RecipeArg, set_: SetOpt = None) -> None:
 @recipe_app.command("check")
 def recipe_check(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Validate a recipe: keys, types, referenced files and the sft block against TRL."""
-    from tracesynth.recipe_check import check_recipe
+    from tracesynth.preflight import check_recipe
 
     r = _load(recipe, set_)
     problems = check_recipe(r)
@@ -104,8 +104,8 @@ app.add_typer(data_app, name="data")
 @data_app.command("list")
 def data_list() -> None:
     """Print every shipped set: name, split, rows, role, licence and sha256 (verified now)."""
-    from tracesynth.data import registry, verified_path
     from tracesynth.errors import DataError
+    from tracesynth.sources.builtin import registry, verified_path
 
     rows = [("name", "split", "rows", "role", "licence", "sha256", "check")]
     bad: list[str] = []
@@ -154,12 +154,12 @@ def harvest_cmd(
     """Ask the teacher for every (problem, sample) not yet done; resumable, rate-limited, cost-capped."""
     r = _load(recipe, set_)
     if batch or export_batch or ingest or retry_truncated or wait is not None or r.teacher.mode == "batch":
-        from tracesynth.batch.command import harvest_variant
+        from tracesynth.stages.harvest.dispatch import harvest_variant
 
         result = harvest_variant(r, batch=batch, export_dir=export_batch, ingest=ingest,
                                  retry_truncated=retry_truncated, wait=wait, quiet=quiet, shard=shard)
     else:
-        from tracesynth.harvest import harvest
+        from tracesynth.stages.harvest.online import harvest
 
         result = harvest(r, quiet=quiet, shard=shard)
     typer.echo(result.summary_line(), err=True)
@@ -170,7 +170,7 @@ def harvest_cmd(
 @app.command("merge")
 def merge_cmd(run_dir: Annotated[Path, typer.Argument(help="The run folder whose shards/ to join.")]) -> None:
     """Join the shard folders written by `harvest --shard I/N` into the run folder (idempotent)."""
-    from tracesynth.shards import merge
+    from tracesynth.stages.harvest.shards import merge
 
     res = merge(run_dir)
     added = ", ".join(f"{v} {k}" for k, v in res.added.items())
@@ -193,7 +193,7 @@ def sft_cmd(
     force: Annotated[bool, typer.Option("--force", help="Train again even if the student is up to date.")] = False,
 ) -> None:
     """Distil the exported dataset into the student with TRL's SFTTrainer (resumes from the last checkpoint)."""
-    from tracesynth.train.sft import sft
+    from tracesynth.stages.train.sft import sft
 
     result = sft(_load(recipe, set_), dataset_dir=dataset, output_dir=output, force=force)
     typer.echo(result.summary(), err=True)
@@ -217,7 +217,7 @@ def eval_cmd(
     ] = None,
 ) -> None:
     """Score the student on the held-out set (pass@1 with CI, budget forcing); writes eval.json."""
-    from tracesynth.evaluate import evaluate
+    from tracesynth.stages.evaluate.stage import evaluate
 
     result = evaluate(_load(recipe, set_), model=model, label=label, baseline=baseline)
     for w in result.warnings:
@@ -229,7 +229,7 @@ def eval_cmd(
 @app.command("curate")
 def curate_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Verified samples -> traces.jsonl + curate.json (keep policy, dedup, decontamination, selection)."""
-    from tracesynth.curate import curate
+    from tracesynth.stages.curate import curate
 
     typer.echo(curate(_load(recipe, set_)).summary())
 
@@ -237,7 +237,7 @@ def curate_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
 @app.command("export")
 def export_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """traces.jsonl -> a Hugging Face dataset (save_to_disk + Parquet) with a dataset card and template.json."""
-    from tracesynth.dataset import export
+    from tracesynth.stages.export.dataset import export
 
     typer.echo(export(_load(recipe, set_)).summary())
 
@@ -257,7 +257,7 @@ def run_cmd(
     from rich.table import Table
 
     from tracesynth.pipeline import STAGES, run
-    from tracesynth.report import summary_rows
+    from tracesynth.stages.report.report import summary_rows
 
     stages = tuple(only) if only else STAGES
     bad = [s for s in stages if s not in STAGES]
@@ -277,7 +277,7 @@ def run_cmd(
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
     """Write report.md and plots/*.png for a run folder from what its stages recorded."""
-    from tracesynth.report import build_report
+    from tracesynth.stages.report.report import build_report
 
     if not run_dir.is_dir():
         raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
@@ -297,7 +297,7 @@ def cost_cmd(
     """Estimate harvest and training cost of a recipe before running it."""
     import json
 
-    from tracesynth.cost import estimate
+    from tracesynth.accounting.estimate import estimate
 
     est = estimate(_load(recipe, set_), problems=problems, pilot=pilot)
     if as_json:
@@ -325,7 +325,7 @@ def verify_cmd(
     ] = None,
 ) -> None:
     """Verify harvested samples: one verdict per (sample, verifier) in verdicts.jsonl, counts in verify.json."""
-    from tracesynth.verify.stage import print_summary, verify
+    from tracesynth.stages.verify.stage import print_summary, verify
 
     print_summary(verify(_load(recipe, set_), workers=workers, progress=not quiet))
 
@@ -338,8 +338,8 @@ def batches_cmd(
     cancel: Annotated[bool, typer.Option("--cancel", help="Cancel every batch still running.")] = False,
 ) -> None:
     """Show the run's batches (live status); --cancel cancels the running ones (results so far are kept)."""
-    from tracesynth.batch.command import batches_text
-    from tracesynth.batch.stage import batch_status
+    from tracesynth.stages.harvest.batch.run import batch_status
+    from tracesynth.stages.harvest.dispatch import batches_text
 
     typer.echo(batches_text(batch_status(_load(recipe, set_), cancel=cancel)))
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tracesynth._ids import stable_hash
 from tracesynth.errors import ConfigError
-from tracesynth.ids import stable_hash
 
 
 class Section(BaseModel):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tracesynth.config import Recipe, apply_overrides
-from tracesynth.store import RunStore
+from tracesynth.rundir.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,13 @@ def _quiet_libraries() -> None:
 
 def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES) -> RunResult:
     """Run the recipe end to end (resuming what is done) and write the report."""
-    from tracesynth.curate import curate
-    from tracesynth.dataset import export
-    from tracesynth.evaluate import evaluate
-    from tracesynth.harvest import harvest
-    from tracesynth.report import build_report
-    from tracesynth.train.sft import sft
-    from tracesynth.verify import verify
+    from tracesynth.stages.curate import curate
+    from tracesynth.stages.evaluate.stage import evaluate
+    from tracesynth.stages.export.dataset import export
+    from tracesynth.stages.harvest.online import harvest
+    from tracesynth.stages.report.report import build_report
+    from tracesynth.stages.train.sft import sft
+    from tracesynth.stages.verify import verify
 
     if quiet:
         _quiet_libraries()

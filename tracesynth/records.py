@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tracesynth.ids import canonical_json, stable_hash
+from tracesynth._ids import canonical_json, stable_hash
 
 Status = Literal["pass", "fail", "unverifiable"]
 

@@ -12,10 +12,10 @@ Nothing here writes to the run folder; :mod:`tracesynth.harvest` does.
 
 from __future__ import annotations
 
+from tracesynth.accounting.prices import PRICE_TABLE, Ledger, Prices, prices_for
 from tracesynth.teacher.client import ChatResult, TeacherClient, estimate_tokens, sampling_params
 from tracesynth.teacher.limits import FlowControl
 from tracesynth.teacher.parse import Choice, MalformedResponse, normalise_message, split_reasoning, split_think
-from tracesynth.teacher.pricing import PRICE_TABLE, Ledger, Prices, prices_for
 from tracesynth.teacher.retry import ItemError
 
 __all__ = [

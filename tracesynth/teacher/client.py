@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from tracesynth.accounting.prices import DEFAULT_WORST_OUTPUT_TOKENS
 from tracesynth.config import SamplingConfig, TeacherConfig
 from tracesynth.errors import AuthError
 from tracesynth.records import Usage
@@ -45,7 +46,6 @@ from tracesynth.teacher.parse import (
     parse_completion,
     split_reasoning,
 )
-from tracesynth.teacher.pricing import DEFAULT_WORST_OUTPUT_TOKENS
 from tracesynth.teacher.retry import (
     AUTH_STATUS,
     RETRY_STATUS,

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from tracesynth import __version__
+from tracesynth._version import __version__
 from tracesynth.teacher.retry import Transient
 
 Response = tuple[int, Mapping[str, str], bytes]

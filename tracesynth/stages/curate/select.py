@@ -1,0 +1,139 @@
+"""Which traces survive per problem, and s1-style selection of problems to a target size.
+
+* :func:`pick_per_problem`: keep ``k`` samples of a problem — the shortest, the longest, or a
+  seeded random ``k``.
+* :func:`difficulty_reason`: s1 / LIMO difficulty signals — drop a problem a weak model solved
+  (a ``pass`` verdict from ``select.weak_verifier`` on any of its samples), or whose pass count
+  (or rate) over the teacher's samples is outside ``select.pass_count`` / ``select.pass_rate``.
+* :func:`s1_select`: diversity sampling as in s1 — pick a domain uniformly at random, then a
+  problem of that domain with probability proportional to 2^(−rank), rank 0 being the longest
+  trace left in the domain; remove it and repeat until ``size`` problems are chosen or none are
+  left. The rank draw is a truncated geometric(1/2), so each pick costs O(1) plus a list removal.
+  Seeded; the same inputs and seed give the same selection. ``diversity: false`` samples
+  uniformly instead.
+
+Domain labels come from the problem (``domain`` or ``metadata.<key>``) or from a run harvested
+with the ``classify_domain`` template (:func:`labels_from_run`). This module does not read
+samples or verdicts itself except in :func:`labels_from_run`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tracesynth.config import SelectConfig
+from tracesynth.errors import ConfigError
+from tracesynth.records import Problem, Sample
+
+T = TypeVar("T")
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+@dataclass
+class Candidate:
+    """A problem still in the running, with the signals selection uses."""
+
+    problem_id: str
+    domain: str
+    length: int  # tokens of its (longest kept) trace: the s1 difficulty proxy
+    passes: int = 0
+    samples: int = 0
+
+
+def pick_per_problem(items: Sequence[T], k: int, how: str, length: Any, rng: random.Random) -> list[T]:
+    """``k`` of ``items`` by ``how`` (shortest | longest | random); ``length(item)`` gives its size."""
+    if len(items) <= k:
+        return list(items)
+    if how == "shortest":
+        return sorted(items, key=length)[:k]
+    if how == "longest":
+        return sorted(items, key=length, reverse=True)[:k]
+    return rng.sample(list(items), k)
+
+
+def difficulty_reason(c: Candidate, cfg: SelectConfig, weak_solved: set[str]) -> str | None:
+    """Why difficulty filtering drops a candidate (``weak_solved``, ``pass_count``, ``pass_rate``) or None."""
+    if (cfg.weak_verifier or cfg.weak_runs) and c.problem_id in weak_solved:
+        return "weak_solved"
+    if cfg.pass_count is not None and not cfg.pass_count[0] <= c.passes <= cfg.pass_count[1]:
+        return "pass_count"
+    if cfg.pass_rate is not None:
+        rate = c.passes / c.samples if c.samples else 0.0
+        if not cfg.pass_rate[0] <= rate <= cfg.pass_rate[1]:
+            return "pass_rate"
+    return None
+
+
+def s1_select(cands: Sequence[Candidate], size: int, seed: int, *, diversity: bool = True) -> list[Candidate]:
+    """Choose ``size`` candidates (see module docstring)."""
+    rng = random.Random(f"select:{seed}")
+    if len(cands) <= size:
+        return list(cands)
+    if not diversity:
+        return rng.sample(list(cands), size)
+    by_domain: dict[str, list[Candidate]] = defaultdict(list)
+    for c in cands:
+        by_domain[c.domain].append(c)
+    pools = {d: sorted(cs, key=lambda c: (-c.length, c.problem_id)) for d, cs in sorted(by_domain.items())}
+    domains = list(pools)
+    chosen: list[Candidate] = []
+    while len(chosen) < size and domains:
+        d = rng.choice(domains)
+        pool = pools[d]
+        chosen.append(pool.pop(_geometric_rank(rng, len(pool))))
+        if not pool:
+            domains.remove(d)
+    return chosen
+
+
+def _geometric_rank(rng: random.Random, n: int) -> int:
+    """A rank in [0, n) with P(rank = i) proportional to 2^-i."""
+    while True:
+        i = 0
+        while rng.random() < 0.5:
+            i += 1
+        if i < n:
+            return i
+
+
+def domain_of(problem: Problem, key: str, labels: dict[str, str] | None) -> str:
+    if labels is not None:
+        return labels.get(problem.id, "unknown")
+    if key == "domain":
+        return problem.domain or "unknown"
+    if key.startswith("metadata."):
+        value: Any = problem.metadata
+        for part in key.split(".")[1:]:
+            value = value.get(part) if isinstance(value, dict) else None
+        return "unknown" if value in (None, "") else str(value)
+    raise ConfigError(f"curate.select.domain_key: {key!r} must be 'domain' or 'metadata.<key>'")
+
+
+def labels_from_run(run_dir: str | Path) -> dict[str, str]:
+    """Domain labels a teacher gave with the ``classify_domain`` template: ``{problem id: label}``.
+
+    The label is the last ``\\boxed{}`` of the answer, else its last non-empty line, lowercased.
+    """
+    from tracesynth.rundir.store import JsonlStage
+
+    path = Path(run_dir) / "samples.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"curate.select.domain_from_run: {path}: no samples (harvest the labels first)")
+    labels: dict[str, str] = {}
+    for s in JsonlStage(path, Sample, key=None).iter():
+        text = (s.content or "").strip()
+        boxed = _BOXED.findall(text)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        label = boxed[-1] if boxed else (lines[-1] if lines else "")
+        if label and s.problem_id not in labels:
+            labels[s.problem_id] = label.strip().strip(".").lower()
+    return labels
+
+
+__all__ = ["Candidate", "difficulty_reason", "domain_of", "labels_from_run", "pick_per_problem", "s1_select"]

@@ -1,0 +1,449 @@
+"""`tracesynth sft`: distil the exported dataset into the student with TRL's SFTTrainer.
+
+The recipe's ``sft:`` block is passed to ``trl.SFTConfig`` as it is (TRL's fields are not
+re-declared here); :func:`check_sft_keys` rejects a key SFTConfig does not have, naming it.
+Our defaults sit *under* the recipe's keys (defaults < recipe < ``--set``):
+
+* always: loss on the assistant turn only (``assistant_only_loss`` for ``messages`` data — the
+  student's ChatML template has ``{% generation %}`` markers around the reply and its
+  ``<|im_end|>``; ``completion_only_loss`` for prompt/completion data), ``report_to: none``,
+  non-padding token counting;
+* CPU: fp32, no gradient checkpointing, no packing (each is slower there, not faster);
+* GPU: bf16 and gradient checkpointing (TRL's defaults); packing (``bfd``) + padding-free,
+  Liger/Hub kernels and flash attention are the recipe's choice (see recipes/s1k.yaml);
+* tiny student: a learning rate and batch size that train a from-scratch model (see
+  :data:`TINY_SFT_DEFAULTS`).
+
+Writes the model, tokenizer and ``template.json`` to ``run_dir/student`` (or ``output_dir``), and
+``train.json`` there: wall time, device, GPU count, steps, tokens seen and tokens/s, for the cost
+receipt. An interrupted run resumes from its last checkpoint (``<student>/checkpoints``); a
+finished one with the same inputs is not trained again. Multi-GPU runs go through
+``accelerate launch`` (recipes/accelerate/); only the main process writes files.
+
+This module trains; it does not evaluate (see :mod:`tracesynth.evaluate`) or export data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracesynth._ids import stable_hash
+from tracesynth.config import Recipe
+from tracesynth.errors import ConfigError, UserError
+from tracesynth.rundir.store import RunStore, package_versions
+
+log = logging.getLogger(__name__)
+
+# Defaults for a from-scratch tiny student (a pretrained 7B wants TRL's 2e-5; a 0.15M-parameter
+# random init needs a far larger step). Swept on addition traces: 5e-3 learns 2-digit addition in
+# ~800 steps; 2e-3 had not left the plateau after 500, 1e-2 diverged to a worse plateau.
+TINY_SFT_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 5e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "adam_beta2": 0.95,
+    "weight_decay": 0.0,
+    "per_device_train_batch_size": 16,
+    "num_train_epochs": 3,
+    "max_length": 1024,
+}
+
+
+@dataclass
+class SftResult:
+    """What `sft` produced: where the student is and the measured training run (train.json)."""
+
+    output_dir: str
+    skipped: bool = False
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        t = self.train
+        if self.skipped:
+            return f"sft: {self.output_dir} is up to date ({t.get('steps', 0)} steps, nothing to do)"
+        return (
+            f"sft: {t.get('steps', 0)} steps, {t.get('tokens_seen', 0):,} tokens in {t.get('wall_s', 0):.1f} s "
+            f"({t.get('tokens_per_s', 0):,.0f} tok/s, {t.get('device')}) -> {self.output_dir}"
+        )
+
+
+def sft_field_names() -> set[str]:
+    """Every field ``trl.SFTConfig`` accepts."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+
+
+def check_sft_keys(sft_dict: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first key of the recipe's ``sft:`` block that SFTConfig lacks."""
+    if not sft_dict:
+        return
+    known = sft_field_names()
+    unknown = sorted(k for k in sft_dict if k not in known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"sft.{unknown[0]}: unknown key: not a trl.SFTConfig field{hint}")
+    coerce_numbers(sft_dict)  # a value that should be a number and is not: named here, not deep in TRL
+
+
+def default_sft_args(*, on_gpu: bool, fmt: str, tiny: bool) -> dict[str, Any]:
+    """Our defaults for SFTConfig before the recipe's keys are applied (see module docstring)."""
+    args: dict[str, Any] = {
+        "report_to": "none",
+        "logging_steps": 10,
+        "save_total_limit": 2,
+        "include_num_input_tokens_seen": "non_padding",
+        "packing": False,
+        "padding_free": False,
+    }
+    if fmt == "messages":
+        args["assistant_only_loss"] = True
+    else:
+        args["completion_only_loss"] = True
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+    if on_gpu:
+        # under `accelerate launch` with fsdp_activation_checkpointing, FSDP checkpoints the layers itself
+        fsdp_ac = os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true"
+        args.update(bf16=True, activation_checkpointing=not fsdp_ac)
+    else:
+        args.update(bf16=False, fp16=False, activation_checkpointing=False, dataloader_pin_memory=False)
+    if tiny:
+        args.update(TINY_SFT_DEFAULTS)
+    return args
+
+
+def coerce_numbers(args: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string: turn such strings into the number SFTConfig expects."""
+    import dataclasses
+    import typing
+
+    from trl import SFTConfig
+
+    kinds = {f.name: f.type for f in dataclasses.fields(SFTConfig)}
+    out = dict(args)
+    for key, value in args.items():
+        if not isinstance(value, str) or key not in kinds:
+            continue
+        kind = kinds[key]
+        members = typing.get_args(kind) or (kind,)
+        names = {getattr(m, "__name__", str(m)) for m in members}
+        if "str" in names or not names & {"float", "int"}:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"sft.{key}: expected a number, got {value!r}") from None
+        out[key] = int(number) if "float" not in names and number.is_integer() else number
+    return out
+
+
+def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict[str, Any]:
+    """Defaults < recipe; a recipe's ``gradient_checkpointing`` (old name) replaces our ``activation_checkpointing``."""
+    args = dict(defaults)
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in recipe_sft and new not in recipe_sft:
+            args.pop(new, None)
+    args.update(coerce_numbers(recipe_sft) if recipe_sft else {})
+    for key, value in args.items():  # YAML 1.1 reads `save_strategy: no` as False
+        if key.endswith("_strategy") and value is False:
+            args[key] = "no"
+    return args
+
+
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+@contextlib.contextmanager
+def cpu_threads(model: Any, threads: int | None = None) -> Iterator[int]:
+    """Run a block with ``threads`` intra-op threads (``compute.cpu_threads``; None: decide here).
+
+    A small model's matmuls are tiny, and OpenMP threads that spin-wait for a descheduled partner
+    collapse when the cores are already busy: on the 2-core box with other jobs running (load
+    average > cores - 0.5) two threads trained the tiny student at 3.6-9.6k tokens/s and one at
+    12.7-15.5k, and decoding was 4x slower per token; on the idle box two threads were 1.5x faster
+    (bench/sft.py). So None means one thread for a small model (< 50M parameters) on a busy CPU,
+    else torch's default. Set ``compute.cpu_threads`` to pin it (e.g. for bit-reproducible runs).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+    if threads is None and on_cpu and small and os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5:
+        threads = 1
+    if threads is not None and on_cpu:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _load_dataset(dataset_dir: Path):
+    import datasets
+
+    if not dataset_dir.exists():
+        raise UserError(f"{dataset_dir}: no dataset here; run `tracesynth export RECIPE` first")
+    try:
+        ds = datasets.load_from_disk(str(dataset_dir))
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"{dataset_dir}: not a dataset saved with save_to_disk ({str(exc).splitlines()[0]})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise UserError(f"{dataset_dir}: a DatasetDict without a 'train' split ({sorted(ds)})")
+        ds = ds["train"]
+    if "messages" in ds.column_names:
+        fmt, cols = "messages", ["messages"]
+    elif {"prompt", "completion"} <= set(ds.column_names):
+        fmt, cols = "prompt_completion", ["prompt", "completion"]
+    else:
+        raise UserError(f"{dataset_dir}: needs a 'messages' column or 'prompt' and 'completion' columns")
+    if len(ds) == 0:
+        raise UserError(f"{dataset_dir}: the dataset is empty; nothing to train on")
+    return ds.select_columns(cols), fmt
+
+
+def _template_for(recipe: Recipe, dataset_dir: Path) -> dict[str, Any]:
+    from tracesynth.stages.train.student import THINK_END, THINK_START, read_template
+
+    saved = read_template(dataset_dir)
+    if saved:
+        return saved
+    return {
+        "origin": "recipe (the dataset has no template.json)",
+        "system_prompt": recipe.dataset.system_prompt,
+        "reasoning": recipe.dataset.reasoning,
+        "thinking_delimiters": [THINK_START, THINK_END],
+    }
+
+
+@dataclass
+class _Plan:
+    """Everything sft decided before training: inputs, outputs, arguments, identities."""
+
+    recipe: Recipe
+    dataset_dir: Path
+    out: Path
+    fmt: str
+    args: dict[str, Any]
+    student_desc: dict[str, Any]
+    fingerprint: str  # of the finished student: dataset + student + arguments
+    ckpt_fingerprint: str  # of the checkpoints: dataset + student (a longer run may resume a shorter one)
+    tiny: bool
+    resume: str | None = None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+
+def _plan(recipe: Recipe, dataset_dir: str | Path | None, output_dir: str | Path | None):
+    import torch
+
+    run_dir = Path(recipe.run_dir)
+    dataset_dir = Path(dataset_dir) if dataset_dir is not None else run_dir / "dataset"
+    out = Path(output_dir) if output_dir is not None else run_dir / "student"
+    check_sft_keys(recipe.sft)
+    ds, fmt = _load_dataset(dataset_dir)
+    tiny = recipe.student.model is None
+    args = merge_sft_args(default_sft_args(on_gpu=torch.cuda.is_available(), fmt=fmt, tiny=tiny), recipe.sft)
+    if tiny:
+        desc: dict[str, Any] = {"init": "tiny", "tiny": recipe.student.tiny, "vocab_size": recipe.student.vocab_size,
+                                "seed": int(args.get("seed", 42))}
+    else:
+        desc = {"model": recipe.student.model}
+    ckpt_fp = stable_hash("sft-checkpoints", ds._fingerprint, desc)
+    plan = _Plan(recipe, dataset_dir, out, fmt, args, desc, stable_hash("sft", ckpt_fp, args), ckpt_fp, tiny)
+    return ds, plan
+
+
+def make_trainer(recipe: Recipe, *, dataset_dir: str | Path | None = None, output_dir: str | Path | None = None):
+    """The ``SFTTrainer`` sft would run, and its plan (for inspection: prepared labels, arguments)."""
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    ds, plan = _plan(recipe, dataset_dir, output_dir)
+    ckpt_dir = plan.ckpt_dir
+    if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) is not None:
+        stamp = ckpt_dir / "fingerprint"
+        if stamp.exists() and stamp.read_text().strip() == plan.ckpt_fingerprint:
+            plan.resume = get_last_checkpoint(str(ckpt_dir))
+        elif _main_process():
+            log.warning("%s: checkpoints of a different dataset or student; starting over", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+    if _main_process():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "fingerprint").write_text(plan.ckpt_fingerprint)
+    model, tokenizer = _student(recipe, ds, ckpt_dir, plan.tiny)
+    try:
+        config = SFTConfig(**{**plan.args, "output_dir": str(ckpt_dir)})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sft: {str(exc).splitlines()[0]}") from None
+    trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer)
+    return trainer, plan
+
+
+def sft(
+    recipe: Recipe, *, dataset_dir: str | Path | None = None, output_dir: str | Path | None = None, force: bool = False
+) -> SftResult:
+    """Train the student on the exported dataset; write it with train.json and template.json."""
+    _, plan = _plan(recipe, dataset_dir, output_dir)
+    done = _finished(plan.out, plan.fingerprint)
+    if done is not None and not force:
+        return SftResult(output_dir=str(plan.out), skipped=True, train=done)
+    store = RunStore(recipe.run_dir) if _main_process() else None
+    try:
+        if store is not None:
+            store.mark_stage("sft", started_at=time.time(), output_dir=str(plan.out))
+        trainer, plan = make_trainer(recipe, dataset_dir=dataset_dir, output_dir=output_dir)
+        result = train_and_save(trainer, plan)
+        if store is not None:
+            store.mark_stage("sft", ended_at=time.time(), steps=result.train.get("steps"),
+                             wall_s=result.train.get("wall_s"))
+        return result
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _finished(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    path = out / "train.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if data.get("fingerprint") == fingerprint and (out / "config.json").exists():
+        return data
+    return None
+
+
+def _tokens_at(checkpoint: str | None) -> int:
+    if checkpoint is None:
+        return 0
+    try:
+        return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def train_and_save(trainer, plan: _Plan) -> SftResult:
+    """Run the trainer made by :func:`make_trainer` and write the student, train.json and template.json."""
+    import torch
+
+    config, out = trainer.args, plan.out
+    loss_tokens = 0
+    for batch in trainer.train_dataset.select_columns(["labels"]).iter(batch_size=1024):
+        loss_tokens += sum(sum(1 for x in labels if x != -100) for labels in batch["labels"])
+    load = os.getloadavg()[0]
+    with cpu_threads(trainer.model, plan.recipe.compute.cpu_threads) as threads:
+        t0 = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=plan.resume)
+        wall = time.perf_counter() - t0
+    state = trainer.state
+    session_tokens = state.num_input_tokens_seen - _tokens_at(plan.resume)
+    world = trainer.accelerator.num_processes
+    device = str(config.device)
+    gpus = world if device.startswith("cuda") else 0
+    train = {
+        "fingerprint": plan.fingerprint,
+        "student": plan.student_desc,
+        "format": plan.fmt,
+        "examples": len(trainer.train_dataset),
+        "epochs": float(config.num_train_epochs),
+        "steps": state.global_step,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "loss_tokens_per_epoch": int(loss_tokens),
+        "session_tokens": int(session_tokens),
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(session_tokens / wall, 1) if wall > 0 else None,
+        "train_loss": output.training_loss,
+        "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+        "resumed_from": plan.resume,
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "device_type": device.split(":")[0],
+        "world_size": world,
+        "cpu_threads": threads if device.startswith("cpu") else None,
+        "load_average_at_start": round(load, 2),
+        "gpus": gpus,
+        "gpu_hours": round(gpus * wall / 3600, 4),
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "dtype": "bf16" if config.bf16 else "fp16" if config.fp16 else "fp32",
+        "sft_args": plan.args,
+        "dataset_dir": str(plan.dataset_dir),
+        "versions": package_versions(),
+        "finished_at": time.time(),
+    }
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.config.use_cache = True  # training turns the KV cache off; generation wants it back
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(out))
+        template = _template_for(plan.recipe, plan.dataset_dir)
+        template["chat_template_hash"] = stable_hash(trainer.processing_class.chat_template or "")
+        (out / "template.json").write_text(json.dumps(template, indent=2, ensure_ascii=False))
+        (out / "train.json").write_text(json.dumps(train, indent=2, default=str))
+    return SftResult(output_dir=str(out), train=train)
+
+
+def _student(recipe: Recipe, ds, ckpt_dir: Path, tiny: bool):
+    """The model (object or name for TRL to load) and its tokenizer; a tiny one is built once and kept."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not tiny:
+        name = recipe.student.model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except OSError as exc:
+            why = str(exc).splitlines()[0]
+            raise ConfigError(f"student.model: cannot load the tokenizer of {name!r} ({why})") from None
+        return name, tokenizer  # TRL loads it with sft.model_init_kwargs (dtype, attn_implementation, ...)
+
+    from tracesynth.stages.train.student import build_tiny, message_texts
+
+    init = ckpt_dir / "init"  # the initial weights and the tokenizer, so a resumed run is the same student
+    if (init / "config.json").exists():
+        return AutoModelForCausalLM.from_pretrained(str(init)), AutoTokenizer.from_pretrained(str(init))
+    seed = int(recipe.sft.get("seed", 42))
+    model, tokenizer = build_tiny(
+        message_texts(ds), vocab_size=recipe.student.vocab_size, overrides=recipe.student.tiny, seed=seed
+    )
+    if _main_process():
+        model.save_pretrained(str(init))
+        tokenizer.save_pretrained(str(init))
+    return model, tokenizer
+
+
+__all__ = [
+    "TINY_SFT_DEFAULTS",
+    "SftResult",
+    "check_sft_keys",
+    "coerce_numbers",
+    "cpu_threads",
+    "default_sft_args",
+    "make_trainer",
+    "merge_sft_args",
+    "sft",
+    "sft_field_names",
+    "train_and_save",
+]

@@ -1,0 +1,1 @@
+"""Verifiers: one module each (math, code with its sandbox, choice, gym, judge, format) and their shared helpers."""

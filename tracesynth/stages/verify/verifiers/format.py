@@ -1,0 +1,105 @@
+"""The ``format`` verifier: is the sample a well-formed reasoning trace?
+
+Checks, each with its tag (the first failing check gives the verdict's tag; the reason lists
+every failing check):
+
+* ``truncated``: ``finish_reason == "length"`` (never a pass; option ``allow_truncated``);
+* ``no_reasoning``: the reasoning is missing or only whitespace — including an empty
+  ``<think>\\n\\n</think>`` (option ``require_reasoning``, default true);
+* ``unclosed_think``: think tags left in the answer or the reasoning (``<think>`` without its
+  ``</think>``, or a stray tag) (option ``require_closed_think``, default true);
+* ``too_short`` / ``too_long``: ``min_reasoning_tokens``, ``max_reasoning_tokens``,
+  ``min_answer_tokens``, ``max_answer_tokens`` (unset by default). Token counts come from the
+  endpoint's usage (reasoning tokens; completion minus reasoning for the answer) when it
+  reported them, else one token per four characters; ``details.token_source`` says which;
+* ``script``: option ``scripts`` (e.g. ``[latin]``) — the share of letters of the answer (and of
+  the reasoning, with ``script_fields: [content, reasoning]``) written in those Unicode scripts
+  must be at least ``min_script_share`` (0.95). Catches language mixing (R1-Zero's known
+  failure). Digits, punctuation and math symbols are not letters and do not count; Greek and
+  mathematical alphanumeric letters count as Latin (in practice they are math symbols).
+
+A sample passing every check is ``pass``; this verifier never returns ``unverifiable``.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from typing import Any
+
+from tracesynth.records import Problem, Sample
+from tracesynth.stages.verify.verifiers.base import Outcome, failed, passed
+
+CHARS_PER_TOKEN = 4
+
+
+def _script(ch: str) -> str:
+    """The Unicode script of a letter, from its name (LATIN, CYRILLIC, CJK, HIRAGANA, ...)."""
+    name = unicodedata.name(ch, "")
+    first = name.split(" ", 1)[0]
+    if first in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL"):
+        return "cjk" if first == "CJK" else first.lower()
+    return first.lower() or "unknown"
+
+
+def script_share(text: str, scripts: set[str]) -> tuple[float, int]:
+    """(share of letters in ``scripts``, number of letters). Math italic letters count as Latin."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 1.0, 0
+    ok = 0
+    for c in letters:
+        s = _script(c)
+        if s in scripts or (s == "mathematical" and "latin" in scripts) or (s == "greek" and "latin" in scripts):
+            ok += 1
+    return ok / len(letters), len(letters)
+
+
+def _tokens(sample: Sample) -> tuple[int, int, str]:
+    u = sample.usage
+    reasoning, content = sample.reasoning or "", sample.content or ""
+    if u.completion_tokens and u.reasoning_tokens:
+        return u.reasoning_tokens, max(0, u.completion_tokens - u.reasoning_tokens), "usage"
+    if u.completion_tokens and not reasoning.strip():
+        return 0, u.completion_tokens, "usage"
+    est = (math.ceil(len(reasoning) / CHARS_PER_TOKEN), math.ceil(len(content) / CHARS_PER_TOKEN))
+    return est[0], est[1], "estimate (chars/4)"
+
+
+def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> Outcome:
+    problems: list[tuple[str, str]] = []
+    reasoning, content = sample.reasoning or "", sample.content or ""
+    if sample.finish_reason == "length" and not options.get("allow_truncated", False):
+        problems.append(("truncated", "finish_reason is 'length'"))
+    stripped = reasoning.replace("<think>", "").replace("</think>", "").strip()
+    if options.get("require_reasoning", True) and not stripped:
+        problems.append(("no_reasoning", "reasoning is empty"))
+    if options.get("require_closed_think", True):
+        if content.count("<think>") != content.count("</think>") or "<think>" in reasoning or "</think>" in reasoning:
+            problems.append(("unclosed_think", "think tags left unbalanced in the answer or reasoning"))
+    r_tok, a_tok, source = _tokens(sample)
+    bounds = (("min_reasoning_tokens", r_tok, "too_short", "reasoning"), ("max_reasoning_tokens", r_tok, "too_long",
+              "reasoning"), ("min_answer_tokens", a_tok, "too_short", "answer"),
+              ("max_answer_tokens", a_tok, "too_long", "answer"))
+    for key, value, tag, what in bounds:
+        limit = options.get(key)
+        if limit is None:
+            continue
+        if (key.startswith("min") and value < limit) or (key.startswith("max") and value > limit):
+            problems.append((tag, f"{what} has {value} tokens ({key.split('_')[0]} {limit})"))
+    details: dict[str, Any] = {"reasoning_tokens": r_tok, "answer_tokens": a_tok, "token_source": source}
+    scripts = options.get("scripts")
+    if scripts:
+        allowed = {str(s).lower() for s in scripts}
+        floor = float(options.get("min_script_share", 0.95))
+        for fld in options.get("script_fields", ["content"]):
+            share, n = script_share(content if fld == "content" else reasoning, allowed)
+            details[f"{fld}_script_share"] = round(share, 4)
+            if n and share < floor:
+                problems.append(("script", f"{fld}: {share:.0%} of letters in {sorted(allowed)} (min {floor:.0%})"))
+    if not problems:
+        return passed(None, **details)
+    return failed(problems[0][0], "; ".join(msg for _, msg in problems), None, **details)
+
+
+__all__ = ["script_share", "verify_format"]
