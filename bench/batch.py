@@ -62,7 +62,7 @@ def recipe(run_dir: Path, src: Path, base_url: str, n: int, conc: int = 256) -> 
 
 # -- steps (each in its own child process) ---------------------------------------------------------
 def step(name: str, work: Path, base_url: str, n: int) -> dict[str, Any]:
-    from tracesynth.stages.harvest.batch import export_batch, harvest_batch, ingest_results
+    from tracesynth.stages.harvest import export_batch, harvest_batch, ingest_results
 
     src = work / f"problems-{n}.jsonl"
     t0, c0 = time.perf_counter(), time.process_time()

@@ -7,7 +7,7 @@ from typing import Any
 
 from tracesynth.config import PromptConfig, Recipe, SamplingConfig
 from tracesynth.records import Problem, Sample, Usage, Verdict, sample_id
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.store import JsonlFile
 from tracesynth.sources.prompts import template_hash
 
 MODEL = "teacher-x"
@@ -34,11 +34,11 @@ def make_run(run_dir: Path, problems: list[Problem], samples: list[dict[str, Any
     sampling = SamplingConfig().model_dump()
     run_dir.mkdir(parents=True, exist_ok=True)
     ids: dict[str, str] = {}
-    with JsonlStage(run_dir / "problems.jsonl", Problem) as ps:
+    with JsonlFile(run_dir / "problems.jsonl", Problem) as ps:
         for p in problems:
             ps.append(p)
-    with JsonlStage(run_dir / "samples.jsonl", Sample) as ss, \
-            JsonlStage(run_dir / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
+    with JsonlFile(run_dir / "samples.jsonl", Sample) as ss, \
+            JsonlFile(run_dir / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
         for spec in samples:
             sid = sample_id(spec["pid"], spec["index"], spec["model"], sampling, th)
             ids[f"{spec['pid']}#{spec['index']}"] = sid
@@ -57,7 +57,7 @@ def make_run(run_dir: Path, problems: list[Problem], samples: list[dict[str, Any
         for v in extra_verdicts or []:
             vs.append(v)
     if failures:
-        with JsonlStage(run_dir / "failures.jsonl", Sample, key=None) as fs:
+        with JsonlFile(run_dir / "failures.jsonl", Sample, key=None) as fs:
             for k in range(failures):
                 fs.append(Sample(id=f"f{k}", problem_id=problems[0].id, index=0, model=MODEL, error="HTTP 500",
                                  error_kind="server", cost_usd=0.002))

@@ -24,7 +24,7 @@ from tracesynth.config import Recipe
 from tracesynth.errors import DataError, TeacherError, UserError
 from tracesynth.rundir.store import RunStore
 from tracesynth.sim import SimTeacher
-from tracesynth.stages.harvest.batch import batch_status, export_batch, harvest_batch, ingest_results
+from tracesynth.stages.harvest import batch_status, export_batch, harvest, harvest_batch, ingest_results
 from tracesynth.stages.harvest.batch.state import BatchState
 
 PRICES = {"input": 1.0, "output": 2.0, "batch_discount": 0.5}
@@ -257,13 +257,12 @@ def test_cli_batches_and_option_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_combining_flags_is_checked(tmp_path: Path) -> None:
-    from tracesynth.stages.harvest.dispatch import harvest_variant
-
     r = make_recipe(tmp_path, "http://127.0.0.1:9/v1", problems=1)
     with pytest.raises(UserError, match="--wait"):
-        harvest_variant(r, retry_truncated=True, wait=False)
+        harvest(r, retry_truncated=True, wait=False)
     with pytest.raises(UserError, match="--ingest"):
-        harvest_variant(r, ingest=tmp_path / "x.jsonl", retry_truncated=True)
+        harvest(r, ingest=tmp_path / "x.jsonl", retry_truncated=True)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_state_log_survives_a_torn_last_line(tmp_path: Path) -> None:

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tracesynth.accounting.prices import Ledger, Prices
+from tracesynth.accounting.ledger import Ledger
+from tracesynth.accounting.prices import Prices
 from tracesynth.config import Recipe, TeacherConfig
 from tracesynth.records import Problem
 from tracesynth.rundir.store import RunStore
 from tracesynth.sim import SimTeacher
-from tracesynth.stages.harvest.online import harvest
-from tracesynth.stages.harvest.writer import Ingestor
+from tracesynth.stages.harvest import harvest
+from tracesynth.stages.harvest.batch.ingest import ingest_file
+from tracesynth.stages.harvest.writer import Writer
 from tracesynth.stages.verify.verifiers.format import verify_format
 from tracesynth.teacher.client import TeacherClient
 
@@ -25,9 +27,9 @@ def ingest_fixtures(run: Path) -> tuple[dict[str, dict], list[dict], Ledger, dic
     ledger = Ledger()
     counts: dict[str, int] = {}
     with RunStore(run) as store:
-        ing = Ingestor(store, model="teacher", prices=Prices(1.0, 2.0), ledger=ledger, endpoint="file:x")
+        writer = Writer(store, model="teacher", prices=Prices(1.0, 2.0), ledger=ledger, endpoint="file:x")
         for name in ("vllm_run_batch_output.jsonl", "openai_batch_output.jsonl", "openai_batch_error.jsonl"):
-            for k, v in ing.ingest_file(FIXTURES / name, entries.get, "ingest-test").items():
+            for k, v in ingest_file(writer, FIXTURES / name, entries.get, "ingest-test").items():
                 counts[k] = counts.get(k, 0) + v
     samples = {json.loads(x)["id"]: json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()}
     failures = [json.loads(x) for x in (run / "failures.jsonl").read_text().splitlines()]
@@ -94,7 +96,8 @@ def test_progress_lines_count_spend_and_tokens_by_kind() -> None:
     led = Ledger()
     led.charge(Usage(prompt_tokens=10, completion_tokens=100, reasoning_tokens=80), 0.5, truncated=True)
     led.charge(Usage(prompt_tokens=10, completion_tokens=50, reasoning_tokens=30), 0.25, retried=True)
-    led.possibly_billed(0.125)
+    led.reserved_usd += 0.125
+    assert led.settle_attempt(0.125, possibly_billed=True) == 0.125 and led.reserved_usd == 0
     line = led.spend_line()
     assert "truncated $0.5000" in line and "failed $0.1250" in line and "retried $0.2500" in line
     assert "reasoning 110" in line and "answer 40" in line

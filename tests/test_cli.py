@@ -101,7 +101,7 @@ def test_harvest_and_verify_never_import_torch(tmp_path):
     code = f"""
 import sys
 from tracesynth.config import load_recipe
-from tracesynth.stages.harvest.online import harvest
+from tracesynth.stages.harvest import harvest
 from tracesynth.sim import SimTeacher
 from tracesynth.stages.verify import verify
 with SimTeacher(seed=1, wrong_rate=0.3) as sim:

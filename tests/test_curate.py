@@ -11,7 +11,7 @@ from curate_fixtures import make_run, recipe, sample
 
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.records import Problem, Sample, Trace, Verdict
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.store import JsonlFile
 from tracesynth.stages.curate import curate
 from tracesynth.stages.curate.filters import TokenCounter, local_keep
 
@@ -27,7 +27,7 @@ def P(pid: str, text: str | None = None, **kw) -> Problem:
 
 
 def traces(run_dir) -> list[Trace]:
-    return list(JsonlStage(run_dir / "traces.jsonl", Trace, key="sample_id").iter())
+    return list(JsonlFile(run_dir / "traces.jsonl", Trace, key="sample_id").iter())
 
 
 def report(run_dir) -> dict:
@@ -128,10 +128,10 @@ def test_samples_of_another_recipe_are_stale(mixed):
 def test_a_re_asked_sample_supersedes_the_truncated_one(tmp_path):
     run = tmp_path / "run"
     ids = make_run(run, [P("a")], [sample("a", 0, finish="length", status="fail")])
-    with JsonlStage(run / "samples.jsonl", Sample) as ss:
+    with JsonlFile(run / "samples.jsonl", Sample) as ss:
         ss.append(Sample(id="s-retry", problem_id="a", index=0, model="teacher-x", reasoning="long enough",
                          content="\\boxed{1}", finish_reason="stop", supersedes=ids["a#0"]))
-    with JsonlStage(run / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
+    with JsonlFile(run / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
         vs.append(Verdict(sample_id="s-retry", problem_id="a", verifier="math", status="pass"))
     curate(recipe(run, curate={"keep": "all", "drop_truncated": False}))
     assert [t.sample_id for t in traces(run)] == ["s-retry"]
@@ -240,7 +240,7 @@ def test_student_tokenizer_counts_tokens(tmp_path):
 def test_samples_with_errors_and_unknown_problems_are_counted(tmp_path):
     run = tmp_path / "run"
     make_run(run, [P("a")], [sample("a", 0), sample("ghost", 0)])
-    with JsonlStage(run / "samples.jsonl", Sample) as ss:
+    with JsonlFile(run / "samples.jsonl", Sample) as ss:
         ss.append(Sample(id="err", problem_id="a", index=9, model="m", error="HTTP 400"))
     curate(recipe(run))
     assert step(report(run), "read")["dropped"] == {"error": 1, "unknown_problem": 1}

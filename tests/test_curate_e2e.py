@@ -15,7 +15,7 @@ def test_builtin_problems_through_every_data_stage(tmp_path):
 
     from tracesynth.stages.curate import curate
     from tracesynth.stages.export.dataset import export
-    from tracesynth.stages.harvest.online import harvest
+    from tracesynth.stages.harvest import harvest
     from tracesynth.stages.verify import verify
 
     recipe = Recipe.model_validate({

@@ -10,7 +10,7 @@ from curate_fixtures import make_run, recipe, sample
 
 from tracesynth.config import SelectConfig
 from tracesynth.records import Problem, Sample, Trace, Verdict
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.store import JsonlFile
 from tracesynth.stages.curate import curate
 from tracesynth.stages.curate.select import Candidate, difficulty_reason, labels_from_run, s1_select
 
@@ -74,13 +74,13 @@ def test_stage_selection_with_weak_model_and_domains(tmp_path):
     step = next(s for s in rep["steps"] if s["step"] == "select")
     assert step["dropped"] == {"weak_solved": 5, "not_selected": 16}
     assert res.traces == 9
-    got = list(JsonlStage(run / "traces.jsonl", Trace, key="sample_id").iter())
+    got = list(JsonlFile(run / "traces.jsonl", Trace, key="sample_id").iter())
     assert not {t.problem_id for t in got} & {p.id for p in probs[:5]}
     domains = Counter(t.metadata["select_domain"] for t in got)
     assert set(domains) <= {"alg", "geo", "cmb"} and max(domains.values()) <= 6
     again = curate(recipe(run, curate={"select": sel, "seed": 1}))
     assert again.traces == 9
-    assert [t.sample_id for t in JsonlStage(run / "traces.jsonl", Trace, key="sample_id").iter()] == [
+    assert [t.sample_id for t in JsonlFile(run / "traces.jsonl", Trace, key="sample_id").iter()] == [
         t.sample_id for t in got
     ]
 
@@ -102,7 +102,7 @@ def test_weak_model_runs_drop_the_problems_they_solved(tmp_path):
     res = curate(recipe(run, curate={"select": {"weak_runs": [str(weak_run)]}}))
     step = next(s for s in json.loads((run / "curate.json").read_text())["steps"] if s["step"] == "select")
     assert step["dropped"] == {"weak_solved": 3} and res.traces == 5
-    kept = {t.problem_id for t in JsonlStage(run / "traces.jsonl", Trace, key="sample_id").iter()}
+    kept = {t.problem_id for t in JsonlFile(run / "traces.jsonl", Trace, key="sample_id").iter()}
     assert kept == {"p1", "p3", "p5", "p6", "p7"}  # fail / unverifiable / absent / torn line: not solved
     assert (weak_run / "verdicts.jsonl").read_text().endswith(torn[:30])  # read, never repaired
     with pytest.raises(UserError, match=r"curate\.select\.weak_runs: .*nowhere.*no verdicts"):
@@ -117,18 +117,18 @@ def test_pass_count_over_k_samples_in_stage(tmp_path):
     specs += [sample("never", i, status="fail") for i in range(4)]
     make_run(run, probs, specs)
     curate(recipe(run, curate={"keep": "solved", "select": {"pass_count": [1, 2]}}))
-    got = list(JsonlStage(run / "traces.jsonl", Trace, key="sample_id").iter())
+    got = list(JsonlFile(run / "traces.jsonl", Trace, key="sample_id").iter())
     assert [t.problem_id for t in got] == ["hard"] and got[0].metadata["pass_rate"] == 0.25
 
 
 def test_labels_from_a_classifier_run(tmp_path):
     labels_run = tmp_path / "labels"
-    with JsonlStage(labels_run / "samples.jsonl", Sample) as ss:
+    with JsonlFile(labels_run / "samples.jsonl", Sample) as ss:
         ss.append(Sample(id="l1", problem_id="a", index=0, model="m", content="It is \\boxed{Geometry}."))
         ss.append(Sample(id="l2", problem_id="b", index=0, model="m", content="thinking...\nNumber theory."))
     assert labels_from_run(labels_run) == {"a": "geometry", "b": "number theory"}
     run = tmp_path / "run"
     make_run(run, [Problem(id=p, prompt=f"q {p} words", answer="1") for p in "abc"], [sample(p, 0) for p in "abc"])
     curate(recipe(run, curate={"select": {"domain_from_run": str(labels_run)}}))
-    got = {t.problem_id: t.metadata["select_domain"] for t in JsonlStage(run / "traces.jsonl", Trace, key="sample_id")}
+    got = {t.problem_id: t.metadata["select_domain"] for t in JsonlFile(run / "traces.jsonl", Trace, key="sample_id")}
     assert got == {"a": "geometry", "b": "number theory", "c": "unknown"}

@@ -114,7 +114,7 @@ def test_card_states_provenance_counts_cost_decontam_and_licence(tmp_path):
     assert "| curation | dirty | gsm8k:test | gsm8k-test-0000 | janet s ducks lay 16 eggs per day |" in card
     # 6 successful samples at $0.01 + 3 failures at $0.002
     assert "total harvest cost: **$0.0660**" in card and "($0.0060 (3 calls)" not in card
-    assert "failed or retried calls $0.0060 (3 calls)" in card
+    assert "failed calls $0.0060 (3 calls)" in card
     assert "source `arith_sample:train`: Apache-2.0" in card
     assert "```\n" in card and "#" * 40 in card  # length histogram
     assert "| math | 3 |" in card and "| arith | 2 |" in card

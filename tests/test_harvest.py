@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-import tracesynth
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError
 from tracesynth.sim import SimTeacher
-from tracesynth.stages.harvest.online import harvest
+from tracesynth.stages.harvest import harvest
 from tracesynth.stages.harvest.shards import in_shard, merge
 
 
@@ -60,7 +59,8 @@ def test_harvest_then_resume_pays_nothing_twice(tmp_path: Path) -> None:
     summary = json.loads((run / "harvest.json").read_text())
     assert summary["counts"]["done_total"] == 30 and summary["status"] == "complete"
     assert summary["ledger"]["spent_usd"] == pytest.approx(sum(s["cost_usd"] for s in samples))
-    assert summary["ledger"]["tokens"]["completion"] == 0  # the second run spent nothing
+    # the ledger is the run folder's (cumulative over resumes); the second run added nothing to it
+    assert summary["ledger"]["tokens"]["completion"] == sum(s["usage"]["completion_tokens"] for s in samples)
     assert res.spent_usd == pytest.approx(summary["ledger"]["spent_usd"])
 
 
@@ -78,12 +78,16 @@ def test_item_errors_are_kept_and_retried_on_resume_up_to_the_limit(tmp_path: Pa
 
 
 def test_item_retry_limit_gives_up(tmp_path: Path) -> None:
+    from tracesynth.errors import TeacherError
+
     with SimTeacher(strict_model=True) as sim:  # 404 for every request: a permanent item error
         r = make_recipe(tmp_path, sim.base_url, problems=3, model="unknown-model", item_retries=1)
-        assert harvest(r).failed == 3
-        assert harvest(r).failed == 3  # one retry allowed
+        for _ in range(2):  # one retry allowed; each run says why every request failed
+            with pytest.raises(TeacherError, match="the server knows models: sim-reasoner"):
+                harvest(r)
         third = harvest(r)
-        assert (third.failed, third.gave_up, third.requests) == (0, 3, 0)
+        assert (third.status, third.failed, third.gave_up, third.requests) == ("failed", 0, 3, 0)
+        assert third.exit_code == 1
     kinds = Counter((f["error_kind"], f["attempt"]) for f in lines(tmp_path / "run" / "failures.jsonl"))
     assert kinds == {("not_found", 1): 3, ("not_found", 2): 3}
 
@@ -115,11 +119,21 @@ def test_budget_cap_stops_cleanly_and_resumes_with_a_bigger_budget(tmp_path: Pat
     assert sum(costs) == pytest.approx(more.spent_usd)
 
 
-def test_budget_needs_prices(tmp_path: Path) -> None:
-    r = make_recipe(tmp_path, "http://127.0.0.1:9/v1", problems=1, model="my-local-model", prices=None,
+def test_budget_needs_prices_of_a_model_at_a_provider(tmp_path: Path) -> None:
+    r = make_recipe(tmp_path, "https://api.openai.com/v1", problems=1, model="not-in-the-table", prices=None,
                     budget_usd=5.0)
-    with pytest.raises(ConfigError, match="no price known"):
+    with pytest.raises(ConfigError, match="no price known for model 'not-in-the-table'"):
         harvest(r)
+    assert not (tmp_path / "run" / "samples.jsonl").exists()
+
+
+def test_an_unknown_model_at_a_url_of_your_own_is_self_hosted_at_zero_cost(tmp_path: Path, capsys) -> None:
+    with SimTeacher() as sim:
+        r = make_recipe(tmp_path, sim.base_url, problems=3, model="sim-reasoner", prices=None, budget_usd=5.0)
+        res = harvest(r)
+    assert (res.status, res.done, res.spent_usd) == ("complete", 3, 0.0)
+    assert "self-hosted" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "harvest.json").read_text())["prices"]["self_hosted"] is True
 
 
 def test_mixed_faults_end_in_samples_or_reasoned_item_errors(tmp_path: Path) -> None:
@@ -152,15 +166,6 @@ def test_shards_split_deterministically_and_merge_is_idempotent(tmp_path: Path) 
     assert first.added["samples"] == 24 and first.added["problems"] == 24
     assert merge(run).added == {"problems": 0, "samples": 0, "failures": 0}
     assert json.loads((run / "harvest.json").read_text())["counts"]["done_total"] == 24
-
-
-def test_package_attribute_stays_callable_after_module_import(tmp_path: Path) -> None:
-    import tracesynth.stages.harvest.online as mod  # rebinds tracesynth.harvest to the module
-
-    assert callable(tracesynth.harvest) and mod.harvest is harvest
-    with SimTeacher() as sim:
-        res = tracesynth.harvest(make_recipe(tmp_path, sim.base_url, problems=2), quiet=True)
-    assert res.new == 2
 
 
 def test_429_burst_backs_off_then_recovers_to_full_concurrency(tmp_path: Path) -> None:
@@ -209,10 +214,10 @@ def test_unreachable_teacher_stops_the_run_instead_of_failing_every_item(tmp_pat
 
 
 def test_prior_spend_is_read_from_the_cost_key_not_from_text(tmp_path: Path) -> None:
+    from tracesynth.accounting.spend import scan_spend
     from tracesynth.records import Sample, Usage
-    from tracesynth.stages.harvest.online import _scan_prior
 
-    decoy = 'x "cost_usd":99, y'
+    decoy = 'x "cost_usd":99, "usage":{"prompt_tokens":7}, "finish_reason":"length" y'
     rows = [Sample(id=f"s{i}", problem_id="p", index=i, model="m", reasoning=decoy, content=decoy,
                    cost_usd=0.25 * i, usage=Usage(prompt_tokens=3), metadata={"cost_usd": 7}) for i in range(4)]
     samples = tmp_path / "samples.jsonl"
@@ -220,7 +225,9 @@ def test_prior_spend_is_read_from_the_cost_key_not_from_text(tmp_path: Path) -> 
     failures = tmp_path / "failures.jsonl"
     failures.write_text(Sample(id="f", problem_id="p", index=0, model="m", error="x", error_kind="timeout",
                                metadata={"possibly_billed_usd": 0.5}).model_dump_json() + "\n")
-    assert _scan_prior(samples, failures, {"s0"}) == (1.5, 0.5, {"f": 1})
+    spend = scan_spend(tmp_path)
+    assert (spend.spent_usd, spend.possibly_billed_usd, dict(spend.failures_by_id)) == (1.5, 0.5, {"f": 1})
+    assert (spend.tokens.prompt, spend.truncated, spend.complete) == (12, 0, 4)
 
 
 def test_endpoint_ignoring_n_gets_the_rest_asked_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,16 +299,16 @@ def test_callers_signal_handlers_are_restored(tmp_path: Path) -> None:
 @pytest.fixture()
 def live_workers(monkeypatch) -> list[int]:
     """The engine's live worker count after each worker it starts."""
-    from tracesynth.stages.harvest.online import _Engine
+    from tracesynth.stages.harvest.online import Engine
 
     live: list[int] = []
-    spawn = _Engine._spawn_worker
+    spawn = Engine._spawn_worker
 
-    def counting(self: _Engine) -> None:
+    def counting(self: Engine) -> None:
         spawn(self)
         live.append(self._live_workers)
 
-    monkeypatch.setattr(_Engine, "_spawn_worker", counting)
+    monkeypatch.setattr(Engine, "_spawn_worker", counting)
     return live
 
 
@@ -331,16 +338,16 @@ def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, l
 def test_first_requests_leave_before_the_whole_first_wave_is_produced(tmp_path: Path, monkeypatch) -> None:
     """At start-up the queue never fills, so a producer that never yields would read, hash and render a
     whole wave (2 x concurrency jobs) before the first request is sent; it yields every few jobs instead."""
-    from tracesynth.stages.harvest.online import _RAMP_CHUNK, _Engine
+    from tracesynth.stages.harvest.online import _RAMP_CHUNK, Engine
 
     produced_at_call: list[int] = []
-    run_job = _Engine.run_job
+    run_job = Engine.run_job
 
-    async def recording(self: _Engine, job: Any) -> None:
-        produced_at_call.append(self.stats.problems)
+    async def recording(self: Engine, job: Any) -> None:
+        produced_at_call.append(self.run.planner.stats["problems"])
         await run_job(self, job)
 
-    monkeypatch.setattr(_Engine, "run_job", recording)
+    monkeypatch.setattr(Engine, "run_job", recording)
     with SimTeacher() as sim:
         res = harvest(make_recipe(tmp_path, sim.base_url, problems=300, concurrency=64))
     assert (res.status, res.done) == ("complete", 300)

@@ -74,7 +74,8 @@ def test_wrong_api_key_exits_2_quickly_and_never_leaks_the_key(tmp_path: Path) -
     for f in (tmp_path / "run").rglob("*"):
         if f.is_file():
             assert SECRET not in f.read_text(errors="replace"), f
-    assert json.loads((tmp_path / "run" / "harvest.json").read_text())["status"] == "auth_error"
+    summary = json.loads((tmp_path / "run" / "harvest.json").read_text())
+    assert summary["status"] == "failed" and "401" in summary["message"]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

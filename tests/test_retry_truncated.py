@@ -13,9 +13,8 @@ from tracesynth.config import Recipe
 from tracesynth.records import Sample
 from tracesynth.rundir.live import live_samples, superseded_ids
 from tracesynth.sim import SimTeacher
-from tracesynth.stages.harvest.online import harvest
+from tracesynth.stages.harvest import harvest, retry_truncated
 from tracesynth.stages.harvest.plan import retry_id
-from tracesynth.stages.harvest.retry import retry_truncated
 
 SMALL = 200  # the additions need ~90 tokens, the long products ~450: those are cut
 

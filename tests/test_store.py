@@ -12,7 +12,7 @@ import pytest
 
 from tracesynth.errors import RunLockedError, StoreError
 from tracesynth.records import Sample, Verdict
-from tracesynth.rundir.store import JsonlStage, RunStore
+from tracesynth.rundir.store import JsonlFile, RunStore
 
 
 def sample(i: int) -> Sample:
@@ -20,28 +20,28 @@ def sample(i: int) -> Sample:
 
 
 def test_append_and_stream(tmp_path):
-    st = JsonlStage(tmp_path / "samples.jsonl", Sample)
+    st = JsonlFile(tmp_path / "samples.jsonl", Sample)
     st.extend(sample(i) for i in range(5))
     st.close()
-    again = JsonlStage(tmp_path / "samples.jsonl", Sample)
+    again = JsonlFile(tmp_path / "samples.jsonl", Sample)
     assert [s.id for s in again.iter()] == [f"s-{i}" for i in range(5)]
     assert "s-3" in again and len(again) == 5
 
 
 def test_duplicate_id_refused_in_process_and_after_reopen(tmp_path):
-    st = JsonlStage(tmp_path / "s.jsonl", Sample)
+    st = JsonlFile(tmp_path / "s.jsonl", Sample)
     st.append(sample(1))
     with pytest.raises(StoreError, match="id 's-1' is already written"):
         st.append(sample(1))
     st.close()
-    again = JsonlStage(tmp_path / "s.jsonl", Sample)
+    again = JsonlFile(tmp_path / "s.jsonl", Sample)
     with pytest.raises(StoreError, match="already written"):
         again.append(sample(1))
     assert len(again) == 1
 
 
 def test_composite_key(tmp_path):
-    st = JsonlStage(tmp_path / "v.jsonl", Verdict, key=("sample_id", "verifier"))
+    st = JsonlFile(tmp_path / "v.jsonl", Verdict, key=("sample_id", "verifier"))
     st.append(Verdict(sample_id="s", problem_id="p", verifier="math", status="pass"))
     st.append(Verdict(sample_id="s", problem_id="p", verifier="format", status="fail"))
     with pytest.raises(StoreError):
@@ -51,12 +51,12 @@ def test_composite_key(tmp_path):
 @pytest.mark.parametrize("cut", [1, 10, -2])
 def test_torn_last_line_is_dropped_and_reported(tmp_path, cut):
     path = tmp_path / "s.jsonl"
-    with JsonlStage(path, Sample) as st:
+    with JsonlFile(path, Sample) as st:
         st.extend(sample(i) for i in range(3))
     data = path.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[: last_start + cut] if cut > 0 else data[:cut])  # mid-line cut
-    st = JsonlStage(path, Sample)
+    st = JsonlFile(path, Sample)
     assert len(st) == 2
     assert [s.id for s in st.iter()] == ["s-0", "s-1"]
     assert len(st.recovered) == 1 and "torn last line" in st.recovered[0] and ":3:" in st.recovered[0]
@@ -68,7 +68,7 @@ def test_torn_last_line_is_dropped_and_reported(tmp_path, cut):
 def test_complete_but_invalid_last_line_is_dropped(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b", "x": \n')
-    st = JsonlStage(path, None)
+    st = JsonlFile(path, None)
     assert len(st) == 1 and st.recovered
 
 
@@ -76,21 +76,21 @@ def test_corrupt_line_before_last_is_an_error(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"id": "a"}\nnot json\n{"id": "c"}\n')
     with pytest.raises(StoreError, match=r"s\.jsonl:2: corrupt record"):
-        JsonlStage(path, None)
+        JsonlFile(path, None)
 
 
 def test_duplicate_on_disk_is_an_error(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"id": "a"}\n{"id": "a"}\n')
     with pytest.raises(StoreError, match=r"s\.jsonl:2: duplicate id 'a'"):
-        JsonlStage(path, None)
+        JsonlFile(path, None)
 
 
 def test_invalid_record_names_line(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"id": "a", "problem_id": "p", "index": 0, "model": "m"}\n{"id": "b"}\n')
     with pytest.raises(StoreError, match=r"s\.jsonl:2: not a valid Sample"):
-        list(JsonlStage(path, Sample).iter())
+        list(JsonlFile(path, Sample).iter())
 
 
 def test_second_writer_gets_lock_error_naming_pid(tmp_path):
@@ -140,9 +140,9 @@ def test_100k_lines_iterated_in_bounded_memory(tmp_path):
     script = textwrap.dedent(f"""
         import resource
         from tracesynth.records import Sample
-        from tracesynth.rundir.store import JsonlStage
+        from tracesynth.rundir.store import JsonlFile
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        st = JsonlStage({str(path)!r}, Sample, key=None)
+        st = JsonlFile({str(path)!r}, Sample, key=None)
         n = sum(1 for _ in st.iter())
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(n, (after - before) / 1024)
@@ -156,8 +156,8 @@ def test_100k_lines_iterated_in_bounded_memory(tmp_path):
 def test_kill_9_while_appending_leaves_only_whole_records(tmp_path):
     path = tmp_path / "s.jsonl"
     code = textwrap.dedent(f"""
-        from tracesynth.rundir.store import JsonlStage
-        st = JsonlStage({str(path)!r}, None)
+        from tracesynth.rundir.store import JsonlFile
+        st = JsonlFile({str(path)!r}, None)
         i = len(st)
         while True:
             st.append({{"id": f"s-{{i}}", "content": "y" * (i % 5000)}})
@@ -171,7 +171,7 @@ def test_kill_9_while_appending_leaves_only_whole_records(tmp_path):
         time.sleep(0.6)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        st = JsonlStage(path, None)
+        st = JsonlFile(path, None)
         ids = [r["id"] for r in st.iter()]
         assert ids == [f"s-{i}" for i in range(len(ids))]  # contiguous, unique, whole
         assert len(ids) > 0

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tracesynth.accounting.prices import Ledger, Prices, lookup, prices_for, require_prices
+from tracesynth.accounting.ledger import Ledger
+from tracesynth.accounting.prices import Prices, lookup, prices_for, require_prices
 from tracesynth.config import PricesConfig, SamplingConfig
 from tracesynth.errors import ConfigError
 from tracesynth.records import Usage
@@ -179,14 +180,26 @@ def test_cost_splits_cached_input_and_reasoning() -> None:
 
 
 def test_price_table_lookup_and_override() -> None:
-    assert lookup("deepseek-reasoner").output == 2.19
-    assert lookup("DeepSeek-R1") == lookup("deepseek-reasoner")
+    assert lookup("deepseek/deepseek-r1").output == 2.50
+    assert lookup("DeepSeek-R1") == lookup("deepseek/deepseek-r1")
+    assert lookup("deepseek-reasoner") is None  # retired 2026-07-24, and not R1 since 2025-08-21
     assert lookup("o4-mini-2025-04-16") == lookup("o4-mini")
     assert lookup("my-local-model") is None
     assert prices_for("o4-mini", PricesConfig(input=9, output=9)).input == 9
     with pytest.raises(ConfigError, match=r"teacher\.budget_usd.*teacher\.prices"):
-        require_prices("my-local-model", None, budget_usd=5.0)
+        require_prices("my-local-model", None, budget_usd=5.0, base_urls=["https://openrouter.ai/api/v1"])
     assert require_prices("my-local-model", None, budget_usd=None) is None
+    local = prices_for("my-local-model", None, ["http://gpu-box:8000/v1"])
+    assert local is not None and local.self_hosted and local.cost(Usage(prompt_tokens=10**6)) == 0.0
+
+
+def test_every_shipped_price_names_its_source_and_date_and_batch_prices_only_where_a_batch_api_exists() -> None:
+    from tracesynth.accounting.prices import PRICE_TABLE
+
+    for name, p in PRICE_TABLE.items():
+        assert p.source and len(p.as_of) == 10 and p.as_of[:2] == "20", name
+    assert not lookup("deepseek-v4-flash").batch and not lookup("deepseek/deepseek-r1").batch
+    assert lookup("gpt-4o-mini").batch
 
 
 def test_ledger_refuses_what_could_break_the_budget() -> None:
@@ -195,7 +208,8 @@ def test_ledger_refuses_what_could_break_the_budget() -> None:
     assert not led.try_reserve(0.3)  # 0.5 + 0.3 + 0.3 > 1.0
     led.release(0.3)
     led.charge(Usage(prompt_tokens=10, completion_tokens=20), 0.1, truncated=True)
-    led.possibly_billed(0.2)
+    led.reserved_usd += 0.2
+    led.settle_attempt(0.2, possibly_billed=True)  # a timed-out attempt: its worst case stays committed
     assert led.committed() == pytest.approx(0.8)
     assert led.try_reserve(0.2) and not led.try_reserve(0.01)
     assert led.summary()["truncated_usd"] == pytest.approx(0.1)

@@ -15,8 +15,8 @@ from tracesynth.teacher.parse import (
     parse_completion,
     parse_usage,
     split_reasoning,
-    split_think,
 )
+from tracesynth.thinking import split_reasoning_text, split_think
 
 FIXTURES = Path(__file__).parent / "fixtures" / "responses"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
@@ -114,4 +114,31 @@ def test_choices_sorted_by_index_and_cached_tokens() -> None:
     assert [c.content for c in choices] == ["a", "b"]
     assert usage.cached_tokens == 6
     assert parse_usage({"prompt_tokens": 5, "prompt_cache_hit_tokens": 3}).cached_tokens == 3
-    assert parse_usage(None).prompt_tokens == 0
+    assert parse_usage(None) is None  # missing usage is not "zero tokens": the ledger estimates it
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": "abc", "completion_tokens": 3}, {"completion_tokens": [1]},
+                                   {"total_tokens": 5}, "12", {"prompt_tokens": True}])
+def test_usage_that_is_not_numbers_is_no_usage(usage: object) -> None:
+    assert parse_usage(usage) is None
+
+
+@pytest.mark.parametrize("choice", [{"message": {"content": "a"}, "finish_reason": 7},
+                                    {"message": {"content": 5}, "finish_reason": "stop"}])
+def test_a_field_of_the_wrong_type_is_a_malformed_reply(choice: dict) -> None:
+    with pytest.raises(MalformedResponse) as info:
+        parse_chat({"choices": [choice]})
+    assert info.value.kind == "malformed"
+
+
+def test_sky_t1_blocks_are_reasoning_and_solution() -> None:
+    text = ("<|begin_of_thought|>\n\n2 + 3 is 5.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
+            "The answer is \\boxed{5}.\n\n<|end_of_solution|>")
+    assert split_reasoning_text(text) == ("2 + 3 is 5.", "The answer is \\boxed{5}.", ["sky_t1_blocks"])
+    choice = normalise_message({"content": text})
+    assert (choice.reasoning, choice.content) == ("2 + 3 is 5.", "The answer is \\boxed{5}.")
+
+
+def test_a_reply_without_any_delimiter_is_all_answer_for_the_parser() -> None:
+    text = "Let me think. 2 + 3 ... so 5.\n\nThe final answer is \\boxed{5}."
+    assert split_reasoning_text(text) == (None, text, [])

@@ -25,7 +25,7 @@ import pytest
 
 from tracesynth.config import load_recipe
 from tracesynth.records import Problem, Sample, Verdict
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.store import JsonlFile
 from tracesynth.stages.verify.stage import verify
 
 SETS = ("math500", "gsm8k_test", "gsm8k_train", "aime24", "amc23")
@@ -83,15 +83,15 @@ def test_gold_passes_and_off_by_one_fails_on_real_sets(tmp_path: Path) -> None:
                 sid = f"{pid}-{k}"
                 samples.append(Sample(id=sid, problem_id=pid, index=k, model="m", content=content, reasoning="r"))
                 expect[sid] = (name, gold, status)
-    with JsonlStage(tmp_path / "problems.jsonl", Problem) as ps:
+    with JsonlFile(tmp_path / "problems.jsonl", Problem) as ps:
         ps.extend(problems)
-    with JsonlStage(tmp_path / "samples.jsonl", Sample) as ss:
+    with JsonlFile(tmp_path / "samples.jsonl", Sample) as ss:
         ss.extend(samples)
     result = verify(load_recipe(None, [f"run_dir={tmp_path}", "verify.verifiers=[math]", "verify.workers=2"]))
     assert result.written == len(samples)
 
     wrong: dict[str, list[tuple[str, str, str, str]]] = {name: [] for name in SETS}  # (expected, gold, got, why)
-    for v in JsonlStage(tmp_path / "verdicts.jsonl", Verdict, key=None).iter():
+    for v in JsonlFile(tmp_path / "verdicts.jsonl", Verdict, key=None).iter():
         name, gold, status = expect[v.sample_id]
         if v.status != status or (status == "fail" and v.tag != "mismatch"):
             wrong[name].append((status, gold, v.answer or "", f"{v.status}/{v.tag}: {v.reason}"))

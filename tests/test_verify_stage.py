@@ -12,7 +12,7 @@ from tracesynth.cli import main
 from tracesynth.config import load_recipe
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.records import Problem, Sample, Verdict
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.store import JsonlFile
 from tracesynth.stages.verify.stage import VerifyResult, verify
 
 PROBLEMS = [
@@ -31,9 +31,9 @@ SAMPLES = [
 
 
 def make_run(run_dir: Path, samples: list[tuple[str, str]] = SAMPLES, problems: list[Problem] = PROBLEMS) -> None:
-    with JsonlStage(run_dir / "problems.jsonl", Problem) as ps:
+    with JsonlFile(run_dir / "problems.jsonl", Problem) as ps:
         ps.extend(problems)
-    with JsonlStage(run_dir / "samples.jsonl", Sample) as ss:
+    with JsonlFile(run_dir / "samples.jsonl", Sample) as ss:
         for i, (pid, content) in enumerate(samples):
             ss.append(Sample(id=f"s{i}", problem_id=pid, index=i, model="m", content=content, reasoning="r",
                              finish_reason="stop"))
@@ -46,7 +46,7 @@ def recipe(run_dir: Path, *extra: str):
 
 
 def verdicts(run_dir: Path) -> dict[tuple[str, str], Verdict]:
-    return {(v.sample_id, v.verifier): v for v in JsonlStage(run_dir / "verdicts.jsonl", Verdict, key=None).iter()}
+    return {(v.sample_id, v.verifier): v for v in JsonlFile(run_dir / "verdicts.jsonl", Verdict, key=None).iter()}
 
 
 def test_stage_writes_one_verdict_per_sample_and_verifier(tmp_path: Path) -> None:
@@ -152,9 +152,9 @@ def test_a_worker_stuck_in_c_code_is_killed_and_the_run_goes_on(tmp_path: Path) 
 def test_superseded_rows_are_not_verified(tmp_path):
     """A truncated sample re-asked with a larger budget (`supersedes`) is verified once: the live row."""
     run = tmp_path / "run"
-    with JsonlStage(run / "problems.jsonl", Problem) as st:
+    with JsonlFile(run / "problems.jsonl", Problem) as st:
         st.append(Problem(id="p1", prompt="1+1?", answer="2"))
-    with JsonlStage(run / "samples.jsonl", Sample) as st:
+    with JsonlFile(run / "samples.jsonl", Sample) as st:
         st.append(Sample(id="s-old", problem_id="p1", index=0, model="m", content="\\boxed{", finish_reason="length"))
         st.append(Sample(id="s-new", problem_id="p1", index=0, model="m", content="\\boxed{2}", finish_reason="stop",
                          supersedes="s-old"))

@@ -45,11 +45,16 @@ if TYPE_CHECKING:
     from tracesynth.stages.evaluate.stage import EvalResult
     from tracesynth.stages.export import export
     from tracesynth.stages.export.dataset import ExportResult
-    from tracesynth.stages.harvest import harvest
-    from tracesynth.stages.harvest.batch.context import BatchHarvestResult
-    from tracesynth.stages.harvest.batch.run import batch_status, export_batch, harvest_batch, ingest_results
-    from tracesynth.stages.harvest.progress import HarvestResult
-    from tracesynth.stages.harvest.retry import retry_truncated
+    from tracesynth.stages.harvest import (
+        batch_status,
+        export_batch,
+        harvest,
+        harvest_batch,
+        ingest_results,
+        retry_truncated,
+    )
+    from tracesynth.stages.harvest.result import HarvestResult
+    from tracesynth.stages.harvest.result import HarvestResult as BatchHarvestResult
     from tracesynth.stages.report import build_report
     from tracesynth.stages.train import sft
     from tracesynth.stages.train.sft import SftResult
@@ -57,15 +62,15 @@ if TYPE_CHECKING:
     from tracesynth.teacher.client import TeacherClient
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "BatchHarvestResult": "tracesynth.stages.harvest.batch.context",
+    "BatchHarvestResult": "tracesynth.stages.harvest",
     "CurateResult": "tracesynth.stages.curate.stage",
     "EvalResult": "tracesynth.stages.evaluate.stage",
     "ExportResult": "tracesynth.stages.export.dataset",
-    "HarvestResult": "tracesynth.stages.harvest.progress",
+    "HarvestResult": "tracesynth.stages.harvest.result",
     "SftResult": "tracesynth.stages.train.sft",
     "SimTeacher": "tracesynth.sim",
     "TeacherClient": "tracesynth.teacher.client",
-    "batch_status": "tracesynth.stages.harvest.batch.run",
+    "batch_status": "tracesynth.stages.harvest",
     "build_receipt": "tracesynth.accounting.receipt",
     "build_report": "tracesynth.stages.report",
     "curate": "tracesynth.stages.curate",
@@ -73,14 +78,14 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "estimate": "tracesynth.accounting.estimate",
     "evaluate": "tracesynth.stages.evaluate",
     "export": "tracesynth.stages.export",
-    "export_batch": "tracesynth.stages.harvest.batch.run",
+    "export_batch": "tracesynth.stages.harvest",
     "harvest": "tracesynth.stages.harvest",
-    "harvest_batch": "tracesynth.stages.harvest.batch.run",
-    "ingest_results": "tracesynth.stages.harvest.batch.run",
+    "harvest_batch": "tracesynth.stages.harvest",
+    "ingest_results": "tracesynth.stages.harvest",
     "iter_problems": "tracesynth.sources.problems",
     "live_samples": "tracesynth.rundir.live",
     "render_messages": "tracesynth.sources.prompts",
-    "retry_truncated": "tracesynth.stages.harvest.retry",
+    "retry_truncated": "tracesynth.stages.harvest",
     "run": "tracesynth.pipeline",
     "sft": "tracesynth.stages.train",
     "template_hash": "tracesynth.sources.prompts",

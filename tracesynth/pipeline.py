@@ -1,8 +1,8 @@
 """`tracesynth run`: chain every stage (harvest → verify → curate → export → sft → eval → report).
 
 Each stage is resumable on its own, so ``run`` simply calls them in order; what a stage already
-finished is skipped by the stage itself. With ``teacher.sim.enabled`` the simulated teacher is
-started on 127.0.0.1 for the harvest and stopped after, and the recipe's ``base_urls`` point at it.
+finished is skipped by the stage itself. (The harvest starts the simulated teacher itself when the
+recipe enables it: one place, one simulator.)
 
 Variants (``variants: {name: {dotted.key: value}}``) share the harvest and the verdicts of the run
 and each get their own curate → export → sft → eval in ``<run>/variants/<name>/`` — the demo
@@ -12,24 +12,21 @@ folder. This module orchestrates; it owns no stage logic.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tracesynth.config import Recipe, apply_overrides
+from tracesynth.rundir.jsonio import write_json
+from tracesynth.rundir.layout import SHARED_WITH_VARIANTS, RunLayout
 from tracesynth.rundir.store import RunStore
 
-log = logging.getLogger(__name__)
-
-# what a variant reads from the run it belongs to
-SHARED_INPUTS = ("problems.jsonl", "samples.jsonl", "failures.jsonl", "verdicts.jsonl", "harvest.json", "verify.json")
 STAGES = ("harvest", "verify", "curate", "export", "sft", "eval", "report")
+_NEEDS_TRAINING_LIBRARIES = ("export", "sft", "eval")
 
 
 @dataclass
@@ -44,7 +41,7 @@ def variant_recipe(recipe: Recipe, name: str) -> Recipe:
     data = recipe.model_dump(mode="json")
     sets = [f"{k}={json.dumps(v)}" for k, v in recipe.variants[name].items()]
     apply_overrides(data, sets)
-    data["run_dir"] = str(Path(recipe.run_dir) / "variants" / name)
+    data["run_dir"] = str(RunLayout(recipe.run_dir).variant(name).root)
     data["name"] = f"{recipe.name}/{name}"
     data["variants"] = {}
     return Recipe.model_validate(data)
@@ -53,67 +50,56 @@ def variant_recipe(recipe: Recipe, name: str) -> Recipe:
 def link_inputs(parent: Path, child: Path) -> None:
     """Make the parent's harvest and verdict files visible in the variant folder (relative symlinks)."""
     child.mkdir(parents=True, exist_ok=True)
-    for name in SHARED_INPUTS:
+    for name in SHARED_WITH_VARIANTS:
         src, dst = parent / name, child / name
         if src.exists() and not dst.exists():
             os.symlink(os.path.relpath(src, child), dst)
 
 
-@contextlib.contextmanager
-def teacher_endpoint(recipe: Recipe) -> Iterator[Recipe]:
-    """Yield the recipe to harvest with: as is, or pointed at a freshly started simulated teacher."""
-    if not recipe.teacher.sim.enabled:
-        yield recipe
-        return
-    from tracesynth.sim import SimTeacher
-
-    with SimTeacher(**recipe.teacher.sim.options) as sim:
-        data = recipe.model_dump(mode="json")
-        data["teacher"]["base_urls"] = [sim.base_url]
-        log.info("simulated teacher at %s", sim.base_url)
-        yield Recipe.model_validate(data)
-
-
 def _timed(result: RunResult, run_dir: Path, stage: str, fn: Callable[[], Any]) -> Any:
     t0 = time.perf_counter()
     out = fn()
-    wall = time.perf_counter() - t0
-    result.wall_s[stage] = result.wall_s.get(stage, 0.0) + wall
+    result.wall_s[stage] = result.wall_s.get(stage, 0.0) + time.perf_counter() - t0
     with RunStore(run_dir, lock=False) as rs:
-        rs.mark_stage(stage, wall_s=round(result.wall_s[stage], 3), ended_at=time.time())
+        rs.mark_stage(stage, wall_s=round(result.wall_s[stage], 3))
     return out
 
 
-def _quiet_libraries() -> None:
-    """No progress bars from datasets / transformers in --quiet runs (logs stay line-oriented)."""
-    import datasets
-    import transformers
+def _quiet_libraries(stages: tuple[str, ...]) -> None:
+    """No progress bars from datasets / transformers in --quiet runs (logs stay line-oriented).
 
+    Only when a stage that uses them runs: a harvest-only install has neither.
+    """
+    if not any(s in stages for s in _NEEDS_TRAINING_LIBRARIES):
+        return
+    try:
+        import datasets
+        import transformers
+    except ImportError:
+        return
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
 
 
-def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES) -> RunResult:
+def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES, force: bool = False) -> RunResult:
     """Run the recipe end to end (resuming what is done) and write the report."""
     from tracesynth.stages.curate import curate
-    from tracesynth.stages.evaluate.stage import evaluate
-    from tracesynth.stages.export.dataset import export
-    from tracesynth.stages.harvest.online import harvest
-    from tracesynth.stages.report.report import build_report
-    from tracesynth.stages.train.sft import sft
+    from tracesynth.stages.evaluate import evaluate
+    from tracesynth.stages.export import export
+    from tracesynth.stages.harvest import harvest
+    from tracesynth.stages.report import build_report
+    from tracesynth.stages.train import sft
     from tracesynth.stages.verify import verify
 
     if quiet:
-        _quiet_libraries()
+        _quiet_libraries(stages)
     run_dir = Path(recipe.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
-    with RunStore(run_dir, lock=False) as rs:
+    with RunStore(run_dir, lock=False, force=force) as rs:  # refuses a folder that is not a run folder first
+        write_json(rs.layout.recipe_json, recipe.model_dump(mode="json"))
         rs.update_manifest(name=recipe.name, recipe_hash=recipe.hash())
     result = RunResult(run_dir)
     if "harvest" in stages:
-        with teacher_endpoint(recipe) as live:
-            _timed(result, run_dir, "harvest", lambda: harvest(live, quiet=quiet))
+        _timed(result, run_dir, "harvest", lambda: harvest(recipe, quiet=quiet, force=force))
     if "verify" in stages:
         _timed(result, run_dir, "verify", lambda: verify(recipe))
     targets = [variant_recipe(recipe, n) for n in recipe.variants] or [recipe]
@@ -121,7 +107,7 @@ def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES
         sub_dir = Path(sub.run_dir)
         if sub_dir != run_dir:
             link_inputs(run_dir, sub_dir)
-            (sub_dir / "recipe.json").write_text(json.dumps(sub.model_dump(mode="json"), indent=2))
+            write_json(RunLayout(sub_dir).recipe_json, sub.model_dump(mode="json"))
         for stage, fn in (("curate", curate), ("export", export), ("sft", sft)):
             if stage in stages:
                 _timed(result, run_dir, stage, lambda fn=fn, sub=sub: fn(sub))

@@ -1,32 +1,36 @@
 """`tracesynth cost RECIPE`: estimate what a recipe will cost before running it.
 
 Harvest: problems × n requests × (prompt tokens × input price + completion tokens × output
-price), online and at the batch discount. Problems are counted by streaming the recipe's sources
-(or given); prompt tokens are measured on the rendered prompts (characters / 4, the usual
-English approximation) unless the recipe's ``cost.prompt_tokens`` says otherwise. With
-``pilot=True`` and a run folder that already holds samples, the measured mean prompt and
-completion tokens and the measured keep rate replace the recipe's expectations.
+price), online and — for providers with a batch API — at the batch discount. Problems are counted
+by streaming the recipe's sources (or given); prompt tokens are measured on the rendered prompts
+(:data:`~tracesynth.accounting.tokens.CHARS_PER_TOKEN`) unless the recipe's ``cost.prompt_tokens``
+says otherwise. With ``pilot=True`` and a run folder that already holds samples, the measured mean
+prompt and completion tokens and the measured keep rate replace the recipe's expectations.
 
 Training: GPU-hours = 6 × parameters × trained tokens / (peak FLOP/s × MFU) / 3600 — the
 standard dense-transformer estimate (forward + backward; attention FLOPs are folded into MFU,
 which is why long-sequence recipes state a lower MFU). Cost = GPU-hours × ``compute.gpu_hour_usd``.
 
-This module estimates; the receipt of a finished run (:mod:`tracesynth.receipt`) uses records.
+The estimate says whether the harvest fits ``teacher.budget_usd`` (a recipe whose own estimate
+passes its cap would stop part-way). This module estimates; the receipt of a finished run
+(:mod:`tracesynth.accounting.receipt`) uses records.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tracesynth.accounting.prices import prices_for
+from tracesynth.accounting.prices import batch_discount, prices_for
+from tracesynth.accounting.spend import scan_spend
+from tracesynth.accounting.tokens import CHARS_PER_TOKEN
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError
+from tracesynth.rundir.jsonio import read_json
+from tracesynth.rundir.layout import RunLayout
 
-CHARS_PER_TOKEN = 4.0
 PROMPT_SAMPLE = 200  # problems rendered to measure the prompt length
 
 
@@ -37,7 +41,8 @@ class CostEstimate:
     prompt_tokens: float
     completion_tokens: float
     harvest_usd: float
-    harvest_batch_usd: float
+    harvest_batch_usd: float | None  # None: the provider has no batch API
+    budget_usd: float | None
     train_examples: int
     train_tokens: float
     student_params_b: float
@@ -45,13 +50,35 @@ class CostEstimate:
     wall_hours: float
     train_usd: float
     basis: str
+    prices_source: str = ""
 
     @property
     def total_usd(self) -> float:
         return self.harvest_usd + self.train_usd
 
+    @property
+    def within_budget(self) -> bool:
+        return self.budget_usd is None or self.harvest_usd <= self.budget_usd
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_usd": self.total_usd}
+        return {**asdict(self), "total_usd": self.total_usd, "within_budget": self.within_budget}
+
+    def text(self) -> str:
+        batch = "no batch API" if self.harvest_batch_usd is None else f"${self.harvest_batch_usd:,.2f} batch"
+        cap = ""
+        if self.budget_usd is not None:
+            cap = (f"\nbudget: teacher.budget_usd ${self.budget_usd:,.2f} — "
+                   + ("the harvest fits" if self.within_budget else
+                      f"the online harvest needs ${self.harvest_usd:,.2f}: it would stop at about "
+                      f"{100 * self.budget_usd / max(self.harvest_usd, 1e-9):.0f}% of the problems"))
+        return (
+            f"harvest: {self.requests:,} requests × ({self.prompt_tokens:,.0f} prompt + {self.completion_tokens:,.0f} "
+            f"completion tokens) = ${self.harvest_usd:,.2f} online, {batch} (prices: {self.prices_source})\n"
+            f"training: {self.train_examples:,} examples, {self.train_tokens:,.0f} tokens, "
+            f"{self.student_params_b:g}B params → {self.gpu_hours:,.1f} GPU-h ({self.wall_hours:,.2f} h wall) "
+            f"= ${self.train_usd:,.2f}\n"
+            f"total: ${self.total_usd:,.2f} (basis: {self.basis}){cap}"
+        )
 
 
 def _measure_prompts(recipe: Recipe, problems: int | None) -> tuple[int, float]:
@@ -73,23 +100,16 @@ def _measure_prompts(recipe: Recipe, problems: int | None) -> tuple[int, float]:
 
 def _pilot(run_dir: Path) -> tuple[float, float, float] | None:
     """Measured (prompt tokens, completion tokens, keep rate) of the samples in a run folder."""
-    samples = run_dir / "samples.jsonl"
-    if not samples.exists():
-        return None
-    n = prompt = completion = 0
-    with samples.open() as fh:
-        for line in fh:
-            usage = json.loads(line).get("usage") or {}
-            n += 1
-            prompt += usage.get("prompt_tokens", 0)
-            completion += usage.get("completion_tokens", 0)
+    layout = RunLayout(run_dir)
+    spend = scan_spend(layout)
+    n = spend.samples
     if not n:
         return None
     kept = n
-    verdicts = run_dir / "verify.json"
-    if verdicts.exists():
-        kept = json.loads(verdicts.read_text()).get("kept", n)
-    return prompt / n, completion / n, max(kept, 1) / n
+    verify = read_json(layout.verify_json, bad_ok=True)
+    if isinstance(verify, dict):
+        kept = int(verify.get("kept", n))
+    return spend.tokens.prompt / n, spend.tokens.completion / n, max(kept, 1) / n
 
 
 def _student_params_b(recipe: Recipe) -> float:
@@ -108,10 +128,10 @@ def _student_params_b(recipe: Recipe) -> float:
 
 def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False) -> CostEstimate:
     """Estimate the harvest and training cost of ``recipe`` (see the module docstring)."""
-    c = recipe.cost
-    prices = prices_for(recipe.teacher.model, recipe.teacher.prices)
+    c, t = recipe.cost, recipe.teacher
+    prices = prices_for(t.model, t.prices, t.base_urls)
     if prices is None:
-        raise ConfigError(f"teacher.prices: no price known for model {recipe.teacher.model!r}; set teacher.prices")
+        raise ConfigError(f"teacher.prices: no price known for model {t.model!r}; set teacher.prices")
     basis = "recipe expectations"
     if problems is not None and c.prompt_tokens is not None:
         count, prompt_tokens = problems, c.prompt_tokens  # nothing to read: the sources may be remote
@@ -123,7 +143,7 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     if measured:
         prompt_tokens, completion, keep_rate = measured
         basis = f"pilot run in {recipe.run_dir}"
-    requests = count * recipe.teacher.n
+    requests = count * t.n
     per_request = (prompt_tokens * prices.input + completion * max(prices.output, prices.reasoning or 0)) / 1e6
     harvest = requests * per_request
     target = recipe.curate.select.size
@@ -134,11 +154,14 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     params_b = _student_params_b(recipe)
     gpu_hours = 6 * params_b * 1e9 * train_tokens / (c.peak_tflops * 1e12 * c.mfu) / 3600
     gpus = max(1, recipe.compute.gpus)
+    batch = harvest * (1 - batch_discount(t.prices)) if prices.batch else None
     return CostEstimate(
         problems=count, requests=requests, prompt_tokens=prompt_tokens, completion_tokens=completion,
-        harvest_usd=harvest, harvest_batch_usd=harvest * (1 - (recipe.teacher.prices.batch_discount
-                                                               if recipe.teacher.prices else 0.5)),
-        train_examples=examples, train_tokens=train_tokens, student_params_b=params_b,
-        gpu_hours=gpu_hours, wall_hours=gpu_hours / gpus, train_usd=gpu_hours * recipe.compute.gpu_hour_usd,
-        basis=basis,
+        harvest_usd=harvest, harvest_batch_usd=batch, budget_usd=t.budget_usd, train_examples=examples,
+        train_tokens=train_tokens, student_params_b=params_b, gpu_hours=gpu_hours, wall_hours=gpu_hours / gpus,
+        train_usd=gpu_hours * recipe.compute.gpu_hour_usd, basis=basis,
+        prices_source=f"{prices.source}{f', as of {prices.as_of}' if prices.as_of else ''}",
     )
+
+
+__all__ = ["CostEstimate", "estimate"]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tracesynth.config import DecontamConfig, HygieneConfig, Recipe, SourceConfig
+from tracesynth.config import DecontamConfig, HygieneConfig, SourceConfig
 from tracesynth.errors import ConfigError
 from tracesynth.records import Problem
 
@@ -222,9 +222,3 @@ def decontam_summary(cfg: DecontamConfig, hits: list[Hit], eval_sets: list[str] 
 __all__ = ["DecontamIndex", "Hit", "decontam_filter", "decontam_summary", "eval_sources", "ngrams", "words"]
 
 
-def problems_to_ask(recipe: Recipe, *, stats: Counter, removed: list[Hit] | None = None) -> Iterator[Problem]:
-    """The problems a harvest asks (online or batch): the recipe's sources, decontaminated first,
-    so no money is spent on a problem curation would drop anyway."""
-    from tracesynth.sources.problems import iter_problems
-
-    return decontam_filter(iter_problems(recipe, stats=stats), recipe.curate.decontam, stats=stats, removed=removed)

@@ -1,15 +1,17 @@
-"""Which rows of ``samples.jsonl`` are live: a sample re-asked with ``--retry-truncated`` is superseded.
+"""Which sample rows count: the live ones (not superseded) that belong to the recipe as it is now.
 
-``--retry-truncated`` never rewrites history: the truncated answer stays in ``samples.jsonl`` (its cost
-stays in the ledger) and the new answer is a new row whose ``supersedes`` names the old id. Stages
-that judge or use answers (verify, curate, export) must read only live rows — one per
-(problem, index) — or they would count a question twice and keep a cut-off answer:
+Two rules, one home, used by harvest (what is pending), verify, curate and export:
 
-    from tracesynth.rundir.live import live_samples
-    for sample in live_samples(run_dir):          # instead of store.stage("samples", Sample).iter()
-        ...
+* **live** — ``--retry-truncated`` never rewrites history: the truncated answer stays in
+  ``samples.jsonl`` (its cost stays in the ledger) and the re-ask is a new row whose ``supersedes``
+  names the row it replaces. A row is live when no later row supersedes it: one live row per
+  (problem, index), however many times it was re-asked.
+* **of this recipe** — a sample belongs to the recipe when its *root* id (the id of the first ask:
+  ``metadata.root`` on a re-ask, else its own id) is the id the recipe's model, sampling, template
+  and ``n`` give that (problem, index) (:func:`tracesynth.records.sample_id`). Rows of an earlier
+  recipe (another model, another template) are *stale*: kept as history, never mixed in.
 
-Cost accounting (the receipt, the ledger) keeps reading every row: superseded rows were paid for.
+Cost accounting (tracesynth.accounting.spend) reads every row: superseded and stale rows were paid for.
 Two streaming passes over the file; only the set of superseded ids is held in memory.
 This module reads; it never writes or deletes a row.
 """
@@ -17,42 +19,40 @@ This module reads; it never writes or deletes a row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from tracesynth.records import Sample
-from tracesynth.rundir.store import JsonlStage, RunStore, read_jsonl
+from tracesynth.records import Sample, sample_ids
+from tracesynth.rundir.jsonio import json_lines
+from tracesynth.rundir.store import JsonlFile, RunStore, read_jsonl
+
+Source = str | Path | RunStore | JsonlFile[Any]
 
 
-def _path(source: str | Path | RunStore | JsonlStage[Sample]) -> Path:
+def _path(source: Source) -> Path:
     if isinstance(source, RunStore):
-        return source.dir / "samples.jsonl"
-    if isinstance(source, JsonlStage):
+        return source.layout.samples
+    if isinstance(source, JsonlFile):
         return source.path
     p = Path(source)
     return p / "samples.jsonl" if p.is_dir() else p
 
 
-def superseded_ids(source: str | Path | RunStore | JsonlStage[Sample]) -> set[str]:
+def superseded_ids(source: Source) -> set[str]:
     """Ids of the sample rows that a later row supersedes (a run folder, its store, or samples.jsonl)."""
     out: set[str] = set()
-    path = _path(source)
-    if not path.exists():
-        return out
-    with path.open("rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break  # a torn last line is not a record (see store.py)
-            if b'"supersedes":null' in raw:  # the common case, without parsing the line
-                continue
-            old = json.loads(raw).get("supersedes")
-            if old:
-                out.add(old)
+    for raw in json_lines(_path(source), raw=True):
+        if b'"supersedes":null' in raw:  # the common case, without parsing the line
+            continue
+        old = json.loads(raw).get("supersedes")
+        if old:
+            out.add(old)
     return out
 
 
-def live_samples(source: str | Path | RunStore | JsonlStage[Sample]) -> Iterator[Sample]:
-    """Stream the sample rows no later row supersedes — what verify, curate and export should read."""
+def live_samples(source: Source) -> Iterator[Sample]:
+    """Stream the sample rows no later row supersedes (of any recipe; see :class:`RecipeSamples`)."""
     path = _path(source)
     dead = superseded_ids(path)
     for s in read_jsonl(path, Sample):
@@ -60,4 +60,29 @@ def live_samples(source: str | Path | RunStore | JsonlStage[Sample]) -> Iterator
             yield s
 
 
-__all__ = ["live_samples", "superseded_ids"]
+def root_id(sample: Sample) -> str:
+    """The id of the first ask of this (problem, index): a re-ask records it as ``metadata.root``."""
+    root = sample.metadata.get("root")
+    return root if isinstance(root, str) and root else sample.id
+
+
+class RecipeSamples:
+    """The sample ids a recipe gives, and whether a row belongs to it (see the module docstring)."""
+
+    def __init__(self, recipe: Any) -> None:
+        from tracesynth.sources.prompts import template_hash
+
+        t = recipe.teacher
+        self.n: int = t.n
+        sampling, template = t.sampling.model_dump(), template_hash(recipe.prompt)
+        self.id_of: Callable[[str, int], str] = sample_ids(t.model, sampling, template)
+
+    def belongs(self, sample: Sample) -> bool:
+        return 0 <= sample.index < self.n and root_id(sample) == self.id_of(sample.problem_id, sample.index)
+
+    def live(self, source: Source) -> Iterator[Sample]:
+        """The live rows of this recipe (what verify, curate and export use)."""
+        return (s for s in live_samples(source) if self.belongs(s))
+
+
+__all__ = ["RecipeSamples", "live_samples", "root_id", "superseded_ids"]

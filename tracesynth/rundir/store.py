@@ -1,23 +1,29 @@
-"""The run folder: append-only JSONL stages, crash recovery, the done-set, a lock and a manifest.
+"""The run folder: append-only JSONL record files, crash recovery, a lock, a manifest and stage marks.
 
 Guarantees (each has a test):
 
 * A write is one whole line, written with a single ``os.write`` on an ``O_APPEND`` descriptor, so
   a killed process leaves at most one torn line: the last one. On reopen a torn last line (no
-  trailing newline, or not valid JSON) is cut off and reported in :attr:`JsonlStage.recovered`;
+  trailing newline, or not valid JSON) is cut off and reported in :attr:`JsonlFile.recovered`;
   every complete line before it is kept. A bad line *before* the last is not a crash artefact and
   raises :class:`StoreError` naming file and line.
-* A stage with a key never holds the same key twice: :meth:`JsonlStage.append` refuses it.
+* A file with a key never holds the same key twice: :meth:`JsonlFile.append` refuses it.
 * Reads stream line by line; only the set of keys is held in memory.
 * One process at a time writes a run folder: :class:`RunStore` takes an ``flock`` on
   ``<run>/.lock`` (released by the OS even on kill -9); a second writer gets
-  :class:`RunLockedError` naming the holder's pid.
+  :class:`RunLockedError` naming the holder's pid. A lock whose recorded holder is dead (its
+  orphaned children still held the file) is taken over with a warning.
+* A store never writes into an existing folder that is not a run folder (one holding other
+  files), unless ``force`` (:func:`tracesynth.rundir.layout.is_run_folder`).
+* :meth:`RunStore.stage_run` marks a stage ``running`` in the manifest when it starts and
+  ``complete`` (or ``failed`` / ``interrupted``) when it ends, with ``started_at`` / ``ended_at``.
 
-This module knows nothing about what the records mean; stages decide which files they use.
+This module knows nothing about what the records mean; stages decide what they write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -31,15 +37,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from tracesynth.errors import RunLockedError, StoreError
+from tracesynth.errors import RunLockedError, StoreError, UserError
+from tracesynth.rundir.jsonio import read_json, write_json
+from tracesynth.rundir.layout import RECORD_FILES, RunLayout, is_run_folder
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-class JsonlStage(Generic[M]):
+class JsonlFile(Generic[M]):
     """One append-only JSONL file of records, optionally unique by ``key``."""
 
     def __init__(
@@ -93,11 +101,11 @@ class JsonlStage(Generic[M]):
             self.recovered.append(msg)
             log.warning(msg)
 
-    def __iter__(self) -> Iterator[M] | Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
         return self.iter()
 
     def iter(self) -> Iterator[Any]:
-        """Stream the records (as models when the stage has one, else dicts)."""
+        """Stream the records (as models when the file has one, else dicts)."""
         return read_jsonl(self.path, self.model)
 
     @property
@@ -119,11 +127,14 @@ class JsonlStage(Generic[M]):
         else:
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
             k = ":".join(str(record.get(f)) for f in self.key) if self.key else ""
+        try:
+            data = (line + "\n").encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: refuse it here, never write half a file
+            raise StoreError(f"{self.path}: a record holds text that is not valid Unicode ({exc.reason})") from None
         if self.key is not None:
             if k in self.keys:
                 raise StoreError(f"{self.path}: {self.key_name} {k!r} is already written")
             self.keys.add(k)
-        data = (line + "\n").encode("utf-8")
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -145,15 +156,18 @@ class JsonlStage(Generic[M]):
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> JsonlStage[M]:
+    def __enter__(self) -> JsonlFile[M]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
+JsonlStage = JsonlFile  # the name of the public API before "stage" came to mean a pipeline step only
+
+
 def read_jsonl(path: str | Path, model: type[M] | None = None) -> Iterator[Any]:
-    """Stream a JSONL stage's records without opening it for writing (another run's file, a live one).
+    """Stream a JSONL file's records without opening it for writing (another run's file, a live one).
 
     A last line without its newline is being written or was torn: it is not a record yet. A bad
     line is a :class:`StoreError` naming ``file:line``.
@@ -165,67 +179,121 @@ def read_jsonl(path: str | Path, model: type[M] | None = None) -> Iterator[Any]:
         for lineno, raw in enumerate(fh, 1):
             if not raw.endswith(b"\n"):
                 return
-            if model is None:
-                yield json.loads(raw)
-                continue
             try:
-                yield model.model_validate_json(raw)
+                if model is None:
+                    obj = json.loads(raw)
+                    if not isinstance(obj, dict):
+                        raise ValueError("not a JSON object")
+                    yield obj
+                else:
+                    yield model.model_validate_json(raw)
+            except ValidationError as exc:
+                why = exc.errors()[0]["msg"]
+                what = model.__name__ if model else "record"
+                raise StoreError(f"{path}:{lineno}: not a valid {what}: {why}") from None
             except ValueError as exc:
-                why = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-                raise StoreError(f"{path}:{lineno}: not a valid {model.__name__}: {why}") from None
+                raise StoreError(f"{path}:{lineno}: not a JSON record ({exc})") from None
+
+
+def _record_model(name: str) -> tuple[type[BaseModel] | None, str | tuple[str, ...] | None]:
+    from tracesynth import records
+
+    model_name, key = RECORD_FILES[name]
+    return (getattr(records, model_name) if model_name else None), key
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunStore:
-    """A run folder owned by one process: stages, manifest, lock."""
+    """A run folder owned by one process: record files, manifest, lock, stage marks."""
 
-    def __init__(self, run_dir: str | Path, *, lock: bool = True):
-        self.dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, *, lock: bool = True, force: bool = False):
+        self.layout = RunLayout(run_dir)
+        self.dir = self.layout.root
+        if not force and not is_run_folder(self.dir):
+            shown = ", ".join(sorted(e.name for e in self.dir.iterdir())[:3])
+            raise UserError(f"run_dir {self.dir}: an existing folder that is not a tracesynth run folder (it holds "
+                            f"{shown}, ...); choose another run_dir, or pass --force to use it anyway")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
-        self._stages: dict[str, JsonlStage[Any]] = {}
+        self._files: dict[str, JsonlFile[Any]] = {}
+        self.notes: list[str] = []  # things worth telling the user (a lock taken over)
         if lock:
             self._acquire()
 
     def _acquire(self) -> None:
-        path = self.dir / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunLockedError(f"{self.dir}: run folder is in use by another process (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        path = self.layout.lock
+        for _ in range(2):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if holder.isdigit() and not _alive(int(holder)) and _take_over(path, holder):
+                    note = (f"{self.dir}: took over the lock of pid {holder}, which is dead (a process it started "
+                            f"still held the lock file; it is moved aside as {path.name}.stale-{holder})")
+                    log.warning(note)
+                    self.notes.append(note)
+                    continue
+                raise RunLockedError(f"{self.dir}: run folder is in use by another process (pid {holder})") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self._lock_fd = fd
+            return
+        raise RunLockedError(f"{self.dir}: could not take the run folder's lock")
 
-    def stage(
-        self, name: str, model: type[M] | None = None, key: str | tuple[str, ...] | None = "id"
-    ) -> JsonlStage[M]:
-        """The stage file ``<run>/<name>.jsonl`` (opened once per store)."""
-        if name not in self._stages:
-            self._stages[name] = JsonlStage(self.dir / f"{name}.jsonl", model, key)
-        return self._stages[name]
+    # -- record files ------------------------------------------------------------------------
+    def file(self, name: str, model: type[M] | None = None, key: str | tuple[str, ...] | None = "id") -> JsonlFile[M]:
+        """The JSONL file ``<run>/<name>.jsonl``, opened once per store (model and key from
+        :data:`~tracesynth.rundir.layout.RECORD_FILES` for the run folder's own files)."""
+        if name not in self._files:
+            if name in RECORD_FILES and model is None:
+                rec_model, key = _record_model(name)
+                self._files[name] = JsonlFile(self.layout.jsonl(name), rec_model, key)  # type: ignore[arg-type]
+            else:
+                self._files[name] = JsonlFile(self.layout.jsonl(name), model, key)
+        return self._files[name]
+
+    @property
+    def samples(self) -> JsonlFile[Any]:
+        return self.file("samples")
+
+    @property
+    def failures(self) -> JsonlFile[Any]:
+        return self.file("failures")
+
+    @property
+    def problems(self) -> JsonlFile[Any]:
+        return self.file("problems")
+
+    @property
+    def verdicts(self) -> JsonlFile[Any]:
+        return self.file("verdicts")
 
     @property
     def recovered(self) -> list[str]:
-        return [m for s in self._stages.values() for m in s.recovered]
+        return [m for s in self._files.values() for m in s.recovered]
 
     # -- manifest ------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
-        return self.dir / "manifest.json"
+        return self.layout.manifest
 
     def manifest(self) -> dict[str, Any]:
-        if not self.manifest_path.exists():
-            return {}
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except ValueError as exc:
-            raise StoreError(f"{self.manifest_path}: invalid JSON ({exc})") from None
+        data = read_json(self.manifest_path)
+        return data if isinstance(data, dict) else {}
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into manifest.json (written atomically via rename)."""
+        """Merge ``fields`` into manifest.json (written atomically)."""
         data = self.manifest()
         data.setdefault("created_at", time.time())
         if "versions" not in data:
@@ -235,17 +303,33 @@ class RunStore:
                 data[k].update(v)
             else:
                 data[k] = v
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, self.manifest_path)
+        write_json(self.manifest_path, data)
         return data
 
     def mark_stage(self, stage: str, **info: Any) -> None:
-        """Record a stage's start/end times and counts in the manifest."""
+        """Merge ``info`` into the manifest's record of ``stage``."""
         self.update_manifest(stages={stage: {**self.manifest().get("stages", {}).get(stage, {}), **info}})
 
+    @contextlib.contextmanager
+    def stage_run(self, stage: str, **info: Any) -> Iterator[dict[str, Any]]:
+        """Mark ``stage`` running now and, when the block ends, complete / failed / interrupted.
+
+        The block may put more fields (counts, its own status) into the yielded dict.
+        """
+        self.mark_stage(stage, status="running", started_at=time.time(), ended_at=None, **info)
+        end: dict[str, Any] = {}
+        try:
+            yield end
+        except KeyboardInterrupt:
+            self.mark_stage(stage, **{**end, "status": "interrupted", "ended_at": time.time()})
+            raise
+        except BaseException as exc:
+            self.mark_stage(stage, **{**end, "status": "failed", "error": str(exc)[:300], "ended_at": time.time()})
+            raise
+        self.mark_stage(stage, **{"status": "complete", **end, "ended_at": time.time()})
+
     def close(self) -> None:
-        for s in self._stages.values():
+        for s in self._files.values():
             s.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -256,6 +340,15 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _take_over(path: Path, holder: str) -> bool:
+    """Move a lock file held by a dead pid's orphans aside (their lock stays on the old file)."""
+    try:
+        os.replace(path, path.with_name(f"{path.name}.stale-{holder}"))
+    except OSError:
+        return False
+    return True
 
 
 def package_versions() -> dict[str, str]:
@@ -274,3 +367,6 @@ def _package_versions() -> dict[str, str]:  # ~25 ms (importlib.metadata parses 
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+__all__ = ["JsonlFile", "JsonlStage", "RunStore", "package_versions", "read_jsonl"]

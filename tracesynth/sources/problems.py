@@ -14,16 +14,18 @@
 * Several sources are interleaved at random in proportion to their ``weight`` (seeded by the
   first source's seed) until all are exhausted; weight 0 leaves a source out.
 * Hygiene (s1): questions with figures (``[asy]``, image links), missing answers, answers without
-  ``\\boxed{}`` when required, and repeated ids are dropped. A shipped *eval* set is read whole
+  ``\\boxed{}`` when required, and repeated ids are dropped; so are rows whose text is not
+  valid Unicode (a lone surrogate such as ``\\ud800`` cannot be written to any file:
+  ``drop:unencodable``). A shipped *eval* set is read whole
   (no hygiene) unless the source sets ``hygiene`` explicitly. ``stats`` counts ``rows`` read,
   ``problems`` yielded, ``drop:<reason>`` and ``source:<label>``.
 * reasoning-gym problems keep what scoring needs in ``Problem.metadata``: ``gym_task``,
   ``gym_entry`` (a JSON-safe copy of the entry), ``gym_index`` and ``gym_config``.
 
-Readers live in :mod:`tracesynth.source_readers`. Bad input (unreadable file, invalid line, missing
+Readers live in :mod:`tracesynth.sources.readers`. Bad input (unreadable file, invalid line, missing
 column, a row without a question) raises
 :class:`~tracesynth.errors.SourceError` naming the file, the row and the field. This module does
-not decontaminate (see :mod:`tracesynth.curate.decontam`) or render prompts.
+not decontaminate (see :mod:`tracesynth.decontam`) or render prompts.
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
         if mapping is None:
             mapping = _resolve_columns(row, columns, hygiene, where)
         stats["rows"] += 1
+        if not _encodable(row):
+            stats["drop:unencodable"] += 1
+            continue
         problem = _to_problem(row, mapping, where, label, domain or "math", src)
         reason = hygiene_reason(problem, hygiene)
         if reason:
@@ -221,6 +226,21 @@ def _to_problem(
         err = exc.errors()[0]
         fld = ".".join(str(p) for p in err["loc"]) or "row"
         raise SourceError(f"{where}: field {fld!r}: {err['msg']}") from None
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every text in a row can be written as UTF-8 (no lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 def _scalar(v: Any) -> bool:

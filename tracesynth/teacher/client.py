@@ -14,7 +14,12 @@ Failures: retryable ones (see :mod:`tracesynth.teacher.retry`) are retried with 
 or, for 401/403, :class:`~tracesynth.errors.AuthError` naming the endpoint and the *name* of the
 key's environment variable — the key itself is never put in a message, log or record.
 
-This module does not schedule work, write files or count money (see harvest.py, pricing.py).
+Money: a call may carry an :class:`AttemptGate`. The client asks it before *every* attempt
+(:meth:`AttemptGate.admit`; a refusal raises :class:`~tracesynth.teacher.retry.BudgetRefused`) and
+tells it after every attempt whether that attempt may have been billed (:meth:`AttemptGate.settle`),
+so the caller's ledger can reserve each attempt's worst case (tracesynth.accounting.ledger).
+
+This module does not schedule work, write files or count money (see tracesynth.stages.harvest, accounting/).
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from tracesynth.accounting.prices import DEFAULT_WORST_OUTPUT_TOKENS
+from tracesynth.accounting.tokens import DEFAULT_WORST_OUTPUT_TOKENS
+from tracesynth.accounting.tokens import prompt_tokens as estimate_tokens
 from tracesynth.config import SamplingConfig, TeacherConfig
 from tracesynth.errors import AuthError
 from tracesynth.records import Usage
@@ -49,6 +55,7 @@ from tracesynth.teacher.parse import (
 from tracesynth.teacher.retry import (
     AUTH_STATUS,
     RETRY_STATUS,
+    BudgetRefused,
     ItemError,
     Transient,
     WaitRetryAfter,
@@ -66,7 +73,7 @@ class ChatResult:
     """A successful call: normalised choices, total usage, and where/how it was served."""
 
     choices: list[Choice]
-    usage: Usage
+    usage: Usage | None  # None: the server sent none (or not numbers); see accounting.tokens.trusted_usage
     latency_s: float
     endpoint: str
     model: str | None = None
@@ -80,17 +87,20 @@ class _CallState:
     attempts: int = 0
     possibly_billed: int = 0
     last_endpoint: str = ""
+    last_kind: str = ""
+    gate: AttemptGate | None = None
 
 
-def estimate_tokens(messages_or_prompt: Any) -> int:
-    """A cheap upper-side estimate of prompt tokens (≈ 3.5 characters a token, + 4 per message)."""
-    if isinstance(messages_or_prompt, str):
-        return int(len(messages_or_prompt) / 3.5) + 1
-    total = 0
-    for m in messages_or_prompt:
-        c = m.get("content")
-        total += 4 + int((len(c) if isinstance(c, str) else len(json.dumps(c))) / 3.5)
-    return total + 2
+class AttemptGate(Protocol):
+    """What a caller that counts money gives a call (see the module docstring)."""
+
+    async def admit(self) -> bool:
+        """Before an attempt: may it start? (False: the budget refuses it.)"""
+        ...
+
+    def settle(self, *, possibly_billed: bool) -> None:
+        """After an attempt: it ended, and may (or may not) have been billed."""
+        ...
 
 
 def sampling_params(sampling: SamplingConfig | dict[str, Any] | None, *, n: int = 1, seed_offset: int = 0,
@@ -165,27 +175,44 @@ class TeacherClient:
     # -- public calls ------------------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], *, n: int = 1,
                    sampling: SamplingConfig | dict[str, Any] | None = None, seed_offset: int = 0,
-                   **params: Any) -> ChatResult:
+                   gate: AttemptGate | None = None, **params: Any) -> ChatResult:
         """POST /chat/completions; ``params`` (temperature, max_tokens, ...) override ``sampling``."""
         body = {"model": self.model, "messages": messages,
                 **sampling_params(sampling, n=n, seed_offset=seed_offset, model=self.model),
                 **{k: v for k, v in params.items() if v is not None}}
-        return await self._call("/chat/completions", body, parse_chat, estimate_tokens(messages), n)
+        return await self._call("/chat/completions", body, parse_chat, estimate_tokens(messages), n, gate)
+
+    async def request(self, body: dict[str, Any], *, gate: AttemptGate | None = None) -> ChatResult:
+        """POST a prepared /chat/completions body (the harvest planner builds them)."""
+        n = int(body.get("n") or 1)
+        return await self._call("/chat/completions", body, parse_chat, estimate_tokens(body["messages"]), n, gate)
 
     async def complete(self, prompt: str, *, n: int = 1, sampling: SamplingConfig | dict[str, Any] | None = None,
-                       **params: Any) -> ChatResult:
+                       gate: AttemptGate | None = None, **params: Any) -> ChatResult:
         """POST /completions (raw continuation, e.g. budget forcing); text is in ``choices[i].content``."""
         sp = sampling_params(sampling, n=n)
         sp.pop("max_completion_tokens", None)
         body = {"model": self.model, "prompt": prompt, **sp, **{k: v for k, v in params.items() if v is not None}}
-        return await self._call("/completions", body, parse_completion, estimate_tokens(prompt), n)
+        return await self._call("/completions", body, parse_completion, estimate_tokens(prompt), n, gate)
+
+    async def models(self) -> tuple[int, list[str]]:
+        """GET /models of the first endpoint: (HTTP status, model ids) — for diagnosing a refused run."""
+        status, _, raw = await self.transport.get(self.pool.endpoints[0].url, "/models")
+        ids: list[str] = []
+        if status == 200:
+            try:
+                data = orjson.loads(raw).get("data")
+            except (ValueError, AttributeError):
+                data = None
+            ids = [str(m.get("id")) for m in data or [] if isinstance(m, dict) and m.get("id")]
+        return status, ids
 
     # -- machinery ---------------------------------------------------------------------------
     async def _call(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
-                    n: int) -> ChatResult:
+                    n: int, gate: AttemptGate | None = None) -> ChatResult:
         max_out = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_WORST_OUTPUT_TOKENS
         est_out = float(max_out) * max(1, int(body.get("n", n) or 1))
-        state = _CallState()
+        state = _CallState(gate=gate)
         try:  # the first attempt runs outside tenacity: its per-call set-up costs more than a whole request
             result = await self._attempt(path, body, parser, est_in, est_out, state)
             result.attempts = 1
@@ -231,6 +258,26 @@ class TeacherClient:
 
     async def _attempt(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
                        est_out: float, state: _CallState) -> ChatResult:
+        gate = state.gate
+        if gate is not None and not await gate.admit():
+            raise BudgetRefused(f"the budget has no room for attempt {state.attempts + 1}", attempts=state.attempts,
+                                last_kind=state.last_kind, endpoint=state.last_endpoint)
+        try:
+            result = await self._attempt_once(path, body, parser, est_in, est_out, state)
+        except Transient as exc:
+            if gate is not None:
+                gate.settle(possibly_billed=exc.possibly_billed)
+            raise
+        except BaseException:
+            if gate is not None:
+                gate.settle(possibly_billed=False)
+            raise
+        if gate is not None:
+            gate.settle(possibly_billed=False)
+        return result
+
+    async def _attempt_once(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
+                            est_out: float, state: _CallState) -> ChatResult:
         state.attempts += 1
         permit = await self.flow.acquire(est_in, est_out, retry=state.attempts > 1)
         ep = self.pool.pick()
@@ -269,6 +316,7 @@ class TeacherClient:
 
     def _transient(self, exc: Transient, state: _CallState) -> None:
         self.events[exc.kind] += 1
+        state.last_kind = exc.kind
         if exc.possibly_billed:
             state.possibly_billed += 1
 
@@ -296,10 +344,16 @@ class TeacherClient:
         return ItemError(kind, f"HTTP {status}{self._detail(raw)}", status=status, endpoint=endpoint)
 
     def _detail(self, raw: bytes) -> str:
-        """The server's error message (scrubbed, one line, short) for an item error."""
+        """The server's error message (scrubbed, one line, short) for an item error.
+
+        OpenAI-style bodies carry it in ``error.message``; vLLM's ``ErrorResponse`` in a top-level ``message``.
+        """
         try:
-            err = json.loads(raw).get("error")
+            body = json.loads(raw)
+            err = body.get("error") if isinstance(body, dict) else None
             msg = err.get("message") if isinstance(err, dict) else err
+            if not msg and isinstance(body, dict):
+                msg = body.get("message") or body.get("detail")
         except (ValueError, AttributeError):
             msg = raw[:200].decode("utf-8", "replace")
         msg = " ".join(str(msg or "").split())
@@ -318,5 +372,5 @@ class TeacherClient:
         await self.aclose()
 
 
-__all__ = ["ChatResult", "Choice", "ItemError", "TeacherClient", "estimate_tokens", "sampling_params",
-           "split_reasoning"]
+__all__ = ["AttemptGate", "ChatResult", "Choice", "ItemError", "TeacherClient", "estimate_tokens",
+           "sampling_params", "split_reasoning"]

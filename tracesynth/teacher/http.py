@@ -36,6 +36,8 @@ Response = tuple[int, Mapping[str, str], bytes]
 class Transport(Protocol):
     async def post(self, base_url: str, path: str, payload: dict[str, Any]) -> Response: ...
 
+    async def get(self, base_url: str, path: str) -> Response: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -80,6 +82,14 @@ class AiohttpTransport:
             raise Transient("timeout", "no complete response within the timeout", possibly_billed=True) from None
         except aiohttp.ClientResponseError as exc:
             raise Transient("protocol", f"bad HTTP response ({exc.__class__.__name__})", possibly_billed=True) from None
+
+    async def get(self, base_url: str, path: str) -> Response:
+        """A GET (``/models``, for diagnosis); network failures are Transient like a POST's."""
+        try:
+            async with self._get().get(base_url + path) as resp:
+                return resp.status, resp.headers, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Transient("connection", f"GET {path} failed ({exc.__class__.__name__})") from None
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -131,6 +141,16 @@ class OpenAITransport:
             if cause in ("ConnectError", "ConnectTimeout"):
                 raise Transient("connection", f"cannot connect ({cause})") from None
             raise Transient("dropped", f"connection dropped ({cause})", possibly_billed=True) from None
+
+    async def get(self, base_url: str, path: str) -> Response:
+        openai = self._openai
+        try:
+            r = await self._client(base_url).get(path, cast_to=self._httpx2.Response)
+            return r.status_code, r.headers, r.content
+        except openai.APIStatusError as exc:
+            return exc.status_code, exc.response.headers, exc.response.content
+        except openai.APIError as exc:
+            raise Transient("connection", f"GET {path} failed ({exc.__class__.__name__})") from None
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -6,16 +6,17 @@ Servers put the chain of thought in different places; :func:`normalise_message` 
   SGLang ``--reasoning-parser``, llama.cpp ``--reasoning-format deepseek``;
 * ``message.reasoning`` — newer vLLM, OpenRouter, Ollama's OpenAI-compatible API;
   ``message.reasoning_details[].text`` (OpenRouter) and ``message.thinking`` (Ollama native) as fallbacks;
-* inline ``<think>…</think>`` at the start of ``content`` — raw R1 / QwQ served without a parser;
-  an unclosed ``<think>`` (output cut by max_tokens) is all reasoning and no answer;
-* only a closing ``</think>`` — R1-distill models whose chat template opens the tag in the prompt.
+* delimiters inline in ``content`` — ``<think>…</think>``, R1-distill's lone ``</think>``, Sky-T1's
+  ``<|begin_of_thought|>`` blocks — split by :func:`tracesynth.thinking.split_reasoning_text`;
+* no delimiter at all (QwQ-32B-Preview): ``reasoning`` is None and ``content`` the whole reply.
 
-An empty thinking block (``<think>\\n\\n</think>``) gives ``reasoning == ""`` and the flag
-``empty_think`` so the format verifier can drop it. SDK objects (``ChatCompletionMessage``, where
-``reasoning_content`` is an *extra* field in ``model_extra``) are accepted as well as dicts.
+SDK objects (``ChatCompletionMessage``, where ``reasoning_content`` is an *extra* field in
+``model_extra``) are accepted as well as dicts. ``usage`` is parsed as reported, or None when it is
+missing or not a usage object; whether to trust it is the ledger's business
+(:func:`tracesynth.accounting.tokens.trusted_usage`).
 
 This module parses bodies; it does no I/O and raises :class:`MalformedResponse` for bodies that are
-not a chat/completion response at all (retried by the client).
+not a usable chat/completion response (a field of the wrong type included; retried by the client).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracesynth.records import Usage
-
-OPEN, CLOSE = "<think>", "</think>"
+from tracesynth.thinking import split_reasoning_text
 
 
 class MalformedResponse(ValueError):
@@ -78,27 +78,6 @@ def _field_reasoning(msg: dict[str, Any]) -> str | None:
     return None
 
 
-def split_think(text: str) -> tuple[str | None, str, list[str]]:
-    """Split inline think tags out of ``text`` → (reasoning or None, answer, flags)."""
-    stripped = text.lstrip()
-    if stripped.startswith(OPEN):
-        body = stripped[len(OPEN):]
-        end = body.find(CLOSE)
-        if end < 0:  # cut before the tag closed: all reasoning, no answer
-            return body.strip(), "", ["unclosed_think"]
-        reasoning, answer = body[:end].strip(), body[end + len(CLOSE):].strip()
-        return reasoning, answer, ([] if reasoning else ["empty_think"])
-    end = text.find(CLOSE)
-    if end >= 0 and OPEN not in text[:end]:  # R1-distill: the template opened the tag in the prompt
-        reasoning, answer = text[:end].strip(), text[end + len(CLOSE):].strip()
-        return reasoning, answer, (["closing_think_only"] + ([] if reasoning else ["empty_think"]))
-    start = text.find(OPEN)
-    if start >= 0:  # a preamble before the block: keep it with the answer
-        reasoning, after, flags = split_think(text[start:])
-        return reasoning, (text[:start].strip() + ("\n\n" + after if after else "")).strip(), flags
-    return None, text.strip(), []
-
-
 def normalise_message(message: Any, finish_reason: str | None = None, index: int = 0) -> Choice:
     """A chat ``message`` (dict or SDK object) → :class:`Choice`."""
     msg = _as_dict(message)
@@ -106,7 +85,7 @@ def normalise_message(message: Any, finish_reason: str | None = None, index: int
     reasoning = _field_reasoning(msg)
     flags: list[str] = []
     if reasoning is None:
-        reasoning, content, flags = split_think(content)
+        reasoning, content, flags = split_reasoning_text(content)
         if reasoning is None and any(isinstance(msg.get(k), str) for k in ("reasoning_content", "reasoning")):
             reasoning, flags = "", ["empty_think"]  # a reasoning parser ran and the model did not think
     else:
@@ -121,25 +100,42 @@ def split_reasoning(message: Any) -> tuple[str | None, str]:
     return c.reasoning, c.content
 
 
-def parse_usage(usage: Any) -> Usage:
-    """The ``usage`` object of a response → :class:`Usage` (reasoning and cached tokens included)."""
+def _count(value: Any) -> int | None:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return int(value)
+
+
+def parse_usage(usage: Any) -> Usage | None:
+    """The ``usage`` object of a response → :class:`Usage`, or None when missing or not numbers."""
     if not isinstance(usage, dict):
-        return Usage()
+        return None
     details = usage.get("completion_tokens_details") or {}
     prompt_details = usage.get("prompt_tokens_details") or {}
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if reasoning is None:
+        reasoning = usage.get("reasoning_tokens")
     cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None
     if cached is None:
         cached = usage.get("prompt_cache_hit_tokens")  # DeepSeek API
-    return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        reasoning_tokens=int(reasoning or usage.get("reasoning_tokens") or 0),
-        cached_tokens=int(cached or 0),
-    )
+    counts = [_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(reasoning),
+              _count(cached)]
+    if any(c is None for c in counts) or ("prompt_tokens" not in usage and "completion_tokens" not in usage):
+        return None
+    p, c, r, k = (int(x or 0) for x in counts)
+    return Usage(prompt_tokens=p, completion_tokens=c, reasoning_tokens=r, cached_tokens=k)
 
 
-def parse_chat(body: dict[str, Any]) -> tuple[list[Choice], Usage, str | None]:
+def _finish(ch: dict[str, Any], pos: int) -> str | None:
+    value = ch.get("finish_reason")
+    if value is not None and not isinstance(value, str):
+        raise MalformedResponse(f"choice {pos}: finish_reason is a {type(value).__name__}, not a string")
+    return value
+
+
+def parse_chat(body: dict[str, Any]) -> tuple[list[Choice], Usage | None, str | None]:
     """A /chat/completions body → (choices, usage, model). Raises :class:`MalformedResponse`."""
     if not isinstance(body, dict):
         raise MalformedResponse(f"body is a JSON {type(body).__name__}, not an object")
@@ -154,13 +150,17 @@ def parse_chat(body: dict[str, Any]) -> tuple[list[Choice], Usage, str | None]:
     for pos, ch in enumerate(raw):
         if not isinstance(ch, dict) or not isinstance(ch.get("message"), dict):
             raise MalformedResponse(f"choice {pos} has no message object")
+        content = ch["message"].get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise MalformedResponse(f"choice {pos}: message.content is a {type(content).__name__}, not text")
         idx = ch.get("index")
-        choices.append(normalise_message(ch["message"], ch.get("finish_reason"), idx if isinstance(idx, int) else pos))
+        choices.append(normalise_message(ch["message"], _finish(ch, pos), idx if isinstance(idx, int) else pos))
     choices.sort(key=lambda c: c.index)
-    return choices, parse_usage(body.get("usage")), body.get("model")
+    model = body.get("model")
+    return choices, parse_usage(body.get("usage")), model if isinstance(model, str) else None
 
 
-def parse_completion(body: dict[str, Any]) -> tuple[list[Choice], Usage, str | None]:
+def parse_completion(body: dict[str, Any]) -> tuple[list[Choice], Usage | None, str | None]:
     """A /completions body → (choices with the text as ``content``, usage, model)."""
     if not isinstance(body, dict):
         raise MalformedResponse(f"body is a JSON {type(body).__name__}, not an object")
@@ -172,6 +172,7 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[Choice], Usage, str | N
         if not isinstance(ch, dict) or not isinstance(ch.get("text"), str):
             raise MalformedResponse(f"choice {pos} has no text")
         idx = ch.get("index")
-        choices.append(Choice(idx if isinstance(idx, int) else pos, None, ch["text"], ch.get("finish_reason")))
+        choices.append(Choice(idx if isinstance(idx, int) else pos, None, ch["text"], _finish(ch, pos)))
     choices.sort(key=lambda c: c.index)
-    return choices, parse_usage(body.get("usage")), body.get("model")
+    model = body.get("model")
+    return choices, parse_usage(body.get("usage")), model if isinstance(model, str) else None

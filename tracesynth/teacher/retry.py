@@ -7,6 +7,11 @@ Classification (one table, used by both HTTP transports):
     item      400 404 422 and any other 4xx → :class:`ItemError`, kept on the Sample, retried on resume
     fatal     401 403 → :class:`~tracesynth.errors.AuthError` naming the endpoint, never the key
 
+Error kinds (``Sample.error_kind`` of a failure row) are named here and nowhere else:
+:data:`STATUS_KIND` for HTTP statuses, :data:`TRANSPORT_KINDS` for network failures,
+:data:`BODY_KINDS` for unusable 200 bodies; :data:`UNHEALTHY_KINDS` are the kinds that say more about
+the endpoint than about the item (the harvester stops when they come many in a row).
+
 Waits: jittered exponential backoff (tenacity's ``wait_random_exponential``), except that a
 server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) is honoured when present.
 When retries run out the last error becomes an :class:`ItemError` of the same kind.
@@ -37,6 +42,16 @@ STATUS_KIND = {
 }
 
 
+TRANSPORT_KINDS = frozenset({"connection", "dropped", "timeout", "protocol"})
+BODY_KINDS = frozenset({"malformed", "error_body", "empty_choices"})
+UNHEALTHY_KINDS = TRANSPORT_KINDS | frozenset({"server_error", "bad_gateway", "unavailable", "gateway_timeout",
+                                               "rate_limited"})
+# 4xx kinds that come from the request itself (model name, parameters, route): the same for every item
+REQUEST_KINDS = frozenset({"bad_request", "not_found", "unprocessable", "http_405", "too_large"})
+BATCH_ERROR = "batch_error"  # a batch result line with an error and no status we know
+BUDGET_STOP = "budget"  # the budget had no room for another attempt after one that may have been billed
+
+
 class ItemError(TeacherError):
     """One request failed in a way that is kept on its Sample (``kind``, a short reason)."""
 
@@ -47,6 +62,16 @@ class ItemError(TeacherError):
         self.status = status
         self.possibly_billed = possibly_billed
         self.attempts = attempts
+        self.endpoint = endpoint
+
+
+class BudgetRefused(TeacherError):
+    """The budget has no room for another attempt of this request (the request stays pending)."""
+
+    def __init__(self, message: str, *, attempts: int, last_kind: str, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_kind = last_kind
         self.endpoint = endpoint
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from tracesynth.config import Recipe
 from tracesynth.decontam.index import decontam_summary
 from tracesynth.records import Sample, Trace
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.store import JsonlFile
 from tracesynth.sources.prompts import render_messages
 
 TRL_DEFAULT_MAX_LENGTH = 1024  # trl.SFTConfig.max_length when the recipe's sft block sets none
@@ -80,8 +80,8 @@ def write_traces(store, run_dir: Path, infos, problems, verdicts, domains, passe
     tmp = run_dir / "traces.jsonl.tmp"
     tmp.unlink(missing_ok=True)
     tmp.touch()  # zero kept traces is a valid (empty) result
-    with JsonlStage(tmp, Trace, key="sample_id") as out:
-        for s in store.stage("samples", Sample).iter():
+    with JsonlFile(tmp, Trace, key="sample_id") as out:
+        for s in store.file("samples", Sample).iter():
             info = final.get(s.id)
             if info is None:
                 continue

@@ -120,13 +120,13 @@ def labels_from_run(run_dir: str | Path) -> dict[str, str]:
 
     The label is the last ``\\boxed{}`` of the answer, else its last non-empty line, lowercased.
     """
-    from tracesynth.rundir.store import JsonlStage
+    from tracesynth.rundir.store import JsonlFile
 
     path = Path(run_dir) / "samples.jsonl"
     if not path.is_file():
         raise ConfigError(f"curate.select.domain_from_run: {path}: no samples (harvest the labels first)")
     labels: dict[str, str] = {}
-    for s in JsonlStage(path, Sample, key=None).iter():
+    for s in JsonlFile(path, Sample, key=None).iter():
         text = (s.content or "").strip()
         boxed = _BOXED.findall(text)
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]

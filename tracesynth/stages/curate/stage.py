@@ -101,7 +101,7 @@ def curate(recipe: Recipe) -> CurateResult:
     started = time.time()
     with RunStore(run_dir) as store:
         store.mark_stage("curate", started_at=started)
-        problems = {p.id: p for p in store.stage("problems", Problem).iter()}
+        problems = {p.id: p for p in store.file("problems", Problem).iter()}
         verdicts, weak_solved = _verdicts(store, cfg.select.weak_verifier)
         weak_solved |= weak_runs_solved(cfg.select.weak_runs)
         counter = TokenCounter(cfg.tokenizer)
@@ -185,7 +185,7 @@ def _verdicts(store: RunStore, weak_verifier: str | None) -> tuple[dict[str, lis
     weak_solved: set[str] = set()
     if not (store.dir / "verdicts.jsonl").exists():
         return by_sample, weak_solved
-    for v in store.stage("verdicts", Verdict, key=("sample_id", "verifier")).iter():
+    for v in store.file("verdicts", Verdict, key=("sample_id", "verifier")).iter():
         if weak_verifier and v.verifier == weak_verifier:
             if v.status == "pass":
                 weak_solved.add(v.problem_id)
@@ -218,7 +218,7 @@ def _read(store, problems, verdicts, counter: TokenCounter, keep, recipe: Recipe
     superseded: set[str] = set()
     template = load_template(recipe.prompt)
     n = 0
-    for s in store.stage("samples", Sample).iter():
+    for s in store.file("samples", Sample).iter():
         n += 1
         if s.supersedes:
             superseded.add(s.supersedes)

@@ -239,7 +239,7 @@ def evaluate(
         warnings.append(f"eval.n={cfg.n} with temperature 0: every sample of a problem is the same greedy answer")
     blocks: dict[str, dict[str, Any]] = {}
     with RunStore(run_dir) as store:
-        items = store.stage("eval_items", None, key="id")
+        items = store.file("eval_items", None, key="id")
         store.mark_stage("eval", started_at=time.time())
         for target in targets:
             t0 = time.perf_counter()

@@ -4,8 +4,8 @@ It states where every row came from and what was done to it: teacher, endpoints 
 only — never keys), sampling, prompt template and system prompt, recipe hash; counts through
 every stage (harvest.json, verify.json, curate.json); a text histogram of trace lengths; pass
 rates; the domain and source mix; decontamination (the eval sets checked and every problem
-removed, or a plain statement that it was turned off); the total harvest cost streamed from
-samples.jsonl and failures.jsonl; and the licence. It reads the run folder and returns text;
+removed, or a plain statement that it was turned off); the total harvest cost (the run folder's one
+spend reader, tracesynth.accounting.spend); and the licence. It reads the run folder and returns text;
 it writes nothing and never fails for a missing optional file (it says what is missing).
 """
 
@@ -19,19 +19,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tracesynth._version import __version__
+from tracesynth.accounting.spend import scan_spend
 from tracesynth.config import Recipe
 from tracesynth.records import Trace
-from tracesynth.rundir.store import JsonlStage
+from tracesynth.rundir.jsonio import read_json
+from tracesynth.rundir.layout import RunLayout
+from tracesynth.rundir.store import JsonlFile
 
 _BAR = 40
 
 
 def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows: int) -> str:
-    traces = _trace_stats(run_dir / "traces.jsonl")
-    cost = _cost(run_dir)
-    curate = _json(run_dir / "curate.json")
-    verify = _json(run_dir / "verify.json")
-    harvest = _json(run_dir / "harvest.json")
+    layout = RunLayout(run_dir)
+    traces = _trace_stats(layout.traces)
+    spend = scan_spend(layout)
+    curate = _json(layout.curate_json)
+    verify = _json(layout.verify_json)
+    harvest = _json(layout.harvest_json)
     licences = _source_licences(recipe)
     size = "n<1K" if rows < 1_000 else "1K<n<10K" if rows < 10_000 else "10K<n<100K" if rows < 100_000 else "n>100K"
     out = [
@@ -89,10 +93,15 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         "",
         "## Cost",
         "",
-        f"- total harvest cost: **${cost['total']:.4f}** — successful samples ${cost['samples']:.4f} "
-        f"({cost['n_samples']} calls), failed or retried calls ${cost['failures']:.4f} ({cost['n_failures']} calls)",
-        f"- tokens: {cost['prompt_tokens']:,} prompt, {cost['completion_tokens']:,} completion "
-        f"({cost['reasoning_tokens']:,} of them reasoning)",
+        f"- total harvest cost: **${spend.spent_usd:.4f}** — answered calls "
+        f"${spend.complete_usd + spend.truncated_usd:.4f} ({spend.samples} calls, "
+        f"{spend.truncated} cut at max_tokens), "
+        f"failed calls ${spend.failed_usd:.4f} ({spend.failure_rows} calls)"
+        + (f"; up to ${spend.possibly_billed_usd:.4f} more possibly billed by attempts that timed out"
+           if spend.possibly_billed_usd else ""),
+        f"- tokens: {spend.tokens.prompt:,} prompt, {spend.tokens.completion:,} completion "
+        f"({spend.tokens.reasoning:,} of them reasoning)"
+        + (f"; {spend.estimated} samples charged on estimated usage" if spend.estimated else ""),
         f"- cost of the kept traces: ${traces['cost']:.4f}",
         "",
         "## Licence",
@@ -108,7 +117,7 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
 def _trace_stats(path: Path) -> dict[str, Any]:
     st: dict[str, Any] = {"teachers": set(), "endpoints": set(), "domains": Counter(), "sources": Counter(),
                           "lengths": [], "cost": 0.0}
-    for t in JsonlStage(path, Trace, key="sample_id").iter():
+    for t in JsonlFile(path, Trace, key="sample_id").iter():
         st["teachers"].add(t.teacher)
         ep = t.metadata.get("endpoint")
         if ep:
@@ -120,23 +129,6 @@ def _trace_stats(path: Path) -> dict[str, Any]:
         st["lengths"].append(int(t.metadata.get("tokens", 0)))
         st["cost"] += t.cost_usd
     return st
-
-
-def _cost(run_dir: Path) -> dict[str, Any]:
-    out = {"samples": 0.0, "failures": 0.0, "n_samples": 0, "n_failures": 0,
-           "prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0}
-    for name, key in (("samples.jsonl", "samples"), ("failures.jsonl", "failures")):
-        path = run_dir / name
-        if not path.exists():
-            continue
-        for rec in JsonlStage(path, None, key=None).iter():
-            out[key] += float(rec.get("cost_usd") or 0.0)
-            out[f"n_{key}"] += 1
-            usage = rec.get("usage") or {}
-            for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
-                out[k] += int(usage.get(k) or 0)
-    out["total"] = out["samples"] + out["failures"]
-    return out
 
 
 def _stage_counts(harvest, verify, curate) -> list[str]:
@@ -243,10 +235,8 @@ def _source_licences(recipe: Recipe) -> list[tuple[str, str]]:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    data = read_json(path, bad_ok=True)
+    return data if isinstance(data, dict) else None
 
 
 def _quote(text: str | None) -> str:

@@ -35,7 +35,7 @@ from tracesynth._ids import stable_hash
 from tracesynth.config import Recipe
 from tracesynth.errors import UserError
 from tracesynth.records import Trace
-from tracesynth.rundir.store import JsonlStage, RunStore
+from tracesynth.rundir.store import JsonlFile, RunStore
 from tracesynth.sources.prompts import load_template, template_hash
 
 THINK_START, THINK_END = "<think>", "</think>"
@@ -135,7 +135,7 @@ def features(recipe: Recipe):
 
 def _rows(traces_path: str, recipe_json: str):
     recipe = Recipe.model_validate_json(recipe_json)
-    for trace in JsonlStage(traces_path, Trace, key="sample_id").iter():
+    for trace in JsonlFile(traces_path, Trace, key="sample_id").iter():
         yield row(trace, recipe)
 
 
@@ -166,7 +166,7 @@ def export(recipe: Recipe) -> ExportResult:
     started = time.time()
     with RunStore(run_dir) as store:
         store.mark_stage("export", started_at=started)
-        n = JsonlStage(traces_path, Trace, key="sample_id").count
+        n = JsonlFile(traces_path, Trace, key="sample_id").count
         if n == 0:
             raise UserError(f"{traces_path}: curation kept no traces; nothing to export (see curate.json)")
         final = run_dir / "dataset"

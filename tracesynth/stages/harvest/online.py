@@ -1,99 +1,101 @@
-"""The harvest stage: stream problems, ask the teacher n samples each, append Samples, resume, stop cleanly.
+"""Online harvesting: the async engine that keeps the endpoint busy, for fresh samples and re-asks alike.
 
-``tracesynth.harvest(recipe)`` / ``tracesynth harvest RECIPE``:
-
-* Problems are streamed from the source (:func:`tracesynth.sources.iter_problems`) into a bounded
-  queue (2 x concurrency jobs); only ids are held for the whole run, so memory stays flat.
-* Each (problem, index) has a stable sample id. Ids already in ``samples.jsonl`` are skipped; an id
-  whose rows in ``failures.jsonl`` number more than ``teacher.item_retries`` is given up; the others
-  are asked. Successes go to ``samples.jsonl``, item errors to ``failures.jsonl`` (with reason and
-  kind). Every record is one whole line (see store.py), written right after its response, so a
-  kill -9 loses at most the requests in flight — never a duplicate, never a torn record.
-* ``teacher.n`` samples per problem: one call with ``n`` choices when ``teacher.api_n``, else one call
-  per index (with ``seed + index`` when a seed is set, so the samples differ).
-* Money: every Sample carries its cost; the ledger (teacher/pricing.py) reserves each request's worst
-  case before it starts and refuses it when that could break ``teacher.budget_usd`` (cumulative over
-  resumes). A refused request waits for requests in flight to settle; when it would not fit even
-  alone, the run stops cleanly (status ``budget``) saying how far it got.
+* Requests come from the planner (:mod:`.plan`: fresh or truncated) into a bounded queue
+  (2 x concurrency jobs); only ids are held for the whole run, so memory stays flat. With
+  ``teacher.api_n`` the requests of one problem go in one call with ``n`` choices; an endpoint
+  that ignores ``n`` gets the rest one call each.
+* Money: every attempt reserves its worst case before it starts (an :class:`~tracesynth.teacher.client.AttemptGate`
+  given to the client): a retried request reserves again for each attempt, an attempt that may have
+  been billed keeps its worst case as *possibly billed*, and that amount is written on the request's
+  row. A reservation that does not fit waits for requests in flight to settle; when it would not
+  fit even alone, the run stops cleanly (status ``budget``) saying how far it got.
+* Rows: every answer and every item error goes through the one writer (:mod:`.writer`) right after
+  its response, so a kill -9 loses at most the requests in flight — never a duplicate, never a torn
+  record. A reply that cannot be used is an item error of that sample; the run goes on.
+* Failing fast: when the first answers of a run are all the same refusal of the request itself
+  (404 model not found, a base URL without ``/v1``, 400 on the sampling parameters), the rest are not
+  sent: the run stops with one line naming the cause and, where the server tells, the fix
+  (:mod:`tracesynth.teacher.diagnose`). Many transport or server failures in a row stop it too
+  (the teacher looks down; re-run to resume).
 * SIGINT / SIGTERM: stop taking new work, wait up to ``teacher.stop_grace_s`` for requests in flight,
-  write what arrived and harvest.json, return status ``interrupted`` (CLI exit 130 / 143). A second
-  signal stops at once. 401/403 stops everything at once and raises AuthError (exit 2).
+  write what arrived, return status ``interrupted`` (CLI exit 130 / 143). A second signal stops at
+  once. 401/403 stops everything at once and raises AuthError (exit 2).
 
-This module schedules and records; talking HTTP is teacher/, display and summary harvest_progress.py.
+This module schedules; talking HTTP is teacher/, rows writer.py, money accounting/.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
-import time
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tracesynth.accounting.prices import DEFAULT_WORST_OUTPUT_TOKENS, Ledger, Prices, require_prices
-from tracesynth.config import Recipe, load_recipe
 from tracesynth.errors import AuthError, TeacherError
-from tracesynth.records import Problem, Sample, Usage, sample_ids
-from tracesynth.rundir.store import JsonlStage, RunStore
-from tracesynth.stages.harvest.progress import (
-    HarvestResult,
-    HarvestStats,
-    ProgressView,
-    Status,
-    status_line,
-    write_summary,
-)
-from tracesynth.stages.harvest.shards import in_shard, parse_shard, shard_dir
-from tracesynth.teacher.client import ChatResult, TeacherClient, estimate_tokens
-from tracesynth.teacher.retry import ItemError
+from tracesynth.records import Usage
+from tracesynth.stages.harvest.plan import PendingRequest
+from tracesynth.stages.harvest.progress import HarvestStats, status_text
+from tracesynth.stages.harvest.result import HarvestResult, Status
+from tracesynth.stages.harvest.run import HarvestRun
+from tracesynth.teacher.client import ChatResult, TeacherClient
+from tracesynth.teacher.retry import BUDGET_STOP, REQUEST_KINDS, UNHEALTHY_KINDS, BudgetRefused, ItemError
 
-# item errors that say more about the endpoint than about the item (see _Engine._breaker)
-UNHEALTHY_KINDS = frozenset({"connection", "dropped", "timeout", "protocol", "server_error", "bad_gateway",
-                             "unavailable", "gateway_timeout", "rate_limited"})
-# the producer yields to the event loop after this many jobs (see _Engine.produce)
+# the producer yields to the event loop after this many jobs (see Engine.produce)
 _RAMP_CHUNK = 16
+# this many refusals of the request itself before any answer: the rest would be refused too
+_FIRST_WAVE = 8
 
 
 @dataclass(slots=True)
 class _Job:
-    problem: Problem
-    messages: list[dict[str, Any]]
-    indices: list[int]
-    ids: list[str]
-    attempts: list[int]  # attempt number of each index (1 + earlier failures)
+    reqs: list[PendingRequest]  # one request, or the requests of one problem in one call (api_n)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if len(self.reqs) == 1:
+            return self.reqs[0].body
+        return {**self.reqs[0].body, "n": len(self.reqs)}
 
 
-class _Engine:
-    def __init__(self, recipe: Recipe, store: RunStore, shard: tuple[int, int] | None, view: ProgressView,
-                 base_urls: list[str] | None) -> None:
-        from tracesynth.sources.prompts import template_hash
+class _Gate:
+    """The per-attempt reservation of one request (the client calls it before and after each attempt)."""
 
-        self.recipe, self.t, self.store, self.shard, self.view = recipe, recipe.teacher, store, shard, view
-        self.prices: Prices | None = require_prices(self.t.model, self.t.prices, self.t.budget_usd)
-        self.samples: JsonlStage[Sample] = store.stage("samples", Sample, key="id")
-        self.failures: JsonlStage[Sample] = store.stage("failures", Sample, key=None)
-        self.problems: JsonlStage[Problem] = store.stage("problems", Problem, key="id")
-        spent, billed, self.fail_counts = _scan_prior(self.samples.path, self.failures.path, self.samples.keys)
-        self.ledger = Ledger(self.t.budget_usd, spent_usd=spent, possibly_billed_usd=billed)
-        self.start_spent = spent
-        self.client = TeacherClient.from_config(self.t, base_urls=base_urls)
+    __slots__ = ("billed", "engine", "held", "worst")
+
+    def __init__(self, engine: Engine, worst: float) -> None:
+        self.engine, self.worst, self.held, self.billed = engine, worst, False, 0.0
+
+    async def admit(self) -> bool:
+        self.held = await self.engine.reserve(self.worst)
+        return self.held
+
+    def settle(self, *, possibly_billed: bool) -> None:
+        if self.held:
+            self.held = False
+            self.billed += self.engine.run.ledger.settle_attempt(self.worst, possibly_billed=possibly_billed)
+            self.engine.settled()
+
+
+class Engine:
+    """One online harvest over a stream of pending requests (see the module docstring)."""
+
+    def __init__(self, run: HarvestRun, requests: Iterator[PendingRequest], client: TeacherClient) -> None:
+        self.run, self.requests, self.client = run, requests, client
+        self.t = run.recipe.teacher
+        self.view = run.view
+        self.ledger, self.writer = run.ledger, run.writer
         self.stats = HarvestStats()
-        self.template_hash = template_hash(recipe.prompt)
-        self.id_sampling = self.t.sampling.model_dump()
-        self.sample_id = sample_ids(self.t.model, self.id_sampling, self.template_hash)
-        self.sampling = dict(self.id_sampling)  # request parameters (a dict: no model_dump per call)
-        self.max_out = self.t.sampling.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS
+        self._tokens_before = run.ledger.tokens.completion  # the ledger is cumulative; rates are this run's
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=2 * self.t.concurrency)
         self.stop_reason: str | None = None
         self.fatal: BaseException | None = None
+        self.first_refusal: ItemError | None = None
         self.abandoned = 0
         self.unhealthy_streak = 0
-        self.decontam_hits: list[Any] = []
-        self._settled: asyncio.Condition | None = None
+        self.refusals = 0
+        self._settled = asyncio.Event()  # set whenever an attempt gives its reservation back
         self._workers: list[asyncio.Task[None]] = []
         self._live_workers = 0
         self._producer: asyncio.Task[None] | None = None
@@ -101,45 +103,31 @@ class _Engine:
 
     # -- producing ------------------------------------------------------------------------
     async def produce(self) -> None:
-        from tracesynth.decontam.index import problems_to_ask
-        from tracesynth.sources.prompts import load_template, render_messages
-
-        source_stats: Counter[str] = Counter()
-        self.source_stats = source_stats
-        n, per_call = self.t.n, self.t.api_n
-        template = load_template(self.recipe.prompt)
+        per_call = self.t.api_n
         puts = 0
-        for problem in problems_to_ask(self.recipe, stats=source_stats, removed=self.decontam_hits):
+        group: list[PendingRequest] = []
+        for req in self.requests:
             if self.stop_reason is not None:
                 return
-            if not in_shard(problem.id, self.shard):
+            if per_call and req.supersedes is None:
+                if group and group[0].problem_id != req.problem_id:
+                    await self._put(_Job(group))
+                    puts += 1
+                    group = []
+                group.append(req)
                 continue
-            self.stats.problems += 1
-            self.stats.expected += n
-            todo: list[tuple[int, str, int]] = []
-            for i in range(n):
-                sid = self.sample_id(problem.id, i)
-                if sid in self.samples.keys:
-                    self.stats.done_before += 1
-                elif self.fail_counts.get(sid, 0) > self.t.item_retries:
-                    self.stats.gave_up += 1
-                else:
-                    todo.append((i, sid, self.fail_counts.get(sid, 0) + 1))
-            if not todo:
-                continue
-            if problem.id not in self.problems.keys:
-                self.problems.append(problem)
-            messages = render_messages(problem, self.recipe.prompt, template)
-            groups = [todo] if per_call else [[x] for x in todo]
-            for g in groups:
-                await self.queue.put(_Job(problem, messages, [x[0] for x in g], [x[1] for x in g], [x[2] for x in g]))
-                puts += 1
-                if puts % _RAMP_CHUNK == 0:
-                    # let the workers just handed jobs connect and send before producing more: at start-up
-                    # the queue never fills, so without this every request of the first wave waited for
-                    # the whole wave to be produced and started (measured: +1.2 s at 2,048 slots)
-                    await asyncio.sleep(0)
-        self.stats.source_done = True
+            await self._put(_Job([req]))
+            puts += 1
+            if puts % _RAMP_CHUNK == 0:
+                # let the workers just handed jobs connect and send before producing more: at start-up
+                # the queue never fills, so without this every request of the first wave waited for
+                # the whole wave to be produced and started
+                await asyncio.sleep(0)
+        if group:
+            await self._put(_Job(group))
+
+    async def _put(self, job: _Job) -> None:
+        await self.queue.put(job)
 
     # -- working --------------------------------------------------------------------------
     def _spawn_worker(self) -> None:
@@ -171,82 +159,88 @@ class _Engine:
             job = await self.queue.get()
             try:
                 if self.stop_reason is not None:
-                    self.abandoned += len(job.indices)
+                    self.abandoned += len(job.reqs)
                 else:
                     await self.run_job(job)
-            except Exception as exc:  # a bug or a store error: stop everything, re-raised by _harvest
+            except Exception as exc:  # a bug or a store error: stop everything, re-raised by run()
                 self.fatal = self.fatal or exc
                 self.trigger_stop("error", hard=True)
                 raise
             finally:
                 self.queue.task_done()
 
-    def _worst(self, job: _Job) -> float:
-        """The most one attempt of this call can cost (prompt estimate x 1.5 + max_tokens per choice)."""
-        if self.prices is None:
-            return 0.0
-        return self.prices.worst_case(estimate_tokens(job.messages) * 1.5, self.max_out * len(job.indices))
-
-    async def _reserve(self, worst: float) -> bool:
+    # -- money ----------------------------------------------------------------------------
+    async def reserve(self, worst: float) -> bool:
+        """Reserve one attempt's worst case, waiting for attempts in flight to settle; False: stop for the budget."""
         if self.ledger.budget_usd is None:
             return True
-        if self._settled is None:
-            self._settled = asyncio.Condition()
-        async with self._settled:
-            while not self.ledger.try_reserve(worst):
-                if self.ledger.reserved_usd <= 1e-12 or self.stop_reason is not None:
-                    self.trigger_stop("budget")
-                    return False
-                await self._settled.wait()
+        while not self.ledger.try_reserve(worst):
+            if self.ledger.reserved_usd <= 1e-12 or self.stop_reason is not None:
+                self.trigger_stop("budget")
+                return False
+            self._settled.clear()
+            await self._settled.wait()
         return True
 
-    async def _settle(self, worst: float) -> None:
-        if self.ledger.budget_usd is None:
-            return
-        self.ledger.release(worst)
-        if self._settled is not None:
-            async with self._settled:
-                self._settled.notify_all()
+    def settled(self) -> None:
+        self._settled.set()
 
+    # -- one job ----------------------------------------------------------------------------
     async def run_job(self, job: _Job) -> None:
-        worst = per_attempt = self._worst(job)
-        if not await self._reserve(worst):
-            self.abandoned += len(job.indices)
-            return
+        k = len(job.reqs)
+        gate = _Gate(self, self.run.worst_usd(job.reqs[0], k) if self.run.prices else 0.0)
         self.stats.requests += 1
         try:
-            result = await self.client.chat(job.messages, n=len(job.indices), sampling=self.sampling,
-                                            seed_offset=job.indices[0])
+            result = await self.client.request(job.body, gate=gate)
+        except BudgetRefused as exc:
+            self.abandoned += k
+            self.run.left_for_budget += k
+            if gate.billed:  # earlier attempts may have been billed: keep that money on a row
+                for r in job.reqs:
+                    self.writer.failure(r.entry(), exc.last_kind or BUDGET_STOP, f"stopped for the budget after "
+                                        f"{exc.attempts} attempts that may have been billed", endpoint=exc.endpoint,
+                                        billed_usd=gate.billed / k)
+            self.trigger_stop("budget")
+            return
         except ItemError as exc:
-            self.ledger.possibly_billed(per_attempt * exc.possibly_billed)
-            await self._settle(worst)
-            self._write_failure(job, exc, per_attempt * exc.possibly_billed)
-            self._breaker(exc)
+            for r in job.reqs:
+                self.writer.failure(r.entry(), exc.kind, str(exc), endpoint=exc.endpoint, billed_usd=gate.billed / k)
+            self._after_failure(exc)
             return
         except AuthError as exc:
-            await self._settle(worst)
             self.fatal = exc
             self.trigger_stop("auth", hard=True)
             return
-        except BaseException:
-            await self._settle(worst)
-            raise
-        self.ledger.possibly_billed(per_attempt * result.possibly_billed)
-        await self._settle(worst)
         self.unhealthy_streak = 0
-        k = self._write_samples(job, result)
-        if k < len(job.indices):  # the endpoint ignored `n`: ask for the rest one call each
+        self.stats.successes += 1
+        written = self._write(job, result, gate.billed)
+        if written < k:  # the endpoint ignored `n`: ask for the rest one call each
             self.client.events["n_ignored"] += 1
-            for pos in range(k, len(job.indices)):
+            for r in job.reqs[written:]:
                 if self.stop_reason is not None:
                     self.abandoned += 1
                     continue
-                await self.run_job(_Job(job.problem, job.messages, [job.indices[pos]], [job.ids[pos]],
-                                        [job.attempts[pos]]))
+                await self.run_job(_Job([r]))
 
-    def _breaker(self, exc: ItemError) -> None:
-        """Many calls in a row that gave up on transport / server errors: the teacher is down, not the items.
-        Stop (resumable) instead of burning every remaining item's retries."""
+    def _write(self, job: _Job, r: ChatResult, billed: float) -> int:
+        """Write one Sample per choice (usage split evenly); returns how many choices there were."""
+        k = min(len(r.choices), len(job.reqs))
+        shares = _split_usage(r.usage, max(1, k))
+        for pos in range(k):
+            self.writer.sample(job.reqs[pos].entry(), r.choices[pos], shares[pos], served=r.model,
+                               endpoint=r.endpoint, latency_s=r.latency_s, attempts=r.attempts,
+                               billed_usd=billed / max(1, k))
+        return k
+
+    def _after_failure(self, exc: ItemError) -> None:
+        """Stop early when the failures say more about the run than about the items (module docstring)."""
+        if exc.kind in REQUEST_KINDS and self.stats.successes == 0:
+            self.refusals += 1
+            self.first_refusal = self.first_refusal or exc
+            if self.refusals >= min(_FIRST_WAVE, self.t.concurrency + 1) and self.fatal is None:
+                self.fatal = exc  # turned into one explained line by harvest_online
+                self.trigger_stop("error", hard=True)
+            return
         if exc.kind not in UNHEALTHY_KINDS:
             self.unhealthy_streak = 0
             return
@@ -256,39 +250,6 @@ class _Engine:
             self.fatal = TeacherError(f"{self.unhealthy_streak} requests in a row failed ({exc.kind}: {exc}); "
                                       f"the teacher at {urls} looks down. Nothing is lost: re-run to resume")
             self.trigger_stop("error", hard=True)
-
-    def _write_samples(self, job: _Job, r: ChatResult) -> int:
-        """Append one Sample per choice (usage split evenly); returns how many were written."""
-        k = len(r.choices[: len(job.indices)])
-        shares = _split_usage(r.usage, max(1, k))
-        for pos, choice in enumerate(r.choices[:k]):
-            usage = shares[pos]
-            cost = self.prices.cost(usage) if self.prices else 0.0
-            meta: dict[str, Any] = {}
-            if choice.flags:
-                meta["flags"] = choice.flags
-            if r.attempts > 1:
-                meta["attempts"] = r.attempts
-            if r.model and r.model != self.t.model:
-                meta["served_model"] = r.model
-            s = Sample(id=job.ids[pos], problem_id=job.problem.id, index=job.indices[pos], model=self.t.model,
-                       reasoning=choice.reasoning, content=choice.content, finish_reason=choice.finish_reason,
-                       usage=usage, latency_s=round(r.latency_s, 4), cost_usd=cost, endpoint=r.endpoint,
-                       attempt=job.attempts[pos], metadata=meta)
-            self.samples.append(s)
-            self.ledger.charge(usage, cost, truncated=choice.finish_reason == "length")
-            self.stats.new += 1
-            self.stats.truncated += choice.finish_reason == "length"
-        return k
-
-    def _write_failure(self, job: _Job, exc: ItemError, billed: float) -> None:
-        self.stats.errors[exc.kind] += len(job.indices)
-        for pos, idx in enumerate(job.indices):
-            meta = {"possibly_billed_usd": billed / len(job.indices)} if billed else {}
-            self.failures.append(Sample(
-                id=job.ids[pos], problem_id=job.problem.id, index=idx, model=self.t.model, error=str(exc),
-                error_kind=exc.kind, endpoint=exc.endpoint, attempt=job.attempts[pos], metadata=meta))
-            self.stats.failed += 1
 
     # -- control --------------------------------------------------------------------------
     def trigger_stop(self, reason: str, *, hard: bool = False) -> None:
@@ -300,7 +261,7 @@ class _Engine:
             if self._producer is not None:
                 self._producer.cancel()
             while not self.queue.empty():  # queued jobs are pending (asked next run), not lost
-                self.abandoned += len(self.queue.get_nowait().indices)
+                self.abandoned += len(self.queue.get_nowait().reqs)
                 self.queue.task_done()
         if hard:
             self._cancel_workers()
@@ -318,17 +279,27 @@ class _Engine:
         self.trigger_stop(name)
         asyncio.get_running_loop().call_later(self.t.stop_grace_s, self._cancel_workers)
 
+    def status(self) -> str:
+        st, c = self.run.planner.stats, self.writer.counts
+        return status_text(st["done_before"] + c["new"], st["expected"], self.run.planner.source_done, c["new"],
+                           self.ledger.tokens.completion - self._tokens_before, self.stats.elapsed, self.ledger,
+                           self.client.flow, self.client.events)
+
     async def ticker(self) -> None:
-        last_summary = time.monotonic()
+        last_summary = self.stats.elapsed
         while True:
             await asyncio.sleep(0.5)
-            self.stats.tick(self.ledger, self.client.flow)
-            self.view.update(self.stats, self.ledger, self.client.flow, self.client.events)
-            if time.monotonic() - last_summary > 30:
-                last_summary = time.monotonic()
-                self.write_summary("running")
+            c = self.writer.counts
+            self.stats.tick(c["new"], c["failed"], self.ledger, self.client.flow)
+            st = self.run.planner.stats
+            self.view.update(st["done_before"] + c["new"], st["expected"] if self.run.planner.source_done else None,
+                             self.status())
+            self.view.line(self.status())
+            if self.stats.elapsed - last_summary > 30:
+                last_summary = self.stats.elapsed
+                self.run.write_summary(self.result(running=True), **self.extras())
 
-    async def run(self) -> None:
+    async def run_all(self) -> None:
         loop = asyncio.get_running_loop()
         installed: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -339,9 +310,8 @@ class _Engine:
             except (NotImplementedError, RuntimeError, ValueError):
                 continue  # not the main thread: the caller handles signals
         # one worker per slot, plus one for each call sleeping out a backoff (Retry-After): that call
-        # holds a worker but no permit, and without a stand-in its slot would idle (measured: 10% 429s
-        # at Retry-After 1 s left ~1/3 of the slots empty). Spare workers wait on permits, which costs
-        # a little per request, so there are none when nothing is backing off.
+        # holds a worker but no permit, and without a stand-in its slot would idle. Spare workers wait
+        # on permits, which costs a little per request, so there are none when nothing is backing off.
         self.client.on_backoff = self._top_up_workers
         for _ in range(self.t.concurrency):
             self._spawn_worker()
@@ -359,98 +329,90 @@ class _Engine:
             for w in self._workers:
                 if w.done() and not w.cancelled() and w.exception() is not None:
                     raise w.exception()  # type: ignore[misc]
+        except Exception as exc:  # the source, the store or a bug: the run failed (harvest.json says so)
+            self.fatal = self.fatal or exc
+            raise
         finally:
             for task in (*self._workers, self._producer):
                 if not task.done():
                     task.cancel()
             await asyncio.gather(*self._workers, self._producer, return_exceptions=True)
             tick.cancel()
-            self.stats.tick(self.ledger, self.client.flow)
+            self.stats.tick(self.writer.counts["new"], self.writer.counts["failed"], self.ledger, self.client.flow)
             self.view.stop()
             for sig, previous in installed.items():
                 loop.remove_signal_handler(sig)
                 if previous is not None:
                     signal.signal(sig, previous)  # give the caller its own handler back
-            await self.client.aclose()
 
     # -- summary --------------------------------------------------------------------------
-    def result(self) -> HarvestResult:
-        s, led = self.stats, self.ledger
+    def result(self, *, running: bool = False) -> HarvestResult:
         reason = self.stop_reason
-        status: Status = "complete" if reason is None else ("budget" if reason == "budget" else "interrupted")
-        pending = max(0, s.expected - s.done - s.gave_up - s.failed) if s.source_done else self.abandoned
+        c = self.writer.counts
+        status: Status
+        if running:
+            status = "running"
+        elif self.fatal is not None:
+            status = "failed"
+        elif reason == "budget":
+            status = "budget"
+        elif reason in ("SIGINT", "SIGTERM"):
+            status = "interrupted"
+        elif c["new"] == 0 and (c["failed"] > 0 or self._nothing_left()):
+            status = "failed"  # asked, and not one answer came back (or every sample was given up)
+        else:
+            status = "complete"
+        led = self.ledger
         if status == "budget":
+            st = self.run.planner.stats
             msg = (f"budget ${led.budget_usd:g} reached: spent ${led.spent_usd:.4f}"
-                   f" (+${led.possibly_billed_usd:.4f} possibly billed); {s.done} of {s.expected}"
-                   f"{'' if s.source_done else '+'} samples done, raise teacher.budget_usd and re-run to continue")
+                   f" (+${led.possibly_billed_usd:.4f} possibly billed); {st['done_before'] + c['new']} of "
+                   f"{st['expected']}{'' if self.run.planner.source_done else '+'} samples done, raise "
+                   f"teacher.budget_usd and re-run to continue")
         elif status == "interrupted":
             msg = f"interrupted by {reason}: re-run the same command to resume"
+        elif self.fatal is not None:
+            msg = " ".join(str(self.fatal).split())[:500]
+        elif status == "failed" and self.fatal is None and not c["failed"]:
+            msg = (f"every pending sample was given up after teacher.item_retries ({self.t.item_retries}); "
+                   f"see failures.jsonl for why, or raise teacher.item_retries")
+        elif status == "failed" and self.fatal is None:
+            kinds = self.writer.errors_by_kind()
+            top = max(kinds, key=lambda k: kinds[k]) if kinds else "error"
+            msg = f"every request failed ({top}); nothing was harvested"
         else:
             msg = ""
-        return HarvestResult(
-            status=status, signal=reason if reason in ("SIGINT", "SIGTERM") else None, run_dir=str(self.store.dir),
-            message=msg, problems=s.problems, samples_expected=s.expected, done=s.done, new=s.new,
-            truncated=s.truncated, failed=s.failed, gave_up=s.gave_up, pending=pending, requests=s.requests,
-            spent_usd=round(led.spent_usd, 6),
-            run_spent_usd=round(led.spent_usd - self.start_spent, 6),
-            possibly_billed_usd=round(led.possibly_billed_usd, 6), tokens=dict(led.tokens),
-            wall_s=round(s.elapsed, 3), errors_by_kind=dict(s.errors))
+        return self.run.result(status, message=msg, signal=reason if reason in ("SIGINT", "SIGTERM") else None,
+                               requests=self.stats.requests, submitted=self.stats.requests, abandoned=self.abandoned)
 
-    def write_summary(self, status: str | None = None) -> dict[str, Any]:
-        if status is None and self.fatal is not None:
-            status = "auth_error" if isinstance(self.fatal, AuthError) else "failed"
-        return write_summary(
-            self.store.dir / "harvest.json", self.result(), self.stats, self.ledger, self.client, status=status,
-            model=self.t.model, shard=f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
-            source=dict(getattr(self, "source_stats", {})), decontam=self._decontam_summary())
+    def _nothing_left(self) -> bool:
+        """Nothing of the recipe is done and everything was given up: a run that cannot make progress."""
+        st = self.run.planner.stats
+        return self.run.planner.source_done and st["done_before"] == 0 and 0 < st["gave_up"] == st["expected"]
 
-    def _decontam_summary(self) -> dict[str, Any]:
-        from tracesynth.decontam.index import decontam_summary
+    def extras(self) -> dict[str, Any]:
+        return {"endpoints": [e.as_dict() for e in self.client.pool.endpoints],
+                "retries_by_kind": dict(self.client.events), "flow": self.client.flow.snapshot(),
+                "throughput": self._throughput(), "timeline": self.stats.timeline}
 
-        cfg = self.recipe.curate.decontam
-        return decontam_summary(cfg, self.decontam_hits, eval_sets=None if cfg.enabled else [])
+    def _throughput(self) -> dict[str, float]:
+        el = max(self.stats.elapsed, 1e-9)
+        return {"samples_per_s": round(self.writer.counts["new"] / el, 3),
+                "requests_per_s": round(self.stats.requests / el, 3),
+                "completion_tokens_per_s": round((self.ledger.tokens.completion - self._tokens_before) / el, 1)}
 
 
-def _scan_prior(samples: Path, failures: Path, done: set[str]) -> tuple[float, float, dict[str, int]]:
-    """Spend recorded so far, possibly-billed so far, and failure rows per still-undone sample id.
-
-    samples.jsonl can be gigabytes of reasoning text, so its costs are read without parsing each line:
-    the first unescaped ``"cost_usd":`` is the key: texts before it have their quotes escaped, and
-    the fields before it (ids, usage) have fixed keys."""
-    spent = billed = 0.0
-    counts: Counter[str] = Counter()
-    if samples.exists():
-        with samples.open("rb") as fh:
-            for raw in fh:
-                at = raw.find(b'"cost_usd":')
-                if at >= 0 and raw.endswith(b"\n"):
-                    end = at + 11
-                    stop = min((i for i in (raw.find(b",", end), raw.find(b"}", end)) if i >= 0), default=len(raw))
-                    spent += float(raw[end:stop])
-    if failures.exists():
-        with failures.open("rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break
-                rec = json.loads(raw)
-                spent += float(rec.get("cost_usd") or 0.0)
-                billed += float((rec.get("metadata") or {}).get("possibly_billed_usd") or 0.0)
-                if rec.get("id") not in done:
-                    counts[rec["id"]] += 1
-    return spent, billed, dict(counts)
-
-
-def _split_usage(u: Usage, k: int) -> list[Usage]:
+def _split_usage(u: Usage | None, k: int) -> list[Usage | None]:
     """Share one call's usage among its k choices (prompt and totals split evenly, remainder to the first)."""
-    if k == 1:
-        return [u]
+    if k == 1 or u is None:
+        return [u] * k
     fields = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
     out = [Usage() for _ in range(k)]
     for f in fields:
         total = getattr(u, f)
         for i in range(k):
             setattr(out[i], f, total // k + (1 if i < total % k else 0))
-    return out
+    return list(out)
 
 
 def _run_loop(coro: Any) -> Any:
@@ -461,51 +423,33 @@ def _run_loop(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, quiet: bool = False,
-            shard: str | tuple[int, int] | None = None, progress: bool | None = None) -> HarvestResult:
-    """Run (or resume) the harvest of ``recipe``; see the module docstring."""
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides or [])
-    if recipe.teacher.mode == "batch":  # provider batch API: tracesynth/batch/ (same store, ledger, resume)
-        from tracesynth.stages.harvest.dispatch import harvest_variant
+def harvest_online(run: HarvestRun, base_urls: list[str] | None) -> HarvestResult:
+    """Ask every pending request of ``run`` online; write harvest.json; raise what stopped the run."""
+    return _run_loop(_harvest(run, base_urls))  # type: ignore[no-any-return]
 
-        return harvest_variant(recipe, quiet=quiet, shard=None if shard is None else str(shard))
-    sh = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    run_dir = shard_dir(recipe.run_dir, sh) if sh else Path(recipe.run_dir)
-    view = ProgressView(quiet=quiet, live=progress)
-    sim = None
-    base_urls = None
-    if recipe.teacher.sim.enabled:
-        from tracesynth.sim import SimTeacher
 
-        sim = SimTeacher(**recipe.teacher.sim.options).start()
-        base_urls = [sim.base_url]
+async def _harvest(run: HarvestRun, base_urls: list[str] | None) -> HarvestResult:
+    from tracesynth.teacher.diagnose import explain
+
+    client = TeacherClient.from_config(run.recipe.teacher, base_urls=base_urls)
+    engine = Engine(run, run.requests(), client)
     try:
-        with RunStore(run_dir) as store:
-            for msg in store.recovered:
-                view.say(f"recovered: {msg}")
-            store.mark_stage("harvest", started_at=time.time(), recipe_hash=recipe.hash())
-            return _run_loop(_harvest(recipe, store, sh, view, base_urls))
+        try:
+            await engine.run_all()
+        finally:
+            res = engine.result()
+            run.write_summary(res, **engine.extras())
+        if isinstance(engine.fatal, ItemError):
+            raise TeacherError(await explain(client, engine.fatal, run.recipe.teacher))
+        if engine.fatal is not None:
+            raise engine.fatal
+        if res.status == "failed" and engine.first_refusal is not None:
+            raise TeacherError(await explain(client, engine.first_refusal, run.recipe.teacher))
+        if run.view.quiet:
+            print(f"harvest: {engine.status()}", file=sys.stderr)
+        return res
     finally:
-        if sim is not None:
-            sim.stop()
+        await client.aclose()
 
 
-async def _harvest(recipe: Recipe, store: RunStore, shard: tuple[int, int] | None, view: ProgressView,
-                   base_urls: list[str] | None) -> HarvestResult:
-    engine = _Engine(recipe, store, shard, view, base_urls)
-    try:
-        await engine.run()
-    finally:
-        engine.write_summary()
-        res = engine.result()
-        store.mark_stage("harvest", ended_at=time.time(), status=res.status, done=res.done, new=res.new,
-                         failed=res.failed, spent_usd=res.spent_usd)
-    if engine.fatal is not None:
-        raise engine.fatal
-    if view.quiet:
-        print(f"harvest: {status_line(engine.stats, engine.ledger, engine.client.flow, engine.client.events)}",
-              file=sys.stderr)
-    return res
-
-
+__all__ = ["Engine", "harvest_online"]

@@ -1,36 +1,41 @@
-"""What still has to be asked, as request bodies: the pending samples of a recipe, or its truncated ones.
+"""What is still to be asked, as requests: the one planner every harvest mode uses.
 
-* :meth:`Planner.fresh` streams the recipe's problems exactly as the online harvester does and
-  yields one :class:`PendingRequest` per (problem, index) whose sample id is not in
-  ``samples.jsonl``, not given up (more failure rows than ``teacher.item_retries``) and not reserved
-  by a batch in flight. The body is the online request body (same messages, sampling parameters,
-  ``seed + index``), one sample per request (batch mode never uses ``n``).
-* :meth:`Planner.truncated` (``--retry-truncated``) yields the *live* samples of this recipe that
-  ended with ``finish_reason == "length"`` and were cut below the current ``max_tokens`` (the budget
-  they ran with is ``metadata.max_tokens`` when recorded, else at least their completion tokens).
-  The re-ask gets a new id derived from the old one, :func:`retry_id`, and ``supersedes`` the old
-  row; complete samples are never asked again (sample ids exclude ``max_tokens``, see records.py).
+* :meth:`Planner.fresh` streams the recipe's problems — decontaminated first (the shared filter of
+  :mod:`tracesynth.decontam`), so no money is spent on a problem curation would drop, and limited to
+  this shard — and yields one :class:`PendingRequest` per (problem, index) whose sample id is not
+  in ``samples.jsonl``, not given up (more failure rows than ``teacher.item_retries``) and not
+  reserved by a batch in flight. The body is the request body of every mode (same messages, sampling
+  parameters, ``seed + index``). Problems asked are recorded in ``problems.jsonl``.
+* :meth:`Planner.truncated` (``--retry-truncated``) yields the live samples of this recipe that ended
+  with ``finish_reason == "length"`` under a smaller ``max_tokens`` than the current one (the budget
+  they ran with is ``metadata.max_tokens`` when recorded, else at least their completion tokens). A
+  re-ask has the id :func:`retry_id` (root id, depth), ``supersedes`` the row it replaces and keeps
+  the root in ``metadata.root``; complete samples are never asked again (sample ids exclude
+  ``max_tokens``, see records.py).
+* :meth:`Planner.worst_usd` — the most one attempt of a request can cost (the ledger reserves it).
 
-Also: the spend (by kind), tokens and failure counts already recorded (:func:`scan_prior`), and batch prices.
-This module plans; it sends nothing and writes only ``problems.jsonl`` rows for problems it asks.
+The planner also holds what the run folder already records (:func:`tracesynth.accounting.spend.scan_spend`,
+read once). This module plans; it sends nothing and writes only ``problems.jsonl`` rows.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tracesynth._ids import stable_hash
-from tracesynth.accounting.prices import DEFAULT_WORST_OUTPUT_TOKENS, Ledger, Prices
+from tracesynth.accounting.prices import Prices
+from tracesynth.accounting.spend import Spend, scan_spend
+from tracesynth.accounting.tokens import DEFAULT_WORST_OUTPUT_TOKENS, PROMPT_MARGIN, prompt_tokens
 from tracesynth.config import Recipe
-from tracesynth.records import Problem, Sample, sample_ids
-from tracesynth.rundir.live import superseded_ids
+from tracesynth.decontam.index import Hit, decontam_filter
+from tracesynth.records import Problem, Sample
+from tracesynth.rundir.live import RecipeSamples, root_id, superseded_ids
 from tracesynth.rundir.store import RunStore
-from tracesynth.teacher.client import estimate_tokens, sampling_params
+from tracesynth.stages.harvest.shards import in_shard
+from tracesynth.teacher.client import sampling_params
 
 
 @dataclass(slots=True)
@@ -45,14 +50,21 @@ class PendingRequest:
     supersedes: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # root id and retry depth of a re-ask
 
-    def map_entry(self) -> dict[str, Any]:
-        """What ingesting a result needs besides the result (written next to the batch file)."""
-        return {"id": self.id, "problem_id": self.problem_id, "index": self.index, "attempt": self.attempt,
-                "supersedes": self.supersedes, "max_tokens": self.max_tokens, "meta": self.meta}
-
     @property
     def max_tokens(self) -> int | None:
         return self.body.get("max_tokens") or self.body.get("max_completion_tokens")
+
+    @property
+    def prompt_tokens(self) -> int:
+        return prompt_tokens(self.body["messages"])
+
+    def entry(self) -> dict[str, Any]:
+        """What writing the answer needs besides the answer (and what a batch map file holds)."""
+        return {"id": self.id, "problem_id": self.problem_id, "index": self.index, "attempt": self.attempt,
+                "supersedes": self.supersedes, "max_tokens": self.max_tokens, "meta": self.meta,
+                "prompt_tokens": self.prompt_tokens}
+
+    map_entry = entry
 
 
 def retry_id(old_id: str, depth: int) -> str:
@@ -60,114 +72,55 @@ def retry_id(old_id: str, depth: int) -> str:
     return "s-" + stable_hash("sample-retry", old_id, depth)
 
 
-def batch_prices(prices: Prices | None, discount: float) -> Prices | None:
-    """Recipe prices x (1 - discount), every token class (batch APIs discount input and output alike)."""
-    if prices is None:
-        return None
-    f = 1.0 - discount
+def problems_to_ask(recipe: Recipe, *, stats: Counter[str], removed: list[Hit] | None = None) -> Iterator[Problem]:
+    """The recipe's problems, decontaminated before any money is spent on them."""
+    from tracesynth.sources.problems import iter_problems
 
-    def scale(v: float | None) -> float | None:
-        return None if v is None else v * f
-
-    return Prices(prices.input * f, prices.output * f, scale(prices.cached_input), scale(prices.reasoning),
-                  source=f"{prices.source}, batch -{discount:.0%}")
-
-
-def batch_discount(recipe: Recipe) -> float:
-    return recipe.teacher.prices.batch_discount if recipe.teacher.prices is not None else 0.5
-
-
-@dataclass
-class Prior:
-    """What the run folder already records: spend by kind, tokens, and failure rows per still-undone id."""
-
-    spent_usd: float = 0.0
-    possibly_billed_usd: float = 0.0
-    truncated_usd: float = 0.0
-    retried_usd: float = 0.0
-    tokens: Counter[str] = field(default_factory=Counter)
-    fail_counts: dict[str, int] = field(default_factory=dict)
-
-    def ledger(self, budget_usd: float | None) -> Ledger:
-        """A ledger that starts where the run folder is (cumulative spend, breakdown and tokens)."""
-        led = Ledger(budget_usd, spent_usd=self.spent_usd, possibly_billed_usd=self.possibly_billed_usd,
-                     truncated_usd=self.truncated_usd, retried_usd=self.retried_usd)
-        for k in led.tokens:
-            led.tokens[k] = self.tokens[k]
-        return led
-
-
-def scan_prior(run_dir: Path, done: set[str]) -> Prior:
-    """Read samples.jsonl and failures.jsonl once (see :class:`Prior`)."""
-    prior = Prior()
-    counts: Counter[str] = Counter()
-    for name in ("samples", "failures"):
-        path = run_dir / f"{name}.jsonl"
-        if not path.exists():
-            continue
-        with path.open("rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break
-                rec = json.loads(raw)
-                cost = float(rec.get("cost_usd") or 0.0)
-                prior.spent_usd += cost
-                if name == "failures":
-                    prior.possibly_billed_usd += float((rec.get("metadata") or {}).get("possibly_billed_usd") or 0.0)
-                    if rec.get("id") not in done:
-                        counts[rec["id"]] += 1
-                    continue
-                if rec.get("finish_reason") == "length":
-                    prior.truncated_usd += cost
-                if rec.get("supersedes"):
-                    prior.retried_usd += cost
-                u = rec.get("usage") or {}
-                for k in ("prompt", "completion", "reasoning", "cached"):
-                    prior.tokens[k] += int(u.get(f"{k}_tokens") or 0)
-    prior.fail_counts = dict(counts)
-    return prior
+    return decontam_filter(iter_problems(recipe, stats=stats), recipe.curate.decontam, stats=stats, removed=removed)
 
 
 class Planner:
-    """Pending work of one recipe in one run folder (see module docstring)."""
+    """Pending work of one recipe in one run folder (see the module docstring)."""
 
-    def __init__(self, recipe: Recipe, store: RunStore) -> None:
-        from tracesynth.sources.prompts import template_hash
-
-        self.recipe, self.t, self.store = recipe, recipe.teacher, store
-        self.samples = store.stage("samples", Sample, key="id")
-        self.problems = store.stage("problems", Problem, key="id")
-        self.prior = scan_prior(store.dir, self.samples.keys)
-        self.fail_counts = self.prior.fail_counts
-        self.template_hash = template_hash(recipe.prompt)
-        self.id_sampling = self.t.sampling.model_dump()
-        self.sample_id = sample_ids(self.t.model, self.id_sampling, self.template_hash)
-        self.stats: Counter[str] = Counter()  # problems, expected, done_before, gave_up, reserved, ...
+    def __init__(self, recipe: Recipe, store: RunStore, *, shard: tuple[int, int] | None = None) -> None:
+        self.recipe, self.t, self.store, self.shard = recipe, recipe.teacher, store, shard
+        self.samples = store.samples
+        self.problems = store.problems
+        self.spend: Spend = scan_spend(store.layout)
+        self.fail_counts = {k: v for k, v in self.spend.failures_by_id.items() if k not in self.samples.keys}
+        self.ids = RecipeSamples(recipe)
+        self.sample_id = self.ids.id_of
+        # problems, expected, done_before, gave_up, in_batches, truncated, not_larger, other_settings, no_problem
+        self.stats: Counter[str] = Counter()
         self.source_stats: Counter[str] = Counter()
+        self.decontam_hits: list[Hit] = []
+        self.source_done = False
 
-    def body(self, messages: list[dict[str, Any]], index: int) -> dict[str, Any]:
+    def body(self, messages: list[dict[str, Any]], index: int, n: int = 1) -> dict[str, Any]:
         return {"model": self.t.model, "messages": messages,
-                **sampling_params(self.t.sampling, n=1, seed_offset=index, model=self.t.model)}
+                **sampling_params(self.t.sampling, n=n, seed_offset=index, model=self.t.model)}
 
-    def worst_usd(self, req: PendingRequest, prices: Prices | None) -> float:
-        """The most one request can cost (prompt estimate x 1.5 + max_tokens), as the online harvester reserves."""
+    @staticmethod
+    def worst_usd(req: PendingRequest, prices: Prices | None, choices: int = 1) -> float:
+        """The most one attempt of ``req`` can cost: prompt estimate x margin + max_tokens per choice."""
         if prices is None:
             return 0.0
-        out = req.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS
-        return prices.worst_case(estimate_tokens(req.body["messages"]) * 1.5, out)
+        out = (req.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS) * choices
+        return prices.worst_case(req.prompt_tokens * PROMPT_MARGIN, out)
 
     def _attempt(self, sid: str) -> int | None:
         """Attempt number for ``sid``, or None when it has used up its item retries."""
         failed = self.fail_counts.get(sid, 0)
         return None if failed > self.t.item_retries else failed + 1
 
-    def fresh(self, reserved: set[str]) -> Iterator[PendingRequest]:
-        from tracesynth.decontam.index import problems_to_ask
+    def fresh(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
         from tracesynth.sources.prompts import load_template, render_messages
 
         st = self.stats
         template = load_template(self.recipe.prompt)
-        for problem in problems_to_ask(self.recipe, stats=self.source_stats):
+        for problem in problems_to_ask(self.recipe, stats=self.source_stats, removed=self.decontam_hits):
+            if not in_shard(problem.id, self.shard):
+                continue
             st["problems"] += 1
             messages: list[dict[str, Any]] | None = None
             for i in range(self.t.n):
@@ -188,8 +141,9 @@ class Planner:
                         self.problems.append(problem)
                     messages = render_messages(problem, self.recipe.prompt, template)
                 yield PendingRequest(sid, problem.id, i, attempt, self.body(messages, i))
+        self.source_done = True
 
-    def truncated(self, reserved: set[str]) -> Iterator[PendingRequest]:
+    def truncated(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
         """Re-asks of this recipe's live truncated samples cut below the current max_tokens."""
         from tracesynth.sources.prompts import render_messages
 
@@ -200,8 +154,7 @@ class Planner:
         for s in self.samples.iter():
             if s.id in dead or s.finish_reason != "length":
                 continue
-            root = s.metadata.get("root", s.id)
-            if root != self.sample_id(s.problem_id, s.index):
+            if not self.ids.belongs(s):
                 st["other_settings"] += 1  # asked with another model / sampling / template: not this recipe's
                 continue
             st["truncated"] += 1
@@ -210,27 +163,34 @@ class Planner:
                 st["not_larger"] += 1  # the same budget would cut it again: raise max_tokens first
                 continue
             todo.append(s)
-        if not todo:
-            return
-        wanted = {s.problem_id for s in todo}
-        problems = {p.id: p for p in self.problems.iter() if p.id in wanted}
-        for s in todo:
-            depth = int(s.metadata.get("retry", 0)) + 1
-            new = retry_id(s.id, depth)
-            if new in self.samples.keys or new in reserved:
-                st["in_batches" if new in reserved else "done_before"] += 1
-                continue
-            attempt = self._attempt(new)
-            if attempt is None:
-                st["gave_up"] += 1
-                continue
-            problem = problems.get(s.problem_id)
-            if problem is None:
-                st["no_problem"] += 1  # problems.jsonl lost the row: cannot rebuild the prompt
-                continue
-            meta = {"root": s.metadata.get("root", s.id), "retry": depth}
-            yield PendingRequest(new, s.problem_id, s.index, attempt, self.body(render_messages(problem,
-                                 self.recipe.prompt), s.index), supersedes=s.id, meta=meta)
+        if todo:
+            wanted = {s.problem_id for s in todo}
+            problems = {p.id: p for p in self.problems.iter() if p.id in wanted}
+            for s in todo:
+                req = self._re_ask(s, problems.get(s.problem_id), reserved, render_messages)
+                if req is not None:
+                    yield req
+        self.source_done = True
+
+    def _re_ask(self, s: Sample, problem: Problem | None, reserved: set[str] | frozenset[str],
+                render: Any) -> PendingRequest | None:
+        st = self.stats
+        depth = int(s.metadata.get("retry", 0)) + 1
+        new = retry_id(s.id, depth)
+        if new in self.samples.keys or new in reserved:
+            st["in_batches" if new in reserved else "done_before"] += 1
+            return None
+        attempt = self._attempt(new)
+        if attempt is None:
+            st["gave_up"] += 1
+            return None
+        if problem is None:
+            st["no_problem"] += 1  # problems.jsonl lost the row: cannot rebuild the prompt
+            return None
+        st["expected"] += 1
+        meta = {"root": root_id(s), "retry": depth}
+        return PendingRequest(new, s.problem_id, s.index, attempt, self.body(render(problem, self.recipe.prompt),
+                              s.index), supersedes=s.id, meta=meta)
 
 
-__all__ = ["PendingRequest", "Planner", "Prior", "batch_discount", "batch_prices", "retry_id", "scan_prior"]
+__all__ = ["PendingRequest", "Planner", "problems_to_ask", "retry_id"]

@@ -13,14 +13,14 @@ This module moves records between run folders; it never calls a teacher.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from tracesynth.errors import ConfigError, UserError
-from tracesynth.records import Problem, Sample
+from tracesynth.rundir.jsonio import json_lines, read_json, write_json
+from tracesynth.rundir.layout import RunLayout
 from tracesynth.rundir.store import RunStore
 
 
@@ -46,7 +46,7 @@ def in_shard(problem_id: str, shard: tuple[int, int] | None) -> bool:
 
 
 def shard_dir(run_dir: str | Path, shard: tuple[int, int]) -> Path:
-    return Path(run_dir) / "shards" / f"{shard[0]}-of-{shard[1]}"
+    return RunLayout(run_dir).shard(*shard).root
 
 
 class MergeResult(BaseModel):
@@ -61,52 +61,37 @@ def _failure_key(rec: dict[str, Any]) -> str:
 
 def merge(run_dir: str | Path) -> MergeResult:
     """Join ``<run_dir>/shards/*`` into ``run_dir`` (idempotent)."""
-    root = Path(run_dir)
-    shard_dirs = sorted(p for p in (root / "shards").glob("*-of-*") if p.is_dir())
+    root = RunLayout(run_dir)
+    shard_dirs = sorted(p for p in root.shards.glob("*-of-*") if p.is_dir())
     if not shard_dirs:
-        raise UserError(f"{root}: no shard folders under {root / 'shards'} (run harvest with --shard I/N first)")
+        raise UserError(f"{root.root}: no shard folders under {root.shards} (run harvest with --shard I/N first)")
     added = {"problems": 0, "samples": 0, "failures": 0}
     summaries: list[tuple[str, dict[str, Any]]] = []
-    with RunStore(root) as store:
-        problems = store.stage("problems", Problem, key="id")
-        samples = store.stage("samples", Sample, key="id")
-        failures = store.stage("failures", Sample, key=None)
-        seen_failures = {_failure_key(r) for r in _raw(failures.path)}
+    with RunStore(root.root) as store:
+        problems, samples, failures = store.problems, store.samples, store.failures
+        seen_failures = {_failure_key(r) for r in json_lines(failures.path)}
         for sd in shard_dirs:
             with RunStore(sd) as shard:  # takes the shard's lock: refuses a shard still being written
-                for name, stage in (("problems", problems), ("samples", samples)):
-                    for rec in _raw(shard.dir / f"{name}.jsonl"):
-                        if rec.get("id") not in stage:
-                            stage.append(rec)
+                for name, target in (("problems", problems), ("samples", samples)):
+                    for rec in json_lines(shard.layout.jsonl(name)):
+                        if rec.get("id") not in target:
+                            target.append(rec)
                             added[name] += 1
-                for rec in _raw(shard.dir / "failures.jsonl"):
+                for rec in json_lines(shard.layout.failures):
                     k = _failure_key(rec)
                     if k not in seen_failures:
                         seen_failures.add(k)
                         failures.append(rec)
                         added["failures"] += 1
-            summary = sd / "harvest.json"
-            if summary.exists():
-                summaries.append((sd.name, json.loads(summary.read_text())))
+            summary = read_json(RunLayout(sd).harvest_json, bad_ok=True)
+            if isinstance(summary, dict):
+                summaries.append((sd.name, summary))
         _write_summary(root, shard_dirs, summaries, len(samples), len(problems))
         store.mark_stage("merge", shards=[p.name for p in shard_dirs], added=added)
-    return MergeResult(run_dir=str(root), shards=[p.name for p in shard_dirs], added=added)
+    return MergeResult(run_dir=str(root.root), shards=[p.name for p in shard_dirs], added=added)
 
 
-def _raw(path: Path):
-    """Complete JSON lines of a stage file (a torn tail of a crashed shard is skipped)."""
-    if not path.exists():
-        return
-    with path.open("rb") as fh:
-        for raw in fh:
-            if raw.endswith(b"\n"):
-                try:
-                    yield json.loads(raw)
-                except ValueError:
-                    continue
-
-
-def _write_summary(root: Path, shard_dirs: list[Path], summaries: list[tuple[str, dict[str, Any]]], samples: int,
+def _write_summary(root: RunLayout, shard_dirs: list[Path], summaries: list[tuple[str, dict[str, Any]]], samples: int,
                    problems: int) -> None:
     def total(path: tuple[str, ...]) -> float:
         s = 0.0
@@ -131,6 +116,4 @@ def _write_summary(root: Path, shard_dirs: list[Path], summaries: list[tuple[str
         "errors_by_kind": errors,
         "per_shard": dict(summaries),
     }
-    tmp = root / "harvest.json.tmp"
-    tmp.write_text(json.dumps(merged, indent=2, default=str))
-    tmp.replace(root / "harvest.json")
+    write_json(root.harvest_json, merged)

@@ -1,80 +1,104 @@
-"""Batch results → Samples: the same normalisation, records and ledger as online harvesting.
+"""The one writer of harvest rows: every Sample and every failure row of every mode is built here.
 
-A result line (OpenAI's output and error files, and ``vllm run-batch`` output) looks like::
+* :meth:`Writer.sample` — one answered request (online, a batch result line, an ingested file):
+  the usage is checked (:func:`tracesynth.accounting.tokens.trusted_usage`: missing, negative or
+  absurd usage is replaced by an estimate from the text and the sample flagged ``usage_estimated``,
+  with one warning per run), priced, charged to the ledger (truncated, retried and estimated spend
+  counted apart) and appended to ``samples.jsonl``. Money an earlier attempt may have been billed is
+  kept on the row (``metadata.possibly_billed_usd``), so a resumed ledger finds it again. A reply
+  that cannot even form a Sample (a field of the wrong type) becomes a failure row (``malformed``).
+* :meth:`Writer.failure` — an item error kept for audit in ``failures.jsonl`` (kind, reason, endpoint,
+  possibly billed money); it counts toward ``teacher.item_retries`` on resume. With a batch ``tag``
+  at most one row is written per (sample id, batch), so ingesting a file twice adds nothing.
 
-    {"id": "...", "custom_id": "<sample id>",
-     "response": {"status_code": 200, "request_id": "...", "body": {<chat.completion>}},
-     "error": null}
-
-* ``status_code`` 200 with a completion body → the body goes through
-  :func:`tracesynth.teacher.parse.parse_chat` (reasoning from ``reasoning_content`` / ``reasoning`` /
-  think tags, R1-distill closing tag, empty-think flag — exactly as online), and a :class:`Sample`
-  is appended to ``samples.jsonl`` with its cost at the batch price, charged to the ledger
-  (truncated and retried spend counted apart).
-* any other status, an ``error`` object (vLLM: a string or an ``ErrorResponse``), or a 200 body that
-  is not a completion → a failure row in ``failures.jsonl`` with the reason and a kind (``server_error``,
-  ``bad_request``, ...): it counts toward ``teacher.item_retries`` like an online item error.
-* ``batch_expired`` / ``batch_cancelled`` errors (the request never ran) are not failures: the sample
-  simply becomes pending again.
-* A ``custom_id`` that no map knows is counted as ``unknown`` and skipped; a sample id already in
-  ``samples.jsonl`` is counted as ``duplicate`` and skipped — ingesting the same file twice adds
-  nothing, and a failure row is never written twice for the same batch (rows carry
-  ``metadata.batch``). A torn last line (a killed writer) is skipped; a bad line before it is a
-  :class:`~tracesynth.errors.DataError` naming file and line.
-
-This module writes records; it downloads nothing (see submit.py).
+``entry`` is what a request carries besides its answer (:meth:`~tracesynth.stages.harvest.plan.PendingRequest.entry`,
+also the line of a batch map file). This module writes rows; it sends nothing and plans nothing.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from tracesynth.accounting.prices import Ledger, Prices
-from tracesynth.errors import DataError
+from pydantic import ValidationError
+
+from tracesynth.accounting.ledger import Ledger
+from tracesynth.accounting.prices import Prices
+from tracesynth.accounting.tokens import USAGE_ESTIMATED, trusted_usage
 from tracesynth.records import Sample, Usage
-from tracesynth.rundir.store import JsonlStage, RunStore
-from tracesynth.teacher.parse import MalformedResponse, parse_chat
-from tracesynth.teacher.retry import kind_of_status
-
-NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
+from tracesynth.rundir.store import JsonlFile, RunStore
+from tracesynth.teacher.parse import Choice
 
 
-def _message(err: Any) -> str:
-    """A one-line reason from an error object in any of the shapes servers use."""
-    if isinstance(err, str):
-        return " ".join(err.split())[:300]
-    if isinstance(err, dict):
-        inner = err.get("error")
-        if isinstance(inner, (dict, str)):
-            return _message(inner)
-        msg = err.get("message") or err.get("code") or json.dumps(err)[:300]
-        return " ".join(str(msg).split())[:300]
-    return "no reason given"
+class Writer:
+    """Append the rows of one harvest to the run store (see the module docstring)."""
 
-
-def _code(err: Any) -> str | None:
-    if isinstance(err, dict):
-        inner = err.get("error")
-        if isinstance(inner, dict):
-            return _code(inner)
-        code = err.get("code")
-        return code if isinstance(code, str) else None
-    return None
-
-
-class Ingestor:
-    """Append results of one batch (or one results file) to the run store."""
-
-    def __init__(self, store: RunStore, *, model: str, prices: Prices | None, ledger: Ledger, endpoint: str) -> None:
-        self.samples: JsonlStage[Sample] = store.stage("samples", Sample, key="id")
-        self.failures: JsonlStage[Sample] = store.stage("failures", Sample, key=None)
+    def __init__(self, store: RunStore, *, model: str, prices: Prices | None, ledger: Ledger, endpoint: str,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.samples: JsonlFile[Sample] = store.samples
+        self.failures: JsonlFile[Sample] = store.failures
         self.model, self.prices, self.ledger, self.endpoint = model, prices, ledger, endpoint
+        self.say = say or (lambda _msg: None)
+        self.counts: Counter[str] = Counter()  # new, truncated, failed, estimated, duplicate, error:<kind>
         self._failed_keys: set[tuple[str, str]] | None = None
+        self._warned = False
 
+    # -- samples --------------------------------------------------------------------------------
+    def sample(self, entry: dict[str, Any], choice: Choice, usage: Usage | None, *, served: str | None = None,
+               tag: str | None = None, meta: dict[str, Any] | None = None, endpoint: str | None = None,
+               latency_s: float = 0.0, attempts: int = 1, billed_usd: float = 0.0, choices: int = 1) -> Sample | None:
+        """Append the Sample of one answered request and charge the ledger (None: written as a failure)."""
+        text = (choice.reasoning or "") + (choice.content or "")
+        usage, why = trusted_usage(usage, text=text, prompt_estimate=int(entry.get("prompt_tokens") or 0),
+                                   max_tokens=entry.get("max_tokens"), choices=choices)
+        cost = self.prices.cost(usage) if self.prices else 0.0
+        md: dict[str, Any] = {**(meta or {}), **({"batch": tag} if tag else {}), **(entry.get("meta") or {})}
+        if entry.get("max_tokens"):
+            md["max_tokens"] = entry["max_tokens"]
+        flags = list(choice.flags)
+        if why is not None:
+            flags.append(USAGE_ESTIMATED)
+            md["usage_estimated_because"] = why
+            self._warn_estimated(why)
+        if flags:
+            md["flags"] = flags
+        if attempts > 1:
+            md["attempts"] = attempts
+        if billed_usd:
+            md["possibly_billed_usd"] = billed_usd
+        if served and served != self.model:
+            md["served_model"] = served
+        try:
+            s = Sample(id=entry["id"], problem_id=entry["problem_id"], index=entry["index"], model=self.model,
+                       reasoning=choice.reasoning, content=choice.content, finish_reason=choice.finish_reason,
+                       usage=usage, latency_s=round(latency_s, 4), cost_usd=cost, endpoint=endpoint or self.endpoint,
+                       attempt=entry.get("attempt", 1), supersedes=entry.get("supersedes"), metadata=md)
+        except ValidationError as exc:  # a reply no Sample can hold: an item error, never a crashed run
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            self.failure(entry, "malformed", f"unusable reply: {where}: {err['msg']}", tag=tag, meta=meta,
+                         endpoint=endpoint, billed_usd=billed_usd + cost)
+            self.ledger.charge(usage, cost, failed=True, estimated=why is not None)
+            return None
+        self.samples.append(s)
+        truncated = choice.finish_reason == "length"
+        self.ledger.charge(usage, cost, truncated=truncated, retried=entry.get("supersedes") is not None,
+                           estimated=why is not None)
+        self.counts["new"] += 1
+        if truncated:
+            self.counts["truncated"] += 1
+        if why is not None:
+            self.counts["estimated"] += 1
+        return s
+
+    def _warn_estimated(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            self.say(f"warning: the teacher's usage cannot be trusted ({why}); charging an estimate from the text "
+                     f"(the request's worst case when there is none) and flagging such samples {USAGE_ESTIMATED}")
+
+    # -- failures -------------------------------------------------------------------------------
     def _failed(self) -> set[tuple[str, str]]:
         """(sample id, batch tag) of failure rows already written by batch ingestion."""
         if self._failed_keys is None:
@@ -85,99 +109,27 @@ class Ingestor:
                     self._failed_keys.add((row.id, tag))
         return self._failed_keys
 
-    def ingest_file(self, path: Path, lookup: Callable[[str], dict[str, Any] | None], tag: str,
-                    meta: dict[str, Any] | None = None) -> Counter[str]:
-        """Take in every result line of ``path`` (see module docstring); return counts by outcome."""
-        counts: Counter[str] = Counter()
-        with path.open("rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    self._line(lineno, raw, path, lookup, tag, meta or {}, counts)
-                except DataError:
-                    if raw.endswith(b"\n"):
-                        raise
-                    counts["torn_last_line"] += 1  # only the last line can lack its newline
-        return counts
-
-    def _line(self, lineno: int, raw: bytes, path: Path, lookup: Callable[[str], dict[str, Any] | None], tag: str,
-              meta: dict[str, Any], counts: Counter[str]) -> None:
-        if not raw.strip():
-            return
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: not a JSON result line") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
-            raise DataError(f"{path}:{lineno}: a result line needs a string custom_id")
-        entry = lookup(obj["custom_id"])
-        if entry is None:
-            counts["unknown"] += 1
-            return
-        if entry["id"] in self.samples.keys:
-            counts["duplicate"] += 1
-            return
-        resp, err = obj.get("response"), obj.get("error")
-        status = resp.get("status_code") if isinstance(resp, dict) else None
-        body = resp.get("body") if isinstance(resp, dict) else None
-        if status == 200 and isinstance(body, dict) and not err:
-            try:
-                choices, usage, served = parse_chat(body)
-            except MalformedResponse as exc:
-                self.write_failure(entry, exc.kind, str(exc), counts, tag=tag, meta=meta)
-                return
-            self.write_sample(entry, choices[0], usage, counts, served=served, tag=tag, meta=meta)
-            return
-        code = _code(err) or _code(body)
-        if code in NOT_RUN:
-            counts["not_run"] += 1
-            return
-        kind = kind_of_status(status) if isinstance(status, int) and status != 200 else (code or "batch_error")
-        reason = _message(err) if err else _message(body) if body else f"HTTP {status}"
-        self.write_failure(entry, kind, f"{f'HTTP {status}: ' if status else ''}{reason}", counts, tag=tag, meta=meta)
-
-    def write_sample(self, entry: dict[str, Any], choice: Any, usage: Usage, counts: Counter[str], *,
-                     served: str | None = None, tag: str | None = None, meta: dict[str, Any] | None = None,
-                     endpoint: str | None = None, latency_s: float = 0.0) -> Sample:
-        """Append the Sample of one answered request (``entry`` is its map entry) and charge the ledger."""
-        cost = self.prices.cost(usage) if self.prices else 0.0
-        md: dict[str, Any] = {**(meta or {}), **({"batch": tag} if tag else {}), **(entry.get("meta") or {})}
-        if entry.get("max_tokens"):
-            md["max_tokens"] = entry["max_tokens"]
-        if choice.flags:
-            md["flags"] = choice.flags
-        if served and served != self.model:
-            md["served_model"] = served
-        s = Sample(id=entry["id"], problem_id=entry["problem_id"], index=entry["index"], model=self.model,
-                   reasoning=choice.reasoning, content=choice.content, finish_reason=choice.finish_reason, usage=usage,
-                   latency_s=round(latency_s, 4), cost_usd=cost, endpoint=endpoint or self.endpoint,
-                   attempt=entry.get("attempt", 1), supersedes=entry.get("supersedes"), metadata=md)
-        self.samples.append(s)
-        truncated = choice.finish_reason == "length"
-        self.ledger.charge(usage, cost, truncated=truncated, retried=entry.get("supersedes") is not None)
-        counts["new"] += 1
-        if truncated:
-            counts["truncated"] += 1
-        return s
-
-    def write_failure(self, entry: dict[str, Any], kind: str, reason: str, counts: Counter[str], *,
-                      tag: str | None = None, meta: dict[str, Any] | None = None, endpoint: str | None = None,
-                      billed_usd: float = 0.0) -> None:
+    def failure(self, entry: dict[str, Any], kind: str, reason: str, *, tag: str | None = None,
+                meta: dict[str, Any] | None = None, endpoint: str | None = None, billed_usd: float = 0.0) -> None:
         """Append a failure row; with a batch ``tag``, at most one per (sample id, batch)."""
         if tag is not None:
             key = (entry["id"], tag)
             if key in self._failed():
-                counts["duplicate"] += 1
+                self.counts["duplicate"] += 1
                 return
             self._failed().add(key)
         md = {**(meta or {}), **({"batch": tag} if tag else {}), **(entry.get("meta") or {})}
         if billed_usd:
             md["possibly_billed_usd"] = billed_usd
         self.failures.append(Sample(
-            id=entry["id"], problem_id=entry["problem_id"], index=entry["index"], model=self.model, error=reason,
-            error_kind=kind, endpoint=endpoint or self.endpoint, attempt=entry.get("attempt", 1),
-            supersedes=entry.get("supersedes"), metadata=md))
-        counts["failed"] += 1
-        counts[f"error:{kind}"] += 1
+            id=entry["id"], problem_id=entry["problem_id"], index=entry["index"], model=self.model,
+            error=" ".join(str(reason).split())[:500], error_kind=kind, endpoint=endpoint or self.endpoint,
+            attempt=entry.get("attempt", 1), supersedes=entry.get("supersedes"), metadata=md))
+        self.counts["failed"] += 1
+        self.counts[f"error:{kind}"] += 1
+
+    def errors_by_kind(self) -> dict[str, int]:
+        return {k[6:]: v for k, v in self.counts.items() if k.startswith("error:")}
 
 
-__all__ = ["NOT_RUN", "Ingestor"]
+__all__ = ["Writer"]

@@ -46,7 +46,7 @@ from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError, VerifierError
 from tracesynth.records import Problem, Sample, Verdict
 from tracesynth.rundir.live import live_samples
-from tracesynth.rundir.store import JsonlStage, RunStore
+from tracesynth.rundir.store import JsonlFile, RunStore
 from tracesynth.stages.verify.registry import DEFAULT_TIMEOUT_S, VERIFIERS, get_verifier, keep_rows, score
 
 log = logging.getLogger(__name__)
@@ -260,9 +260,9 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
         samples_path = store.dir / "samples.jsonl"
         if not samples_path.exists():
             raise UserError(f"{samples_path}: no samples; run `tracesynth harvest` first")
-        problems = {p.id: p for p in store.stage("problems", Problem).iter()}
-        samples = store.stage("samples", Sample)
-        verdicts = store.stage("verdicts", Verdict, key=("sample_id", "verifier"))
+        problems = {p.id: p for p in store.file("problems", Problem).iter()}
+        samples = store.file("samples", Sample)
+        verdicts = store.file("verdicts", Verdict, key=("sample_id", "verifier"))
         result = VerifyResult(run_dir=str(store.dir), keep=recipe.verify.keep, workers=workers,
                               existing=len(verdicts))
         store.mark_stage("verify", started_at=time.time())
@@ -284,7 +284,7 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
             result.worker_restarts = run_items(items, options, sink, workers=workers, chunk_size=chunk_size,
                                                on_item=advance, preload=preload)
         verdicts.sync()
-        _summarise(JsonlStage(verdicts.path, None, key=None).iter(), result)
+        _summarise(JsonlFile(verdicts.path, None, key=None).iter(), result)
         result.wall_s = round(time.monotonic() - t0, 3)
         result.verdicts_per_s = round(result.written / result.wall_s, 2) if result.wall_s else 0.0
         if "code" in all_names:

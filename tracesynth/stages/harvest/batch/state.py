@@ -24,7 +24,6 @@ This module reads and writes the log; it talks to no provider and writes no samp
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -32,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracesynth.rundir.store import JsonlStage, RunStore
+from tracesynth.rundir.jsonio import json_lines
+from tracesynth.rundir.layout import RunLayout
+from tracesynth.rundir.store import JsonlFile, RunStore
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled", "lost"})  # lost: the provider no longer knows it
-LOG = "batches"  # <run>/batches.jsonl
-FOLDER = "batches"  # <run>/batches/: input files, maps, downloaded outputs
 
 
 @dataclass
@@ -71,6 +70,13 @@ class BatchRecord:
     def final(self) -> bool:
         return self.status in FINAL
 
+    def describe(self) -> dict[str, Any]:
+        """The row ``tracesynth batches`` shows and harvest.json lists."""
+        status = self.status or ("exported" if self.kind == "export" else "not submitted")
+        return {"local": self.local, "kind": self.kind, "batch_id": self.batch_id, "status": status,
+                "requests": self.requests, "counts": self.counts, "ingested": self.ingested, "input": self.input,
+                "errors": self.errors[:3]}
+
 
 class BatchState:
     """The folded event log of a run folder.
@@ -81,9 +87,10 @@ class BatchState:
 
     def __init__(self, store: RunStore | Path) -> None:
         self.store = store if isinstance(store, RunStore) else None
-        self.dir = store.dir if isinstance(store, RunStore) else Path(store)
-        self.log: JsonlStage[Any] | None = self.store.stage(LOG, None, key=None) if self.store else None
-        self.folder = self.dir / FOLDER
+        self.layout = store.layout if isinstance(store, RunStore) else RunLayout(store)
+        self.dir = self.layout.root
+        self.log: JsonlFile[Any] | None = self.store.file("batches") if self.store else None
+        self.folder = self.layout.batch_dir
         self.token = ""
         self.records: dict[str, BatchRecord] = {}
         self.ingested_files: list[dict[str, Any]] = []
@@ -94,15 +101,8 @@ class BatchState:
             self.record("run", token=self.token)
 
     def _events(self) -> Iterator[dict[str, Any]]:
-        if self.log is not None:
-            yield from self.log.iter()
-            return
-        path = self.dir / f"{LOG}.jsonl"
-        if path.exists():
-            with path.open("rb") as fh:
-                for raw in fh:
-                    if raw.endswith(b"\n"):  # a line being written by a live harvest is not an event yet
-                        yield json.loads(raw)
+        # a line being written by a live harvest is not an event yet (json_lines skips it)
+        yield from (self.log.iter() if self.log is not None else json_lines(self.layout.batch_log))
 
     def _apply(self, ev: dict[str, Any]) -> None:
         kind = ev.get("event")
@@ -164,10 +164,7 @@ class BatchState:
 
     def map_entries(self, rec: BatchRecord) -> Iterator[dict[str, Any]]:
         """The sample map of a batch: one entry per request (id, problem, index, attempt, ...)."""
-        with self.path(rec.map).open("rb") as fh:
-            for raw in fh:
-                if raw.endswith(b"\n"):
-                    yield json.loads(raw)
+        yield from json_lines(self.path(rec.map))
 
     def reserved_ids(self) -> set[str]:
         """Sample ids in batches not yet ingested: never put into another file."""
