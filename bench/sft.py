@@ -88,7 +88,7 @@ def main() -> None:
     import datasets
     import torch
 
-    from tracesynth.stages.train.sft import default_sft_args
+    from tracesynth.stages.train.args import default_sft_args
     from tracesynth.stages.train.student import build_tiny, message_texts
 
     rows = _rows(opts.rows, opts.digits)

@@ -46,7 +46,7 @@ def _data(n: int, seed: int, digits: int, digits_b: int) -> list[list[dict]]:
 def _curve(name: str, shape: dict, train, test, opts) -> dict:
     import torch
 
-    from tracesynth.stages.train.sft import TINY_SFT_DEFAULTS
+    from tracesynth.stages.train.args import TINY_SFT_DEFAULTS
     from tracesynth.stages.train.student import build_tiny, message_texts
 
     model, tok = build_tiny(message_texts({"messages": c} for c in train), overrides=shape, seed=0)

@@ -53,7 +53,7 @@ def recipe_for(run_dir: Path, *sets: str) -> Recipe:
 
 
 def make_dataset(recipe: Recipe, probs: list[Problem], *, reasoning: str = "think_tags") -> Path:
-    """Write ``run_dir/dataset`` (save_to_disk) + template.json + problems.jsonl, as harvest..export would."""
+    """Write ``run_dir/dataset`` (data/train-*.parquet) + template.json + problems.jsonl, as harvest..export would."""
     import datasets
 
     solver = Solver()
@@ -68,7 +68,8 @@ def make_dataset(recipe: Recipe, probs: list[Problem], *, reasoning: str = "thin
             reply = {"role": "assistant", "content": sol.content}
         rows.append({"messages": [*msgs, reply], "problem_id": p.id})
     out = run_dir / "dataset"
-    datasets.Dataset.from_list(rows).save_to_disk(str(out))
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
     data = recipe.model_copy(deep=True)
     data.dataset.reasoning = reasoning  # type: ignore[assignment]
     (out / "template.json").write_text(json.dumps(template_info(data), indent=2))

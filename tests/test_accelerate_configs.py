@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tracesynth.stages.train.sft import default_sft_args
+from tracesynth.stages.train.args import default_sft_args
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "accelerate"
 

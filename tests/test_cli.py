@@ -114,3 +114,39 @@ print(res.done, sorted(m for m in ("torch", "transformers", "trl") if m in sys.m
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "20 []"
+
+
+def test_a_quiet_harvest_only_run_imports_no_training_library(tmp_path):
+    """`tracesynth run --only harvest -q` is what a harvest-only install (tracesynth[math]) runs."""
+    code = f"""
+import sys
+from tracesynth.config import load_recipe
+from tracesynth.pipeline import run
+recipe = load_recipe(None, ["run_dir={tmp_path / 'run'}", "teacher.api_key_env=null", "teacher.sim.enabled=true",
+                            "source={{kind: gym, name: chain_sum, size: 10, seed: 1}}"])
+run(recipe, quiet=True, stages=("harvest",))
+print(sorted(m for m in ("torch", "transformers", "trl", "datasets") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_run_with_the_simulated_teacher_starts_exactly_one(tmp_path, monkeypatch):
+    from tracesynth.config import load_recipe
+    from tracesynth.pipeline import run
+    from tracesynth.sim import runner
+
+    started: list[str] = []
+    start = runner.SimTeacher.start
+
+    def counting(self):
+        out = start(self)
+        started.append(self.base_url)
+        return out
+
+    monkeypatch.setattr(runner.SimTeacher, "start", counting)
+    recipe = load_recipe(None, [f"run_dir={tmp_path / 'run'}", "teacher.api_key_env=null", "teacher.sim.enabled=true",
+                                "source={kind: gym, name: chain_sum, size: 5, seed: 1}"])
+    run(recipe, quiet=True, stages=("harvest",))
+    assert len(started) == 1
+    assert sum(1 for _ in (tmp_path / "run" / "samples.jsonl").open()) == 5

@@ -27,12 +27,17 @@ def test_defaults_then_file_then_overrides(tmp_path):
 
 
 def test_override_type_coercion(tmp_path):
-    sets = ["teacher.budget_usd=12.5", "teacher.rpm=null", "curate.near_dedup=true", "eval.budgets=[64, 128]"]
+    sets = ["teacher.budget_usd=12.5", "teacher.rpm=null", "curate.near_dedup=true", "eval.thinking_caps=[64, 128]"]
     r = load_recipe(None, sets)
     assert r.teacher.budget_usd == 12.5
     assert r.teacher.rpm is None
     assert r.curate.near_dedup is True
-    assert r.eval.budgets == [64, 128]
+    assert r.eval.thinking_caps == [64, 128]
+
+
+def test_the_old_name_of_thinking_caps_says_what_it_is_now():
+    with pytest.raises(ConfigError, match=r"eval\.thinking_caps"):
+        load_recipe(None, ["eval.budgets=[64]"])
 
 
 def test_unknown_key_names_field_and_line(tmp_path):

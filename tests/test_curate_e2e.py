@@ -35,6 +35,6 @@ def test_builtin_problems_through_every_data_stage(tmp_path):
     assert keep["dropped"].get("failed", 0) > 0  # the simulator's wrong answers were caught
     assert 0 < res.traces <= 12
     out = export(recipe)
-    ds = datasets.load_from_disk(out.dataset_dir)
+    ds = datasets.load_dataset(out.dataset_dir, split="train")
     assert len(ds) == res.traces and all(r["verdicts"][0]["status"] == "pass" for r in ds)
     assert ds[0]["messages"][-1]["content"].startswith("<think>\n")

@@ -36,7 +36,7 @@ def test_messages_with_think_tags_round_trip(tmp_path):
     r, _ = build(tmp_path, prompt={"template": "boxed_math"})
     res = export(r)
     assert res.rows == 5 and res.format == "messages"
-    ds = datasets.load_from_disk(res.dataset_dir)
+    ds = datasets.load_dataset(res.dataset_dir, split="train")
     pq = datasets.load_dataset("parquet", data_files=res.parquet_files, split="train")
     assert ds.to_list() == pq.to_list() and len(ds) == 5
     row = ds[0]
@@ -54,7 +54,7 @@ def test_reasoning_content_field(tmp_path):
     import datasets
 
     r, _ = build(tmp_path, dataset={"reasoning": "reasoning_content"})
-    ds = datasets.load_from_disk(export(r).dataset_dir)
+    ds = datasets.load_dataset(export(r).dataset_dir, split="train")
     reply = ds[1]["messages"][-1]
     assert reply == {
         "role": "assistant", "content": "So \\boxed{4}.", "reasoning_content": "Step one for p1.\nStep two."
@@ -67,28 +67,41 @@ def test_prompt_completion_format_and_system_prompt(tmp_path):
 
     fmt = {"format": "prompt_completion", "system_prompt": "Be brief."}
     r, _ = build(tmp_path, prompt={"template": "sky_t1"}, dataset=fmt)
-    ds = datasets.load_from_disk(export(r).dataset_dir)
+    ds = datasets.load_dataset(export(r).dataset_dir, split="train")
     assert set(ds.column_names) >= {"prompt", "completion", "problem_id"} and "messages" not in ds.column_names
     assert ds[0]["prompt"][0] == {"role": "system", "content": "Be brief."}
     assert ds[0]["completion"][0]["role"] == "assistant" and ds[0]["completion"][0]["content"].startswith("<think>")
     r2, _ = build(tmp_path / "b", prompt={"template": "sky_t1"}, dataset={"system_prompt": ""})
-    ds2 = datasets.load_from_disk(export(r2).dataset_dir)
+    ds2 = datasets.load_dataset(export(r2).dataset_dir, split="train")
     assert [m["role"] for m in ds2[0]["messages"]] == ["user", "assistant"]
     template = json.loads((tmp_path / "b" / "run" / "dataset" / "template.json").read_text())
     assert template["system_prompt"] is None
 
 
-def test_parquet_shards(tmp_path):
+def test_parquet_shards_are_the_train_split_every_hf_tool_finds(tmp_path):
     import datasets
 
     r, _ = build(tmp_path, n=7, dataset={"shard_rows": 3})
     res = export(r)
-    assert [p.rsplit("/", 1)[1] for p in res.parquet_files] == [
-        "train-00000-of-00003.parquet", "train-00001-of-00003.parquet", "train-00002-of-00003.parquet"
-    ]
-    glob = str(tmp_path / "run" / "dataset" / "parquet" / "*.parquet")
+    names = [p.rsplit("/", 1)[1] for p in res.parquet_files]
+    assert [n[:20] for n in names] == ["train-00000-of-00003", "train-00001-of-00003", "train-00002-of-00003"]
+    glob = str(tmp_path / "run" / "dataset" / "data" / "*.parquet")
     pq = datasets.load_dataset("parquet", data_files=glob, split="train")
     assert sorted(pq["problem_id"]) == sorted(f"p{i}" for i in range(7))
+    folder = datasets.load_dataset(res.dataset_dir)  # the card's YAML header names the split and its files
+    assert list(folder) == ["train"] and folder["train"].num_rows == 7
+    assert "configs:" in (tmp_path / "run" / "dataset" / "README.md").read_text().split("---")[1]
+
+
+def test_a_re_export_is_never_read_from_a_stale_datasets_cache(tmp_path):
+    import datasets
+
+    r, _ = build(tmp_path, n=3)
+    first = datasets.load_dataset(export(r).dataset_dir, split="train")
+    r2 = r.model_copy(update={"dataset": r.dataset.model_copy(update={"reasoning": "none"})})
+    second = datasets.load_dataset(export(r2).dataset_dir, split="train")
+    assert "<think>" in first[0]["messages"][-1]["content"]
+    assert "<think>" not in second[0]["messages"][-1]["content"]
 
 
 def test_template_json(tmp_path):
@@ -154,9 +167,9 @@ def test_rows_are_what_trl_calls_conversational(tmp_path):
     from trl.data_utils import is_conversational
 
     r, _ = build(tmp_path)
-    assert is_conversational(datasets.load_from_disk(export(r).dataset_dir)[0])
+    assert is_conversational(datasets.load_dataset(export(r).dataset_dir, split="train")[0])
     r2, _ = build(tmp_path / "b", dataset={"format": "prompt_completion"})
-    assert is_conversational(datasets.load_from_disk(export(r2).dataset_dir)[0])
+    assert is_conversational(datasets.load_dataset(export(r2).dataset_dir, split="train")[0])
 
 
 def test_cli_export(tmp_path):

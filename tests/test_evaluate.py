@@ -13,9 +13,9 @@ from distill_helpers import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.config import load_recipe
 from tracesynth.errors import ConfigError
-from tracesynth.stages.evaluate.generation import BudgetSpec, EndpointGenerator, LocalGenerator
+from tracesynth.stages.evaluate.generation import EndpointGenerator, GenerationSpec, LocalGenerator
+from tracesynth.stages.evaluate.metrics import accuracy_summary, bootstrap_interval, pass_at_k, wilson_interval
 from tracesynth.stages.evaluate.stage import evaluate
-from tracesynth.stages.evaluate.stats import accuracy_summary, bootstrap_interval, pass_at_k, wilson_interval
 
 # -- statistics ---------------------------------------------------------------------------------
 
@@ -107,14 +107,14 @@ def test_budget_forcing_through_completions(tmp_path: Path) -> None:
 
     prompt = "<|im_start|>user\nWhat is 4821 + 3967?<|im_end|>\n<|im_start|>assistant\n"
 
-    async def run(spec: BudgetSpec):
+    async def run(spec: GenerationSpec):
         async with TeacherClient([sim.base_url], model="sim", concurrency=4) as client:
             return (await EndpointGenerator(client).generate([prompt], spec))[0]
 
     with SimTeacher(seed=1) as sim:
-        plain = asyncio.run(run(BudgetSpec(max_new_tokens=2048)))
-        capped = asyncio.run(run(BudgetSpec(max_new_tokens=2048, thinking_budget=12)))
-        waited = asyncio.run(run(BudgetSpec(max_new_tokens=2048, waits=2)))
+        plain = asyncio.run(run(GenerationSpec(max_new_tokens=2048)))
+        capped = asyncio.run(run(GenerationSpec(max_new_tokens=2048, thinking_cap=12)))
+        waited = asyncio.run(run(GenerationSpec(max_new_tokens=2048, waits=2)))
     assert "\\boxed{8788}" in plain.text and plain.waits == 0 and not plain.forced
     assert capped.forced and capped.thinking_tokens == 12 and capped.text.count("</think>") == 1
     assert capped.thinking_tokens < waited.thinking_tokens
@@ -124,7 +124,7 @@ def test_budget_forcing_through_completions(tmp_path: Path) -> None:
 
 
 def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
-    """eval.budgets / eval.wait_extensions against an endpoint: /v1/completions on the client-side template."""
+    """eval.thinking_caps / eval.wait_extensions against an endpoint: /v1/completions on the client-side template."""
     from tracesynth.sim import SimTeacher
 
     eval_file = write_problems(tmp_path / "eval.jsonl", problems(20, digits=3, seed=4, prefix="b"))
@@ -132,14 +132,14 @@ def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
         recipe = load_recipe(None, [
             f"run_dir={tmp_path / 'run'}", f"eval.source={{kind: jsonl, path: {eval_file}}}",
             "eval.backend=endpoint", f"eval.base_url={sim.base_url}", "eval.model=sim", "eval.api_key_env=null",
-            "eval.max_new_tokens=1024", "eval.budgets=[8]", "eval.wait_extensions=[1]",
+            "eval.max_new_tokens=1024", "eval.thinking_caps=[8]", "eval.wait_extensions=[1]",
         ])
         result = evaluate(recipe)
         routes = sim.stats()["routes"]
     block = result.blocks["after"]
-    cap, wait = block["budgets"]
+    cap, wait = block["thinking_caps"]
     assert routes.get("/v1/chat/completions") == 20 and routes.get("/v1/completions", 0) >= 20 * 2 + 20 * 3
-    assert cap["mode"] == "cap" and cap["budget"] == 8 and cap["forced_rate"] == 1.0
+    assert cap["mode"] == "cap" and cap["thinking_tokens"] == 8 and cap["forced_rate"] == 1.0
     assert cap["mean_thinking_tokens"] == 8
     assert wait["mode"] == "wait" and wait["mean_waits"] == 1.0 and wait["forced_rate"] == 0.0
     assert wait["mean_thinking_tokens"] > block["mean_thinking_tokens"]
@@ -240,9 +240,9 @@ def test_local_budget_forcing_truncates_and_extends(student) -> None:
     gen = LocalGenerator(model, tok, batch_size=8)
     prompts = [tok.apply_chat_template(render_messages(p, PromptConfig()), tokenize=False, add_generation_prompt=True)
                for p in problems(8, digits=2, digits_b=1, seed=99)]
-    plain = gen.generate(prompts, BudgetSpec(max_new_tokens=200))
-    capped = gen.generate(prompts, BudgetSpec(max_new_tokens=200, thinking_budget=10))
-    waited = gen.generate(prompts, BudgetSpec(max_new_tokens=400, waits=2))
+    plain = gen.generate(prompts, GenerationSpec(max_new_tokens=200))
+    capped = gen.generate(prompts, GenerationSpec(max_new_tokens=200, thinking_cap=10))
+    waited = gen.generate(prompts, GenerationSpec(max_new_tokens=400, waits=2))
     assert all(g.ended_thinking and g.stopped and not g.forced for g in plain)  # it closes its thinking itself
     for p, c in zip(plain, capped, strict=True):
         # the cap: its own first 10 thinking tokens, then the end of thinking we forced, then an answer

@@ -100,7 +100,7 @@ def test_missing_choices_is_an_error():
 
 def test_unknown_field_is_an_error(tmp_path):
     f = tmp_path / "t.txt"
-    f.write_text("{{ questoin }}")
+    f.write_text("{{ question }} {{ questoin }}")
     with pytest.raises(TemplateError, match=r"problem p1: unknown field 'questoin'"):
         render_messages(P, PromptConfig(template=str(f)))
 

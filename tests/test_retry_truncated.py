@@ -131,3 +131,24 @@ def test_live_samples_reads_without_writing(tmp_path: Path) -> None:
     path.write_text(text)
     assert [s.id for s in live_samples(path)] == ["s-b", "s-c"]
     assert path.read_text() == text  # a torn tail (a live writer) is left alone
+
+
+def test_samples_re_asked_twice_are_curated_like_any_other(tmp_path: Path) -> None:
+    """A second --retry-truncated supersedes a re-ask, not an original: curation must still take it."""
+    from tracesynth.stages.curate import curate
+    from tracesynth.stages.verify import verify
+
+    run = tmp_path / "run"
+    with SimTeacher() as sim:
+        harvest(make_recipe(tmp_path, sim.base_url, 60), quiet=True)  # every answer is cut
+        retry_truncated(make_recipe(tmp_path, sim.base_url, 200), quiet=True)  # the additions now fit
+        last = make_recipe(tmp_path, sim.base_url, 2000)
+        assert retry_truncated(last, quiet=True).new == 3  # the products, asked a third time
+    depths = Counter(s.metadata.get("retry", 0) for s in live_samples(run))
+    assert depths == {1: 4, 2: 3} and not any(s.truncated for s in live_samples(run))
+    keep_all = last.model_copy(update={"curate": last.curate.model_copy(update={"keep": "all"})})
+    assert verify(keep_all, workers=1).samples == 7
+    res = curate(keep_all)
+    assert res.traces == 7
+    read = res.steps[0]
+    assert read["dropped"] == {"superseded": 10}  # 7 first asks and 3 first re-asks; nothing called stale

@@ -39,15 +39,16 @@ TINY_TRAINING = [
 def test_demo_recipe_small(tmp_path):
     run_dir = tmp_path / "demo"
     args = ["run", "recipes/demo.yaml", "--quiet", "--set", f"run_dir={run_dir}",
-            "--set", "source.size=60", "--set", "eval.source.size=12", "--set", "eval.budgets=[8]", *TINY_TRAINING]
+            "--set", "source.size=60", "--set", "eval.source.size=12", "--set", "eval.thinking_caps=[8]",
+            *TINY_TRAINING]
     res = run_cli(*args)
     assert "pass@1 verified" in res.stdout and "total cost (USD)" in res.stdout
     report = (run_dir / "report.md").read_text()
-    for section in ("## Funnel", "## Verdicts", "## Student accuracy", "## Accuracy vs thinking budget",
-                    "## Cost receipt"):
+    for section in ("## Funnel", "## Verdicts", "## Student accuracy",
+                    "## Accuracy vs thinking tokens (budget forcing)", "## Cost receipt"):
         assert section in report
     assert {p.name for p in (run_dir / "plots").glob("*.png")} >= {"funnel.png", "verdicts.png", "lengths.png",
-                                                                    "accuracy.png", "budget.png"}
+                                                                    "accuracy.png", "thinking_caps.png"}
     harvest = json.loads((run_dir / "harvest.json").read_text())
     assert harvest["counts"]["done_total"] == harvest["counts"]["samples_expected"] > 0
     verify = json.loads((run_dir / "verify.json").read_text())
@@ -92,7 +93,7 @@ def offline(tmp_path: Path, pool: str) -> list[str]:
         "--set", "sft.bf16=false", "--set", "sft.gradient_checkpointing=false", "--set", "sft.max_length=1024",
         "--set", "sft.gradient_accumulation_steps=1",
         "--set", "eval.backend=local", "--set", "eval.source={kind: builtin, name: gsm8k, split: test, limit: 6}",
-        "--set", "eval.budgets=[]", "--set", "eval.wait_extensions=[]",
+        "--set", "eval.thinking_caps=[]", "--set", "eval.wait_extensions=[]",
         *TINY_TRAINING,
     ]
 
@@ -110,7 +111,7 @@ def test_published_recipe_runs_end_to_end_scaled_down(tmp_path, recipe):
     assert curate["steps"][-1]["out"] > 0
     if recipe == "s1k":
         assert curate["steps"][-1]["out"] <= 10
-    assert (run / "dataset" / "dataset_info.json").exists()
+    assert list((run / "dataset" / "data").glob("train-*.parquet"))
     train = json.loads((run / "student" / "train.json").read_text())
     assert train["steps"] == 4
     assert json.loads((run / "eval.json").read_text())["after"]["n_problems"] == 6

@@ -17,14 +17,8 @@ import yaml
 from distill_helpers import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.errors import ConfigError, UserError
-from tracesynth.stages.train.sft import (
-    check_sft_keys,
-    default_sft_args,
-    make_trainer,
-    merge_sft_args,
-    sft,
-    train_and_save,
-)
+from tracesynth.stages.train.args import check_sft_keys, default_sft_args, merge_sft_args
+from tracesynth.stages.train.sft import make_trainer, sft, train_and_save
 from tracesynth.stages.train.student import (
     CHATML_TEMPLATE,
     IM_END,
@@ -234,7 +228,7 @@ def test_prompt_completion_format_trains_on_the_completion_only(tmp_path: Path) 
 
     recipe = recipe_for(tmp_path / "run", "sft.max_steps=1", "sft.per_device_train_batch_size=4")
     make_dataset(recipe, problems(8, digits=1, seed=4))
-    ds = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))
+    ds = datasets.load_dataset(str(tmp_path / "run" / "dataset"), split="train")
     pc = ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
                 remove_columns=["messages"])
     pc.save_to_disk(str(tmp_path / "pc"))

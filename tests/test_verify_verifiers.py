@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from tracesynth.accounting.tokens import CHARS_PER_TOKEN
 from tracesynth.config import HygieneConfig, SourceConfig
 from tracesynth.records import Problem, Sample, Usage, Verdict
 from tracesynth.sources.problems import iter_problems
@@ -141,7 +142,7 @@ def test_format_token_bounds_use_usage_when_reported() -> None:
     (v,) = score(p, s, ["format"], {"format": {"min_answer_tokens": 200}})
     assert (v.status, v.tag) == ("fail", "too_short")  # 1000 - 900 = 100 answer tokens
     plain = sample("\\boxed{1}", reasoning="r" * 400)
-    (v,) = score(p, plain, ["format"], {"format": {"min_reasoning_tokens": 101}})
+    (v,) = score(p, plain, ["format"], {"format": {"min_reasoning_tokens": 400 / CHARS_PER_TOKEN + 2}})
     assert v.tag == "too_short" and v.details["token_source"].startswith("estimate")
 
 

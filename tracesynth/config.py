@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tracesynth._ids import stable_hash
 from tracesynth.errors import ConfigError
@@ -57,9 +57,9 @@ class PromptConfig(Section):
 
 
 class SamplingConfig(Section):
-    temperature: float | None = 0.6
-    top_p: float | None = 0.95
-    max_tokens: int | None = 32768
+    temperature: float | None = Field(0.6, ge=0)
+    top_p: float | None = Field(0.95, gt=0, le=1)
+    max_tokens: int | None = Field(32768, ge=1)
     stop: list[str] | None = None
     seed: int | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -68,11 +68,11 @@ class SamplingConfig(Section):
 class PricesConfig(Section):
     """USD per million tokens. Reasoning tokens cost `output` unless `reasoning` is set."""
 
-    input: float = 0.0
-    cached_input: float | None = None
-    output: float = 0.0
-    reasoning: float | None = None
-    batch_discount: float = 0.5
+    input: float = Field(0.0, ge=0)
+    cached_input: float | None = Field(None, ge=0)
+    output: float = Field(0.0, ge=0)
+    reasoning: float | None = Field(None, ge=0)
+    batch_discount: float = Field(0.5, ge=0, lt=1)
 
 
 class SimConfig(Section):
@@ -115,7 +115,7 @@ class TeacherConfig(Section):
     item_retries: int = Field(3, ge=0)  # resume-time retries of a sample that ended in an item error
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     prices: PricesConfig | None = None  # None: look the model up in the shipped price table
-    budget_usd: float | None = None
+    budget_usd: float | None = Field(None, ge=0)
     mode: Literal["online", "batch"] = "online"
     sim: SimConfig = Field(default_factory=SimConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
@@ -182,6 +182,9 @@ class CurateConfig(Section):
     drop_truncated: bool = True
     select: SelectConfig = Field(default_factory=SelectConfig)
     seed: int = 0
+    # the curation steps in order (None: every step of tracesynth.stages.curate.steps.DEFAULT_STEPS);
+    # a custom step is "package.module:function" returning {sample id: reason}
+    steps: list[str] | None = None
 
 
 class DatasetConfig(Section):
@@ -213,17 +216,17 @@ class ComputeConfig(Section):
 
 class EvalConfig(Section):
     source: SourceConfig | None = None
-    backend: Literal["local", "endpoint"] = "local"
+    backend: Literal["local", "endpoint", "vllm"] = "local"
     base_url: str | None = None
     model: str | None = None
     n: int = Field(1, ge=1)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    batch_size: int = 32
-    budgets: list[int] = Field(default_factory=list)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(32, ge=1)
+    thinking_caps: list[int] = Field(default_factory=list)  # s1's budget forcing: at most this many thinking tokens
     wait_extensions: list[int] = Field(default_factory=list)
-    verifiers: list[str] | None = None
+    verifiers: list[str] | None = None  # None: verify.verifiers without format (eval checks answers, not format)
     seed: int = 0
     # None: use what the student was trained with (its template.json); set to override (a mismatch warns)
     system_prompt: str | None = None
@@ -235,8 +238,21 @@ class EvalConfig(Section):
     api_key_env: str | None = None  # endpoint backend: the NAME of the env var holding the key
     concurrency: int = Field(16, ge=1)
     timeout_s: float = Field(600.0, gt=0)
+    max_attempts: int = Field(4, ge=1)  # endpoint backend: attempts per item (retries of transient errors)
     confidence: float = Field(0.95, gt=0, lt=1)
     revision: str | None = None  # a Hub model's revision (branch, tag or commit) to load and pin in eval.json
+    # vllm backend: the command that starts vLLM's OpenAI server (None: the vLLM environment's python -m
+    # vllm.entrypoints.openai.api_server), extra server arguments, and how long to wait for it
+    vllm_command: list[str] | None = None
+    vllm_args: list[str] = Field(default_factory=list)
+    vllm_start_timeout_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "budgets" in data:
+            raise ValueError("eval.budgets is now eval.thinking_caps (in tracesynth a budget is money)")
+        return data
 
 
 class CostConfig(Section):
@@ -309,9 +325,75 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
-def yaml_load(text: str) -> Any:
-    """Parse recipe YAML (safe; exponent floats fixed, see :class:`_RecipeLoader`)."""
-    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader subclass: no arbitrary objects
+MAX_RECIPE_BYTES = 1_000_000
+MAX_EXPANDED_NODES = 100_000  # what the recipe's aliases may expand to (a "billion laughs" expands to 9**9)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (stops counting past ``limit``)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = limit + 1  # a node that contains itself would expand forever
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            size += _expanded_size(child, memo, limit)
+            if size > limit:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, memo, limit) + _expanded_size(v, memo, limit)
+            if size > limit:
+                break
+    memo[key] = size
+    return size
+
+
+def yaml_load(text: str, where: str = "<recipe>") -> Any:
+    """Parse recipe YAML: safe (no objects), exponent floats fixed (:class:`_RecipeLoader`), and bounded:
+    a text over :data:`MAX_RECIPE_BYTES` or aliases that expand past :data:`MAX_EXPANDED_NODES` are refused
+    before anything is built (the "billion laughs" attack would eat the machine's memory)."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,}")
+    loader = _RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{where}: its YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values; "
+                              "refusing it (write the values out, or use fewer aliases)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _missing_space(data: Any, path: str = "") -> str | None:
+    """A mapping key like ``top_k:20`` with no value: YAML's reading of ``{top_k:20}`` (a space is needed)."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            here = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and v is None and re.fullmatch(r"[A-Za-z_][\w.-]*:[^\s:].*", k):
+                return here
+            found = _missing_space(v, here)
+            if found:
+                return found
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found = _missing_space(v, f"{path}.{i}")
+            if found:
+                return found
+    return None
+
+
+def _no_missing_space(data: Any, origin: str) -> None:
+    where = _missing_space(data)
+    if where:
+        key = where.rsplit(".", 1)[-1]
+        name, _, value = key.partition(":")
+        raise ConfigError(f"{origin}: {where}: YAML reads {key!r} as a key with no value; write "
+                          f"'{name}: {value}' (a space after the colon)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -323,9 +405,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip() or any(not p for p in parts):
         raise ConfigError(f"--set {text!r}: empty key in {key!r}")
     try:
-        value = yaml_load(raw) if raw.strip() else ""
+        value = yaml_load(raw, f"--set {key.strip()}") if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({_first_line(exc)})") from None
+    _no_missing_space({key.strip(): value} if isinstance(value, (dict, list)) else {}, f"--set {text!r}")
     return parts, value
 
 
@@ -362,7 +445,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read recipe ({exc.strerror})") from None
         try:
-            loaded = yaml_load(text)
+            loaded = yaml_load(text, where)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
@@ -372,6 +455,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{where}: a recipe must be a mapping of sections, got {type(loaded).__name__}")
+        _no_missing_space(loaded, where)
         data = loaded
     apply_overrides(data, overrides)
     try:

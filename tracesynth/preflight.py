@@ -1,8 +1,12 @@
-"""`tracesynth recipe check`: validation beyond the schema (files exist, sft keys are TRL's).
+"""`tracesynth recipe check`: everything the stages would refuse later, checked before anything runs.
 
-The schema itself (keys, types) is checked by :func:`tracesynth.config.load_recipe`. Here we check
-what needs the file system or TRL. Hard errors raise :class:`ConfigError`; soft findings are
-returned as warning strings. This module does not run any stage.
+The schema (keys, types, bounds) is checked by :func:`tracesynth.config.load_recipe`. Here each
+stage's own check runs, so that a check that passes means the run will start: source files and
+shipped set names, the prompt template (it must carry the question), prices when there is a budget
+(and a batch API in batch mode), verifier names, curation steps, the ``sft:`` block against TRL,
+and what evaluation needs (its source; a URL and a model for the endpoint backend). Hard errors
+raise :class:`~tracesynth.errors.ConfigError` (or another UserError) naming the field; soft findings
+are returned as warning strings. This module runs no stage.
 """
 
 from __future__ import annotations
@@ -13,9 +17,7 @@ from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError
 
 
-def check_recipe(recipe: Recipe) -> list[str]:
-    """Raise ConfigError for what cannot work; return warnings for what looks odd."""
-    warnings: list[str] = []
+def _sources(recipe: Recipe) -> None:
     for i, src in enumerate(recipe.sources):
         field = "source" if not isinstance(recipe.source, list) else f"source.{i}"
         if src.kind in ("jsonl", "parquet", "csv", "disk") and src.path is None:
@@ -33,10 +35,51 @@ def check_recipe(recipe: Recipe) -> list[str]:
 
         if not is_builtin(name) and not Path(name).exists():
             raise ConfigError(f"curate.decontam.eval_sets: {name}: neither a shipped set nor a file")
-    if recipe.sft:
-        from tracesynth.stages.train.sft import check_sft_keys
 
-        check_sft_keys(recipe.sft)
-    if recipe.teacher.budget_usd is None and not recipe.teacher.sim.enabled:
+
+def _money(recipe: Recipe, warnings: list[str]) -> None:
+    from tracesynth.accounting.estimate import estimate
+    from tracesynth.accounting.prices import prices_for, require_prices
+
+    t = recipe.teacher
+    require_prices(t.model, t.prices, t.budget_usd, t.base_urls)
+    prices = prices_for(t.model, t.prices, t.base_urls)
+    if t.mode == "batch" and prices is not None and not prices.batch:
+        raise ConfigError(f"teacher.mode: batch, but {t.model} ({prices.source}) has no batch API")
+    if t.budget_usd is None and not t.sim.enabled:
         warnings.append("teacher.budget_usd is not set: harvesting has no cost cap")
+    if prices is not None and prices.self_hosted:
+        warnings.append(prices.source)
+    if t.budget_usd is not None and prices is not None and recipe.cost.prompt_tokens is not None:
+        est = estimate(recipe, problems=None) if all(s.kind != "hub" for s in recipe.sources) else None
+        if est is not None and not est.within_budget:
+            warnings.append(f"the harvest is estimated at ${est.harvest_usd:,.2f}, over teacher.budget_usd "
+                            f"${t.budget_usd:,.2f}: it would stop part-way (see `tracesynth cost`)")
+
+
+def check_recipe(recipe: Recipe) -> list[str]:
+    """Raise a UserError for what cannot work; return warnings for what looks odd."""
+    from tracesynth.sources.prompts import load_template
+    from tracesynth.stages.curate.stage import check_steps
+    from tracesynth.stages.evaluate.stage import check_eval
+    from tracesynth.stages.verify.stage import check_config as check_verifiers
+
+    warnings: list[str] = []
+    _sources(recipe)
+    load_template(recipe.prompt)
+    _money(recipe, warnings)
+    check_verifiers(recipe)
+    check_steps(recipe)
+    if recipe.sft:
+        try:
+            from tracesynth.stages.train.args import check_sft_keys
+
+            check_sft_keys(recipe.sft)
+        except ImportError:
+            warnings.append("sft: TRL is not installed here, so the sft block was not checked "
+                            "(pip install 'tracesynth[train]')")
+    warnings += check_eval(recipe)
     return warnings
+
+
+__all__ = ["check_recipe"]

@@ -39,16 +39,22 @@ def _path(source: Source) -> Path:
     return p / "samples.jsonl" if p.is_dir() else p
 
 
-def superseded_ids(source: Source) -> set[str]:
-    """Ids of the sample rows that a later row supersedes (a run folder, its store, or samples.jsonl)."""
-    out: set[str] = set()
+def supersedes_edges(source: Source) -> dict[str, str]:
+    """``{new id: the id it supersedes}`` of every re-ask row (a run folder, its store, or samples.jsonl)."""
+    out: dict[str, str] = {}
     for raw in json_lines(_path(source), raw=True):
         if b'"supersedes":null' in raw:  # the common case, without parsing the line
             continue
-        old = json.loads(raw).get("supersedes")
+        row = json.loads(raw)
+        old = row.get("supersedes")
         if old:
-            out.add(old)
+            out[str(row.get("id"))] = old
     return out
+
+
+def superseded_ids(source: Source) -> set[str]:
+    """Ids of the sample rows that a later row supersedes."""
+    return set(supersedes_edges(source).values())
 
 
 def live_samples(source: Source) -> Iterator[Sample]:
@@ -60,10 +66,17 @@ def live_samples(source: Source) -> Iterator[Sample]:
             yield s
 
 
-def root_id(sample: Sample) -> str:
-    """The id of the first ask of this (problem, index): a re-ask records it as ``metadata.root``."""
+def root_id(sample: Sample, edges: dict[str, str] | None = None) -> str:
+    """The id of the first ask of this (problem, index): a re-ask records it as ``metadata.root``; a row
+    without it is followed back along ``edges`` (:func:`supersedes_edges`) to the row it replaced."""
     root = sample.metadata.get("root")
-    return root if isinstance(root, str) and root else sample.id
+    if isinstance(root, str) and root:
+        return root
+    node, seen = sample.supersedes or sample.id, {sample.id}
+    while edges and node in edges and node not in seen:
+        seen.add(node)
+        node = edges[node]
+    return node if sample.supersedes else sample.id
 
 
 class RecipeSamples:
@@ -77,12 +90,17 @@ class RecipeSamples:
         sampling, template = t.sampling.model_dump(), template_hash(recipe.prompt)
         self.id_of: Callable[[str, int], str] = sample_ids(t.model, sampling, template)
 
-    def belongs(self, sample: Sample) -> bool:
-        return 0 <= sample.index < self.n and root_id(sample) == self.id_of(sample.problem_id, sample.index)
+    def belongs(self, sample: Sample, edges: dict[str, str] | None = None) -> bool:
+        """Whether ``sample`` (or the first ask it re-asks) has the id this recipe gives its (problem, index)."""
+        if not 0 <= sample.index < self.n:
+            return False
+        return root_id(sample, edges) == self.id_of(sample.problem_id, sample.index)
 
     def live(self, source: Source) -> Iterator[Sample]:
         """The live rows of this recipe (what verify, curate and export use)."""
-        return (s for s in live_samples(source) if self.belongs(s))
+        edges = supersedes_edges(source)
+        dead = set(edges.values())
+        return (s for s in read_jsonl(_path(source), Sample) if s.id not in dead and self.belongs(s, edges))
 
 
-__all__ = ["RecipeSamples", "live_samples", "root_id", "superseded_ids"]
+__all__ = ["RecipeSamples", "live_samples", "root_id", "superseded_ids", "supersedes_edges"]

@@ -11,8 +11,9 @@ Guarantees (each has a test):
 * Reads stream line by line; only the set of keys is held in memory.
 * One process at a time writes a run folder: :class:`RunStore` takes an ``flock`` on
   ``<run>/.lock`` (released by the OS even on kill -9); a second writer gets
-  :class:`RunLockedError` naming the holder's pid. A lock whose recorded holder is dead (its
-  orphaned children still held the file) is taken over with a warning.
+  :class:`RunLockedError` naming the holder's pid. Forked children close their copy of the lock
+  at fork, so a worker never keeps it; a lock whose recorded holder is dead (held by something that
+  still had the file open) is taken over with a warning.
 * A store never writes into an existing folder that is not a run folder (one holding other
   files), unless ``force`` (:func:`tracesynth.rundir.layout.is_run_folder`).
 * :meth:`RunStore.stage_run` marks a stage ``running`` in the manifest when it starts and
@@ -45,6 +46,20 @@ from tracesynth.rundir.layout import RECORD_FILES, RunLayout, is_run_folder
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+_LOCK_FDS: set[int] = set()  # lock descriptors of this process's stores (closed in forked children)
+
+
+def _close_locks_in_child() -> None:
+    """A forked child (a verifier worker) must not keep the parent's lock alive after the parent dies."""
+    for fd in list(_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_locks_in_child)
 
 
 class JsonlFile(Generic[M]):
@@ -248,6 +263,7 @@ class RunStore:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             self._lock_fd = fd
+            _LOCK_FDS.add(fd)
             return
         raise RunLockedError(f"{self.dir}: could not take the run folder's lock")
 
@@ -332,6 +348,7 @@ class RunStore:
         for s in self._files.values():
             s.close()
         if self._lock_fd is not None:
+            _LOCK_FDS.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
 

@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from tracesynth.children import preexec_die_with_parent
 from tracesynth.sim.http import Connection
 from tracesynth.sim.options import SimOptions
 from tracesynth.sim.server import SimApp
@@ -222,7 +223,9 @@ class SimProcess:
         if self.options.api_key is not None:
             env[_KEY_ENV] = self.options.api_key.get_secret_value()
             cmd += ["--api-key-env", _KEY_ENV]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        # the server dies with whoever started it, kill -9 included (tracesynth.children)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
+                                     preexec_fn=preexec_die_with_parent)
         line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
         if not line.startswith("http"):
             self.stop()

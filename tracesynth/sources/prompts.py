@@ -7,7 +7,8 @@ file is the user message. ``prompt.system`` in the recipe replaces the template'
 
 Fields: ``question`` (Problem.prompt), ``answer``, ``id``, ``source``, ``domain``, ``choices``
 (metadata ``choices``/``options`` rendered as lettered lines) and ``metadata.KEY``. A field the
-problem lacks raises :class:`~tracesynth.errors.TemplateError` naming template, problem and field.
+problem lacks raises :class:`~tracesynth.errors.TemplateError` naming template, problem and field; a
+template whose user message has no ``{{ question }}`` is refused when it is loaded.
 
 :func:`template_hash` hashes the resolved template text and system prompt; it is part of every
 sample id. This module does not call any model and does not apply a tokenizer's chat template.
@@ -134,6 +135,10 @@ def _parse(path: str, _mtime_ns: int, _size: int, name: str) -> Template:
     system = "\n".join(sections["system"]).strip("\n") if "system" in sections else None
     if not user.strip():
         raise TemplateError(f"template {name}: the user message is empty")
+    if not any(m.group(1) == "question" for m in _FIELD.finditer(user)):
+        # every request would be paid for without the problem in it
+        raise TemplateError(f"prompt.template: {path}: the user message has no {{{{ question }}}} placeholder, so "
+                            "the problem would never be sent")
     return Template(name, system or None, user)
 
 

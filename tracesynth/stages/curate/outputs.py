@@ -9,7 +9,6 @@ module decides nothing about which samples to keep (stage.py does).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -19,30 +18,27 @@ from typing import Any
 
 from tracesynth.config import Recipe
 from tracesynth.decontam.index import decontam_summary
-from tracesynth.records import Sample, Trace
-from tracesynth.rundir.store import JsonlFile
+from tracesynth.records import Problem, Trace
+from tracesynth.rundir.jsonio import read_json, write_json
+from tracesynth.rundir.layout import RunLayout
+from tracesynth.rundir.store import JsonlFile, RunStore
 from tracesynth.sources.prompts import render_messages
+from tracesynth.stages.curate.steps import Context, Info
 
-TRL_DEFAULT_MAX_LENGTH = 1024  # trl.SFTConfig.max_length when the recipe's sft block sets none
 
-
-def build_report(recipe, funnel, infos, domains, hits, dedup_pairs, counter, passes, totals, run_dir: Path,
-            local: bool, n_problems: int, started: float) -> dict[str, Any]:
+def build_report(recipe: Recipe, funnel: Any, infos: list[Info], ctx: Context, counter: Any, run_dir: Path,
+                 local: bool, n_problems: int, started: float) -> dict[str, Any]:
     cfg = recipe.curate
-    max_len = int(recipe.sft.get("max_length") or TRL_DEFAULT_MAX_LENGTH)
+    domains, hits, dedup_pairs, passes, totals = ctx.domains, ctx.hits, ctx.dedup_pairs, ctx.passes, ctx.totals
+    max_len = sft_max_length(recipe)
     lengths = [i.tokens for i in infos]
-    over = sum(i.prompt_tokens + i.tokens > max_len for i in infos)
-    pre = None
-    harvest_json = run_dir / "harvest.json"
-    if harvest_json.exists():
-        try:
-            pre = json.loads(harvest_json.read_text()).get("decontam")
-        except ValueError:
-            pre = {"error": f"{harvest_json}: invalid JSON"}
+    over = sum(i.prompt_tokens + i.tokens > max_len for i in infos) if max_len else 0
+    harvest = read_json(RunLayout(run_dir).harvest_json, bad_ok=True)
+    pre = harvest.get("decontam") if isinstance(harvest, dict) else None
     read = funnel.steps[0]
     return {
         "recipe_hash": recipe.hash(),
-        "finished_at": time.time(),
+        "ended_at": time.time(),
         "wall_time_s": round(time.time() - started, 3),
         "inputs": {"problems": n_problems, "samples": read["in"]},
         "policy": {"curate.keep": cfg.keep, "verify.keep": recipe.verify.keep,
@@ -70,18 +66,22 @@ def build_report(recipe, funnel, infos, domains, hits, dedup_pairs, counter, pas
         "output": {
             "traces": len(infos),
             "problems": len({i.problem_id for i in infos}),
-            "domains": dict(Counter(domains[i.problem_id] for i in infos).most_common()),
+            "domains": dict(Counter(domains.get(i.problem_id, ctx.problems[i.problem_id].domain)
+                                    for i in infos).most_common()),
         },
     }
 
 
-def write_traces(store, run_dir: Path, infos, problems, verdicts, domains, passes, totals, recipe: Recipe) -> Path:
+def write_traces(store: RunStore, infos: list[Info], problems: dict[str, Problem], verdicts: dict[str, Any],
+                 ctx: Context, recipe: Recipe) -> Path:
     final = {i.id: i for i in infos}
-    tmp = run_dir / "traces.jsonl.tmp"
+    domains, passes, totals = ctx.domains, ctx.passes, ctx.totals
+    path = store.layout.traces
+    tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     tmp.touch()  # zero kept traces is a valid (empty) result
     with JsonlFile(tmp, Trace, key="sample_id") as out:
-        for s in store.file("samples", Sample).iter():
+        for s in store.samples.iter():
             info = final.get(s.id)
             if info is None:
                 continue
@@ -99,16 +99,23 @@ def write_traces(store, run_dir: Path, infos, problems, verdicts, domains, passe
                 },
             ))
         out.sync()
-    path = run_dir / "traces.jsonl"
     os.replace(tmp, path)
     return path
 
 
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
-    return path
+def write_report(path: Path, data: dict[str, Any]) -> Path:
+    return write_json(path, data)
+
+
+def sft_max_length(recipe: Recipe) -> int | None:
+    """The SFT max length the traces will meet: the recipe's, else TRL's own default (None without TRL)."""
+    value = recipe.sft.get("max_length")
+    if value is not None:
+        return int(value)
+    from tracesynth.stages.train.args import trl_default
+
+    default = trl_default("max_length")
+    return int(default) if isinstance(default, int) else None
 
 
 def _ratio(a: int, b: int) -> float | None:
@@ -122,4 +129,4 @@ def _describe(xs: list[int]) -> dict[str, Any]:
             "median": statistics.median(xs), "max": max(xs)}
 
 
-__all__ = ["TRL_DEFAULT_MAX_LENGTH", "build_report", "write_json", "write_traces"]
+__all__ = ["build_report", "sft_max_length", "write_report", "write_traces"]

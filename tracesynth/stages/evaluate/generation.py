@@ -1,8 +1,9 @@
 """Generation for evaluation, with s1's budget forcing, locally (transformers) or against an endpoint.
 
-Budget forcing (Muennighoff et al., 2025, "s1: Simple test-time scaling"):
+Budget forcing (Muennighoff et al., 2025, "s1: Simple test-time scaling"; the paper's "budget" is a
+number of thinking tokens, which tracesynth calls a *thinking cap*: "budget" is money here):
 
-* **cap** — at most ``thinking_budget`` tokens of thinking: when the cap is reached without the
+* **cap** — at most ``thinking_cap`` tokens of thinking: when the cap is reached without the
   end-of-thinking delimiter, the delimiter is appended (plus ``answer_prefix``, s1 used
   "Final Answer:") and the model goes on to write its answer;
 * **Wait-extension** — the first ``waits`` times the model emits the end-of-thinking delimiter it
@@ -25,15 +26,17 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-THINK_START, THINK_END = "<think>", "</think>"
+from tracesynth.thinking import THINK
+
+THINK_START, THINK_END = THINK.start, THINK.end
 
 
 @dataclass(frozen=True)
-class BudgetSpec:
-    """How to generate: token limits, forcing, sampling."""
+class GenerationSpec:
+    """How to generate: the token limit, the thinking cap and Wait-extensions (budget forcing), sampling."""
 
     max_new_tokens: int = 512
-    thinking_budget: int | None = None
+    thinking_cap: int | None = None
     waits: int = 0
     think_start: str = THINK_START
     think_end: str = THINK_END
@@ -44,10 +47,10 @@ class BudgetSpec:
 
     @property
     def forcing(self) -> bool:
-        return self.thinking_budget is not None or self.waits > 0
+        return self.thinking_cap is not None or self.waits > 0
 
     def describe(self) -> dict[str, Any]:
-        return {"thinking_budget": self.thinking_budget, "waits": self.waits}
+        return {"thinking_cap": self.thinking_cap, "waits": self.waits}
 
 
 @dataclass
@@ -112,14 +115,14 @@ class LocalGenerator:
         ids = self.tok.encode(text, add_special_tokens=False)
         return ids[0] if len(ids) == 1 else None
 
-    def generate(self, prompts: list[str], spec: BudgetSpec) -> list[Generation]:
-        from tracesynth.stages.train.sft import cpu_threads
+    def generate(self, prompts: list[str], spec: GenerationSpec) -> list[Generation]:
+        from tracesynth.stages.train.device import cpu_threads
 
         # decoding a small model is a chain of tiny matmuls: one thread on a busy CPU (see cpu_threads)
         with cpu_threads(self.model, self.threads):
             return self._generate(prompts, spec)
 
-    def _generate(self, prompts: list[str], spec: BudgetSpec) -> list[Generation]:
+    def _generate(self, prompts: list[str], spec: GenerationSpec) -> list[Generation]:
         import torch
 
         torch.manual_seed(self.seed)
@@ -149,20 +152,20 @@ class LocalGenerator:
                 s.gen.ended_thinking = True
         return [s.gen for s in states]
 
-    def _allowance(self, s: _State, spec: BudgetSpec) -> int:
+    def _allowance(self, s: _State, spec: GenerationSpec) -> int:
         left = spec.max_new_tokens - s.gen.completion_tokens
-        if s.phase == "think" and spec.thinking_budget is not None:
-            left = min(left, spec.thinking_budget - s.gen.thinking_tokens)
+        if s.phase == "think" and spec.thinking_cap is not None:
+            left = min(left, spec.thinking_cap - s.gen.thinking_tokens)
         return max(left, 0)
 
-    def _round(self, chunk, states, prompt_ids, spec: BudgetSpec, phase, end_id, wait_ids, close_ids) -> None:
+    def _round(self, chunk, states, prompt_ids, spec: GenerationSpec, phase, end_id, wait_ids, close_ids) -> None:
         import torch
 
         allow = {i: self._allowance(states[i], spec) for i in chunk}
         runnable = [i for i in chunk if allow[i] > 0]
         for i in chunk:
             if allow[i] <= 0:
-                self._out_of_budget(states[i], spec, close_ids)
+                self._at_limit(states[i], spec, close_ids)
         if not runnable:
             return
         stop_ids = list(self.eos_ids) + ([end_id] if phase == "think" and end_id is not None else [])
@@ -190,7 +193,7 @@ class LocalGenerator:
             new = new[: cut if cut is not None else len(new)][: allow[i]]
             self._advance(states[i], new, spec, end_id, wait_ids, close_ids)
 
-    def _advance(self, s: _State, new: list[int], spec: BudgetSpec, end_id, wait_ids, close_ids) -> None:
+    def _advance(self, s: _State, new: list[int], spec: GenerationSpec, end_id, wait_ids, close_ids) -> None:
         g = s.gen
         g.completion_tokens += len(new)
         last = new[-1] if new else None
@@ -218,7 +221,7 @@ class LocalGenerator:
                 return
             g.thinking_tokens += len(new)
             s.ids += new
-            self._out_of_budget(s, spec, close_ids)
+            self._at_limit(s, spec, close_ids)
             return
         g.answer_tokens += len(new)
         s.ids += new
@@ -227,7 +230,7 @@ class LocalGenerator:
         elif g.completion_tokens >= spec.max_new_tokens:
             s.done, g.finish_reason = True, "length"
 
-    def _out_of_budget(self, s: _State, spec: BudgetSpec, close_ids) -> None:
+    def _at_limit(self, s: _State, spec: GenerationSpec, close_ids) -> None:
         g = s.gen
         if g.completion_tokens >= spec.max_new_tokens:
             s.done, g.finish_reason = True, "length"
@@ -252,7 +255,7 @@ class EndpointGenerator:
         self.client = client
         self.seed = seed
 
-    async def chat(self, conversations: list[list[dict[str, Any]]], spec: BudgetSpec,
+    async def chat(self, conversations: list[list[dict[str, Any]]], spec: GenerationSpec,
                    seeds: list[int | None] | None = None) -> list[Generation]:
         seeds = seeds or [self.seed] * len(conversations)
         calls = (self._guard(self._chat_one(m, spec, s)) for m, s in zip(conversations, seeds, strict=True))
@@ -268,7 +271,7 @@ class EndpointGenerator:
         except ItemError as exc:
             return Generation(finish_reason="error", meta={"error": str(exc), "error_kind": exc.kind})
 
-    async def _chat_one(self, messages: list[dict[str, Any]], spec: BudgetSpec, seed: int | None) -> Generation:
+    async def _chat_one(self, messages: list[dict[str, Any]], spec: GenerationSpec, seed: int | None) -> Generation:
         res = await self.client.chat(messages, max_tokens=spec.max_new_tokens, temperature=spec.temperature,
                                      top_p=spec.top_p, seed=seed)
         choice = res.choices[0]
@@ -282,28 +285,28 @@ class EndpointGenerator:
             ended_thinking=choice.reasoning is not None, meta={"flags": list(choice.flags)},
         )
 
-    async def generate(self, prompts: list[str], spec: BudgetSpec,
+    async def generate(self, prompts: list[str], spec: GenerationSpec,
                        seeds: list[int | None] | None = None) -> list[Generation]:
         seeds = seeds or [self.seed] * len(prompts)
         calls = (self._guard(self._one(p, spec, s)) for p, s in zip(prompts, seeds, strict=True))
         return list(await asyncio.gather(*calls))
 
-    async def _complete(self, prompt: str, max_tokens: int, stop: list[str] | None, spec: BudgetSpec,
+    async def _complete(self, prompt: str, max_tokens: int, stop: list[str] | None, spec: GenerationSpec,
                         seed: int | None) -> tuple[str, str | None, int]:
         res = await self.client.complete(prompt, max_tokens=max_tokens, stop=stop, temperature=spec.temperature,
                                          top_p=spec.top_p, seed=seed)
         choice = res.choices[0]
         return choice.content, choice.finish_reason, res.usage.completion_tokens
 
-    async def _one(self, prompt: str, spec: BudgetSpec, seed: int | None) -> Generation:
+    async def _one(self, prompt: str, spec: GenerationSpec, seed: int | None) -> Generation:
         g = Generation()
         text = ""
         waits_left = spec.waits
         phase = "think" if spec.forcing else "answer"
         while True:
             left = spec.max_new_tokens - g.completion_tokens
-            if phase == "think" and spec.thinking_budget is not None:
-                left = min(left, spec.thinking_budget - g.thinking_tokens)
+            if phase == "think" and spec.thinking_cap is not None:
+                left = min(left, spec.thinking_cap - g.thinking_tokens)
             if left <= 0:
                 if g.completion_tokens >= spec.max_new_tokens or phase == "answer":
                     g.finish_reason = "length"
@@ -342,4 +345,4 @@ class EndpointGenerator:
         return g
 
 
-__all__ = ["THINK_END", "THINK_START", "BudgetSpec", "EndpointGenerator", "Generation", "LocalGenerator"]
+__all__ = ["THINK_END", "THINK_START", "EndpointGenerator", "Generation", "GenerationSpec", "LocalGenerator"]

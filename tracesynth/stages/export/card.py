@@ -29,7 +29,8 @@ from tracesynth.rundir.store import JsonlFile
 _BAR = 40
 
 
-def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows: int) -> str:
+def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows: int,
+                refused_markup: list[str] | None = None, data_files: list[str] | None = None) -> str:
     layout = RunLayout(run_dir)
     traces = _trace_stats(layout.traces)
     spend = scan_spend(layout)
@@ -44,13 +45,15 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         "task_categories:\n- text-generation",
         "tags:\n- reasoning\n- distillation\n- tracesynth",
         f"size_categories:\n- {size}",
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path:\n"
+        + "\n".join(f"    - {f}" for f in (data_files or ["data/train-*.parquet"])),
         "---",
         "",
         f"# {recipe.name}: reasoning traces distilled from {', '.join(sorted(traces['teachers'])) or 'a teacher'}",
         "",
         f"{rows} verified chain-of-thought traces built by tracesynth {__version__} on "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}. Load with `datasets.load_from_disk(\"dataset\")` or "
-        "`datasets.load_dataset(\"parquet\", data_files=\"dataset/parquet/*.parquet\")`.",
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}. Load with `datasets.load_dataset(\"<this folder>\")` "
+        "(or train on it with `trl sft --dataset_name <this folder>`).",
         "",
         "## Provenance",
         "",
@@ -70,6 +73,9 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         "## Counts through every stage",
         "",
         *_stage_counts(harvest, verify, curate),
+        *([f"- refused at export: {len(refused_markup)} trace(s) whose text holds chat-template markup "
+           f"(it would become special tokens in training): {', '.join(refused_markup[:10])}"] if refused_markup
+          else []),
         "",
         "## Trace length (tokens)",
         "",

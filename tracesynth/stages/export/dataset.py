@@ -14,9 +14,17 @@ Rows (``dataset.format``):
 Metadata columns: problem_id, sample_id, source, domain, teacher, answer, verdicts, token counts
 (prompt, completion, reasoning, trace), cost_usd, finish_reason.
 
-Written to ``run_dir/dataset``: ``save_to_disk`` files, ``parquet/train-XXXXX-of-YYYYY.parquet``
-shards (``dataset.shard_rows`` rows each), the card ``README.md`` (:mod:`tracesynth.dataset_card`)
-and ``template.json`` (system prompt, template, thinking delimiters — what sft and eval reuse).
+Written to ``run_dir/dataset`` in the layout every Hugging Face tool finds: Parquet shards
+``data/train-XXXXX-of-YYYYY-<fingerprint>.parquet`` (``dataset.shard_rows`` rows each), the card ``README.md``
+(:mod:`.card`) whose YAML header lists them as the ``train`` split (``configs: data_files``), and
+``template.json`` (system prompt, template, thinking delimiters — what sft and eval reuse). So
+``datasets.load_dataset("runs/x/dataset")``, ``trl sft --dataset_name runs/x/dataset`` and the Hub all
+read it as it is.
+
+A trace whose text holds chat-template markup (``<|im_end|>``, ``<|im_start|>``, any special token of
+the student's tokenizer: :mod:`tracesynth.markup`) is never written: it would become real special
+tokens in training. Such rows are counted and named in the result and the card.
+
 The folder is built beside the old one and swapped in at the end, so a failed export leaves the
 previous dataset intact. Optional ``dataset.push_to_hub: user/name`` uploads it (never in tests).
 This module does not curate or train.
@@ -26,7 +34,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +41,14 @@ from typing import Any
 from tracesynth._ids import stable_hash
 from tracesynth.config import Recipe
 from tracesynth.errors import UserError
+from tracesynth.markup import find_markup
 from tracesynth.records import Trace
+from tracesynth.rundir.layout import TEMPLATE_JSON, RunLayout
 from tracesynth.rundir.store import JsonlFile, RunStore
 from tracesynth.sources.prompts import load_template, template_hash
+from tracesynth.thinking import THINK
 
-THINK_START, THINK_END = "<think>", "</think>"
+DATA_DIR = "data"  # data/train-*.parquet: the split layout datasets.load_dataset and the Hub find
 
 
 @dataclass
@@ -52,11 +62,14 @@ class ExportResult:
     template_path: str = ""
     format: str = "messages"
     reasoning: str = "think_tags"
+    refused_markup: list[str] = field(default_factory=list)  # sample ids of traces holding chat markup
 
     def summary(self) -> str:
+        refused = (f"; refused {len(self.refused_markup)} trace(s) holding chat markup" if self.refused_markup
+                   else "")
         return (
             f"export: {self.rows} rows ({self.format}, reasoning {self.reasoning}) -> {self.dataset_dir} "
-            f"(+ {len(self.parquet_files)} parquet shard(s), README.md, template.json)"
+            f"({len(self.parquet_files)} parquet shard(s), README.md, template.json){refused}"
         )
 
 
@@ -65,7 +78,7 @@ def assistant_message(trace: Trace, reasoning_mode: str) -> dict[str, Any]:
     content = (trace.content or "").strip()
     reasoning = (trace.reasoning or "").strip()
     if reasoning_mode == "think_tags":
-        return {"role": "assistant", "content": f"{THINK_START}\n{reasoning}\n{THINK_END}\n\n{content}"}
+        return {"role": "assistant", "content": THINK.wrap(reasoning, content)}
     if reasoning_mode == "reasoning_content":
         return {"role": "assistant", "content": content, "reasoning_content": reasoning}
     return {"role": "assistant", "content": content}
@@ -133,10 +146,29 @@ def features(recipe: Recipe):
     return Features(cols)
 
 
-def _rows(traces_path: str, recipe_json: str):
+def _rows(traces_path: str, recipe_json: str, skip: list[str]):
     recipe = Recipe.model_validate_json(recipe_json)
+    refused = set(skip)
     for trace in JsonlFile(traces_path, Trace, key="sample_id").iter():
-        yield row(trace, recipe)
+        if trace.sample_id not in refused:
+            yield row(trace, recipe)
+
+
+def markup_of(trace: Trace, extra: tuple[str, ...]) -> str | None:
+    """The chat markup a trace's texts hold (prompt messages, reasoning, answer), or None."""
+    texts = [trace.prompt, trace.reasoning, trace.content, *(str(m.get("content", "")) for m in trace.messages or [])]
+    return next((hit for text in texts if (hit := find_markup(text, extra)) is not None), None)
+
+
+def _refused(recipe: Recipe, traces_path: Path) -> list[str]:
+    from tracesynth.markup import tokenizer_markup
+
+    extra = tuple(tokenizer_markup(recipe.student.model) if recipe.student.model else ())
+    out = []
+    for trace in JsonlFile(traces_path, Trace, key="sample_id").iter():
+        if markup_of(trace, extra) is not None:
+            out.append(trace.sample_id)
+    return out
 
 
 def template_info(recipe: Recipe) -> dict[str, Any]:
@@ -147,7 +179,7 @@ def template_info(recipe: Recipe) -> dict[str, Any]:
         "origin": "tracesynth export",
         "format": recipe.dataset.format,
         "reasoning": recipe.dataset.reasoning,
-        "thinking_delimiters": [THINK_START, THINK_END],
+        "thinking_delimiters": THINK.as_list(),
         "system_prompt": system,
         "prompt_template": recipe.prompt.template,
         "user_template": tpl.user,
@@ -158,27 +190,30 @@ def template_info(recipe: Recipe) -> dict[str, Any]:
 
 def export(recipe: Recipe) -> ExportResult:
     """Build the dataset from traces.jsonl (see module docstring)."""
-    run_dir = Path(recipe.run_dir)
-    traces_path = run_dir / "traces.jsonl"
+    layout = RunLayout(recipe.run_dir)
+    traces_path = layout.traces
     if not traces_path.exists():
         raise UserError(f"{traces_path}: no traces; run `tracesynth curate` first")
     cfg = recipe.dataset
-    started = time.time()
-    with RunStore(run_dir) as store:
-        store.mark_stage("export", started_at=started)
-        n = JsonlFile(traces_path, Trace, key="sample_id").count
-        if n == 0:
+    with RunStore(layout.root) as store, store.stage_run("export") as mark:
+        total = JsonlFile(traces_path, Trace, key="sample_id").count
+        if total == 0:
             raise UserError(f"{traces_path}: curation kept no traces; nothing to export (see curate.json)")
-        final = run_dir / "dataset"
-        work = run_dir / "dataset.tmp"
+        refused = _refused(recipe, traces_path)
+        n = total - len(refused)
+        if n == 0:
+            raise UserError(f"{traces_path}: every trace holds chat-template markup (e.g. {refused[0]}); "
+                            "nothing to export")
+        final = layout.dataset
+        work = final.with_name(final.name + ".tmp")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
-            files = _build(recipe, traces_path, work, n)
+            files = _build(recipe, traces_path, work, n, refused)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)  # the previous dataset/ stays as it was
             raise
-        old = run_dir / "dataset.old"
+        old = final.with_name(final.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
@@ -186,69 +221,77 @@ def export(recipe: Recipe) -> ExportResult:
         shutil.rmtree(old, ignore_errors=True)
         if cfg.push_to_hub:
             _push(final, cfg.push_to_hub)
-        store.mark_stage("export", finished_at=time.time(), rows=n)
+        mark.update(rows=n, refused_markup=len(refused))
     return ExportResult(
         rows=n,
         dataset_dir=str(final),
-        parquet_files=[str(final / "parquet" / f) for f in files],
+        parquet_files=[str(final / f) for f in files],
         card_path=str(final / "README.md"),
-        template_path=str(final / "template.json"),
+        template_path=str(final / TEMPLATE_JSON),
         format=cfg.format,
         reasoning=cfg.reasoning,
+        refused_markup=refused,
     )
 
 
-def _build(recipe: Recipe, traces_path: Path, work: Path, n: int) -> list[str]:
-    """Write the dataset, Parquet shards, template.json and the card into ``work``; return shard names."""
+def _build(recipe: Recipe, traces_path: Path, work: Path, n: int, refused: list[str]) -> list[str]:
+    """Write the Parquet shards, template.json and the card into ``work``; return the shard paths."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     quiet_before = are_progress_bars_disabled()
     disable_progress_bars()  # one summary line from the CLI instead of five progress bars
     try:
-        return _write(recipe, traces_path, work, n)
+        return _write(recipe, traces_path, work, n, refused)
     finally:
         if not quiet_before:
             enable_progress_bars()
 
 
-def _write(recipe: Recipe, traces_path: Path, work: Path, n: int) -> list[str]:
+def _write(recipe: Recipe, traces_path: Path, work: Path, n: int, refused: list[str]) -> list[str]:
     import datasets
 
     from tracesynth.stages.export.card import render_card
 
     stat = traces_path.stat()
-    fingerprint = stable_hash("export", recipe.model_dump(mode="json"), stat.st_mtime_ns, stat.st_size)
+    fingerprint = stable_hash("export", recipe.model_dump(mode="json"), stat.st_mtime_ns, stat.st_size, refused)
     ds = datasets.Dataset.from_generator(
         _rows,
         features=features(recipe),
-        gen_kwargs={"traces_path": str(traces_path), "recipe_json": recipe.model_dump_json()},
+        gen_kwargs={"traces_path": str(traces_path), "recipe_json": recipe.model_dump_json(), "skip": refused},
         cache_dir=str(work / ".build"),
         fingerprint=fingerprint,
     )
-    ds.save_to_disk(str(work))
     shards = max(1, -(-len(ds) // recipe.dataset.shard_rows))
-    (work / "parquet").mkdir()
+    (work / DATA_DIR).mkdir()
     files = []
     for i in range(shards):
-        path = work / "parquet" / f"train-{i:05d}-of-{shards:05d}.parquet"
-        ds.shard(shards, i, contiguous=True).to_parquet(str(path))
-        files.append(path.name)
+        # the content's fingerprint is in the name: the card lists these exact files, and datasets keys its cache
+        # of a local folder by what the card lists — so a re-export is never read from a stale cache
+        rel = f"{DATA_DIR}/train-{i:05d}-of-{shards:05d}-{fingerprint[:8]}.parquet"
+        ds.shard(shards, i, contiguous=True).to_parquet(str(work / rel))
+        files.append(rel)
     del ds
     shutil.rmtree(work / ".build", ignore_errors=True)
     template = template_info(recipe)
-    (work / "template.json").write_text(json.dumps(template, indent=2, ensure_ascii=False) + "\n")
-    (work / "README.md").write_text(render_card(recipe, traces_path.parent, template, rows=n), encoding="utf-8")
+    (work / TEMPLATE_JSON).write_text(json.dumps(template, indent=2, ensure_ascii=False) + "\n")
+    card = render_card(recipe, traces_path.parent, template, rows=n, refused_markup=refused, data_files=files)
+    (work / "README.md").write_text(card, encoding="utf-8")
     return files
 
 
-def _push(dataset_dir: Path, repo_id: str) -> None:  # pragma: no cover - needs the Hub and a token
+def load_exported(dataset_dir: str | Path) -> Any:
+    """The exported dataset as a ``datasets.Dataset`` (its train split), the way every HF tool loads it."""
     import datasets
+
+    return datasets.load_dataset(str(dataset_dir), split="train")
+
+
+def _push(dataset_dir: Path, repo_id: str) -> None:  # pragma: no cover - needs the Hub and a token
     from huggingface_hub import DatasetCard
 
-    datasets.load_from_disk(str(dataset_dir)).push_to_hub(repo_id)
+    load_exported(dataset_dir).push_to_hub(repo_id)
     DatasetCard((dataset_dir / "README.md").read_text(encoding="utf-8")).push_to_hub(repo_id)
 
 
-__all__ = [
-    "THINK_END", "THINK_START", "ExportResult", "assistant_message", "export", "features", "row", "template_info",
-]
+__all__ = ["DATA_DIR", "ExportResult", "assistant_message", "export", "features", "load_exported", "markup_of", "row",
+           "template_info"]

@@ -32,7 +32,7 @@ from tracesynth.accounting.tokens import DEFAULT_WORST_OUTPUT_TOKENS, PROMPT_MAR
 from tracesynth.config import Recipe
 from tracesynth.decontam.index import Hit, decontam_filter
 from tracesynth.records import Problem, Sample
-from tracesynth.rundir.live import RecipeSamples, root_id, superseded_ids
+from tracesynth.rundir.live import RecipeSamples, root_id, supersedes_edges
 from tracesynth.rundir.store import RunStore
 from tracesynth.stages.harvest.shards import in_shard
 from tracesynth.teacher.client import sampling_params
@@ -149,12 +149,13 @@ class Planner:
 
         st = self.stats
         limit = self.t.sampling.max_tokens
-        dead = superseded_ids(self.samples.path)
+        edges = supersedes_edges(self.samples.path)
+        dead = set(edges.values())
         todo: list[Sample] = []
         for s in self.samples.iter():
             if s.id in dead or s.finish_reason != "length":
                 continue
-            if not self.ids.belongs(s):
+            if not self.ids.belongs(s, edges):
                 st["other_settings"] += 1  # asked with another model / sampling / template: not this recipe's
                 continue
             st["truncated"] += 1
@@ -167,13 +168,13 @@ class Planner:
             wanted = {s.problem_id for s in todo}
             problems = {p.id: p for p in self.problems.iter() if p.id in wanted}
             for s in todo:
-                req = self._re_ask(s, problems.get(s.problem_id), reserved, render_messages)
+                req = self._re_ask(s, problems.get(s.problem_id), reserved, render_messages, edges)
                 if req is not None:
                     yield req
         self.source_done = True
 
     def _re_ask(self, s: Sample, problem: Problem | None, reserved: set[str] | frozenset[str],
-                render: Any) -> PendingRequest | None:
+                render: Any, edges: dict[str, str]) -> PendingRequest | None:
         st = self.stats
         depth = int(s.metadata.get("retry", 0)) + 1
         new = retry_id(s.id, depth)
@@ -188,7 +189,7 @@ class Planner:
             st["no_problem"] += 1  # problems.jsonl lost the row: cannot rebuild the prompt
             return None
         st["expected"] += 1
-        meta = {"root": root_id(s), "retry": depth}
+        meta = {"root": root_id(s, edges), "retry": depth}
         return PendingRequest(new, s.problem_id, s.index, attempt, self.body(render(problem, self.recipe.prompt),
                               s.index), supersedes=s.id, meta=meta)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 
 def draw_all(plt: Any, out: Path, run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None,
-             acc: list[dict[str, Any]], budget_rows: list[tuple[str, Any, Any]]) -> list[str]:
+             acc: list[dict[str, Any]], cap_rows: list[tuple[str, Any, Any]]) -> list[str]:
     names = [
         _funnel(plt, out, run, harvest),
         _verdicts(plt, out, verify),
         _lengths(plt, out, run),
         _accuracy(plt, out, acc),
-        _budget(plt, out, budget_rows),
+        _thinking_caps(plt, out, cap_rows),
         _throughput(plt, out, harvest),
     ]
     return [n for n in names if n]
@@ -117,7 +117,7 @@ def _accuracy(plt: Any, out: Path, acc: list[dict[str, Any]]) -> str | None:
     return _save(plt, fig, out, "accuracy.png")
 
 
-def _budget(plt: Any, out: Path, rows: list[tuple[str, Any, Any]]) -> str | None:
+def _thinking_caps(plt: Any, out: Path, rows: list[tuple[str, Any, Any]]) -> str | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -125,11 +125,11 @@ def _budget(plt: Any, out: Path, rows: list[tuple[str, Any, Any]]) -> str | None
         pts = sorted((b, a) for s, b, a in rows if s == student and b is not None and a is not None)
         ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=student)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("thinking budget (tokens)")
+    ax.set_xlabel("thinking cap (tokens)")
     ax.set_ylabel("pass@1 (%)")
     ax.legend(fontsize=8)
-    ax.set_title("Accuracy vs thinking budget (budget forcing)")
-    return _save(plt, fig, out, "budget.png")
+    ax.set_title("Accuracy vs thinking tokens (budget forcing)")
+    return _save(plt, fig, out, "thinking_caps.png")
 
 
 def _throughput(plt: Any, out: Path, harvest: dict[str, Any] | None) -> str | None:

@@ -115,14 +115,14 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
         ))
         md.append("")
         md += _margins(run, acc)
-    budget_rows = _budget_rows(evals)
-    if budget_rows:
-        md += ["## Accuracy vs thinking budget", "", _table(
-            ["student", "budget (thinking tokens)", "pass@1"],
-            [[s, b, _fmt(a, True)] for s, b, a in budget_rows]), ""]
+    cap_rows = _cap_rows(evals)
+    if cap_rows:
+        md += ["## Accuracy vs thinking tokens (budget forcing)", "", _table(
+            ["student", "thinking cap (tokens)", "pass@1"],
+            [[s, b, _fmt(a, True)] for s, b, a in cap_rows]), ""]
     md += ["## Cost receipt", "", receipt.markdown(), ""]
     if plots:
-        names = _plots(run, harvest, verify, acc, budget_rows)
+        names = _plots(run, harvest, verify, acc, cap_rows)
         if names:
             md += ["## Plots", ""] + [f"![{n}](plots/{n})" for n in names] + [""]
     out = run / "report.md"
@@ -220,17 +220,17 @@ def _margins(run: Path, acc: list[dict[str, Any]]) -> list[str]:
     return [*out, ""]
 
 
-def _budget_rows(evals: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+def _cap_rows(evals: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
     rows = []
     for name, ev in evals.items():
         block = ev.get("after", ev)
-        for item in block.get("budgets") or []:
-            rows.append((name, item.get("budget"), item.get("pass@1")))
+        for item in block.get("thinking_caps") or []:
+            rows.append((name, item.get("thinking_tokens"), item.get("pass@1")))
     return rows
 
 
 def _plots(run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None,
-           acc: list[dict[str, Any]], budget_rows: list[tuple[str, Any, Any]]) -> list[str]:
+           acc: list[dict[str, Any]], cap_rows: list[tuple[str, Any, Any]]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,7 +240,7 @@ def _plots(run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | N
 
     out = run / "plots"
     out.mkdir(exist_ok=True)
-    names = draw_all(plt, out, run, harvest, verify, acc, budget_rows)
+    names = draw_all(plt, out, run, harvest, verify, acc, cap_rows)
     plt.close("all")
     return names
 

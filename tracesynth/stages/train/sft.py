@@ -25,13 +25,11 @@ This module trains; it does not evaluate (see :mod:`tracesynth.evaluate`) or exp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,23 +38,10 @@ from tracesynth._ids import stable_hash
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.rundir.store import RunStore, package_versions
+from tracesynth.stages.train.args import check_sft_keys, default_sft_args, merge_sft_args
+from tracesynth.stages.train.device import cpu_threads, main_process
 
 log = logging.getLogger(__name__)
-
-# Defaults for a from-scratch tiny student (a pretrained 7B wants TRL's 2e-5; a 0.15M-parameter
-# random init needs a far larger step). Swept on addition traces: 5e-3 learns 2-digit addition in
-# ~800 steps; 2e-3 had not left the plateau after 500, 1e-2 diverged to a worse plateau.
-TINY_SFT_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 5e-3,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0.05,
-    "adam_beta2": 0.95,
-    "weight_decay": 0.0,
-    "per_device_train_batch_size": 16,
-    "num_train_epochs": 3,
-    "max_length": 1024,
-}
-
 
 @dataclass
 class SftResult:
@@ -76,137 +61,18 @@ class SftResult:
         )
 
 
-def sft_field_names() -> set[str]:
-    """Every field ``trl.SFTConfig`` accepts."""
-    import dataclasses
-
-    from trl import SFTConfig
-
-    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
-
-
-def check_sft_keys(sft_dict: dict[str, Any]) -> None:
-    """Raise ConfigError naming the first key of the recipe's ``sft:`` block that SFTConfig lacks."""
-    if not sft_dict:
-        return
-    known = sft_field_names()
-    unknown = sorted(k for k in sft_dict if k not in known)
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"sft.{unknown[0]}: unknown key: not a trl.SFTConfig field{hint}")
-    coerce_numbers(sft_dict)  # a value that should be a number and is not: named here, not deep in TRL
-
-
-def default_sft_args(*, on_gpu: bool, fmt: str, tiny: bool) -> dict[str, Any]:
-    """Our defaults for SFTConfig before the recipe's keys are applied (see module docstring)."""
-    args: dict[str, Any] = {
-        "report_to": "none",
-        "logging_steps": 10,
-        "save_total_limit": 2,
-        "include_num_input_tokens_seen": "non_padding",
-        "packing": False,
-        "padding_free": False,
-    }
-    if fmt == "messages":
-        args["assistant_only_loss"] = True
-    else:
-        args["completion_only_loss"] = True
-    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
-    if on_gpu:
-        # under `accelerate launch` with fsdp_activation_checkpointing, FSDP checkpoints the layers itself
-        fsdp_ac = os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true"
-        args.update(bf16=True, activation_checkpointing=not fsdp_ac)
-    else:
-        args.update(bf16=False, fp16=False, activation_checkpointing=False, dataloader_pin_memory=False)
-    if tiny:
-        args.update(TINY_SFT_DEFAULTS)
-    return args
-
-
-def coerce_numbers(args: dict[str, Any]) -> dict[str, Any]:
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string: turn such strings into the number SFTConfig expects."""
-    import dataclasses
-    import typing
-
-    from trl import SFTConfig
-
-    kinds = {f.name: f.type for f in dataclasses.fields(SFTConfig)}
-    out = dict(args)
-    for key, value in args.items():
-        if not isinstance(value, str) or key not in kinds:
-            continue
-        kind = kinds[key]
-        members = typing.get_args(kind) or (kind,)
-        names = {getattr(m, "__name__", str(m)) for m in members}
-        if "str" in names or not names & {"float", "int"}:
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"sft.{key}: expected a number, got {value!r}") from None
-        out[key] = int(number) if "float" not in names and number.is_integer() else number
-    return out
-
-
-def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict[str, Any]:
-    """Defaults < recipe; a recipe's ``gradient_checkpointing`` (old name) replaces our ``activation_checkpointing``."""
-    args = dict(defaults)
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-        if old in recipe_sft and new not in recipe_sft:
-            args.pop(new, None)
-    args.update(coerce_numbers(recipe_sft) if recipe_sft else {})
-    for key, value in args.items():  # YAML 1.1 reads `save_strategy: no` as False
-        if key.endswith("_strategy") and value is False:
-            args[key] = "no"
-    return args
-
-
-SMALL_MODEL_PARAMS = 50_000_000
-
-
-@contextlib.contextmanager
-def cpu_threads(model: Any, threads: int | None = None) -> Iterator[int]:
-    """Run a block with ``threads`` intra-op threads (``compute.cpu_threads``; None: decide here).
-
-    A small model's matmuls are tiny, and OpenMP threads that spin-wait for a descheduled partner
-    collapse when the cores are already busy: on the 2-core box with other jobs running (load
-    average > cores - 0.5) two threads trained the tiny student at 3.6-9.6k tokens/s and one at
-    12.7-15.5k, and decoding was 4x slower per token; on the idle box two threads were 1.5x faster
-    (bench/sft.py). So None means one thread for a small model (< 50M parameters) on a busy CPU,
-    else torch's default. Set ``compute.cpu_threads`` to pin it (e.g. for bit-reproducible runs).
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
-    if threads is None and on_cpu and small and os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5:
-        threads = 1
-    if threads is not None and on_cpu:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-def _main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _load_dataset(dataset_dir: Path):
     import datasets
 
     if not dataset_dir.exists():
         raise UserError(f"{dataset_dir}: no dataset here; run `tracesynth export RECIPE` first")
     try:
-        ds = datasets.load_from_disk(str(dataset_dir))
+        if (dataset_dir / "state.json").exists() or (dataset_dir / "dataset_dict.json").exists():
+            ds = datasets.load_from_disk(str(dataset_dir))  # a folder saved with save_to_disk
+        else:
+            ds = datasets.load_dataset(str(dataset_dir))  # the export's layout: README configs + data/*.parquet
     except (FileNotFoundError, ValueError) as exc:
-        raise UserError(f"{dataset_dir}: not a dataset saved with save_to_disk ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{dataset_dir}: not a dataset folder ({str(exc).splitlines()[0]})") from None
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
             raise UserError(f"{dataset_dir}: a DatasetDict without a 'train' split ({sorted(ds)})")
@@ -223,7 +89,8 @@ def _load_dataset(dataset_dir: Path):
 
 
 def _template_for(recipe: Recipe, dataset_dir: Path) -> dict[str, Any]:
-    from tracesynth.stages.train.student import THINK_END, THINK_START, read_template
+    from tracesynth.stages.train.student import read_template
+    from tracesynth.thinking import THINK
 
     saved = read_template(dataset_dir)
     if saved:
@@ -232,7 +99,7 @@ def _template_for(recipe: Recipe, dataset_dir: Path) -> dict[str, Any]:
         "origin": "recipe (the dataset has no template.json)",
         "system_prompt": recipe.dataset.system_prompt,
         "reasoning": recipe.dataset.reasoning,
-        "thinking_delimiters": [THINK_START, THINK_END],
+        "thinking_delimiters": THINK.as_list(),
     }
 
 
@@ -287,10 +154,10 @@ def make_trainer(recipe: Recipe, *, dataset_dir: str | Path | None = None, outpu
         stamp = ckpt_dir / "fingerprint"
         if stamp.exists() and stamp.read_text().strip() == plan.ckpt_fingerprint:
             plan.resume = get_last_checkpoint(str(ckpt_dir))
-        elif _main_process():
+        elif main_process():
             log.warning("%s: checkpoints of a different dataset or student; starting over", ckpt_dir)
             shutil.rmtree(ckpt_dir)
-    if _main_process():
+    if main_process():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / "fingerprint").write_text(plan.ckpt_fingerprint)
     model, tokenizer = _student(recipe, ds, ckpt_dir, plan.tiny)
@@ -310,7 +177,7 @@ def sft(
     done = _finished(plan.out, plan.fingerprint)
     if done is not None and not force:
         return SftResult(output_dir=str(plan.out), skipped=True, train=done)
-    store = RunStore(recipe.run_dir) if _main_process() else None
+    store = RunStore(recipe.run_dir) if main_process() else None
     try:
         if store is not None:
             store.mark_stage("sft", started_at=time.time(), output_dir=str(plan.out))
@@ -428,22 +295,10 @@ def _student(recipe: Recipe, ds, ckpt_dir: Path, tiny: bool):
     model, tokenizer = build_tiny(
         message_texts(ds), vocab_size=recipe.student.vocab_size, overrides=recipe.student.tiny, seed=seed
     )
-    if _main_process():
+    if main_process():
         model.save_pretrained(str(init))
         tokenizer.save_pretrained(str(init))
     return model, tokenizer
 
 
-__all__ = [
-    "TINY_SFT_DEFAULTS",
-    "SftResult",
-    "check_sft_keys",
-    "coerce_numbers",
-    "cpu_threads",
-    "default_sft_args",
-    "make_trainer",
-    "merge_sft_args",
-    "sft",
-    "sft_field_names",
-    "train_and_save",
-]
+__all__ = ["SftResult", "make_trainer", "sft", "train_and_save"]

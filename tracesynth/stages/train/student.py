@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracesynth.errors import ConfigError
+from tracesynth.thinking import THINK
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
-THINK_START, THINK_END = "<think>", "</think>"
+THINK_START, THINK_END = THINK.start, THINK.end
 
 # ChatML with generation markers. The assistant's <|im_end|> is inside {% generation %}: it
 # carries loss, so the student learns to stop (TRL warns when a template leaves it out).

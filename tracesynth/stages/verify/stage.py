@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tracesynth.children import die_with_parent, parent_watchdog
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError, VerifierError
 from tracesynth.records import Problem, Sample, Verdict
@@ -103,9 +104,14 @@ def _item_budget(names: list[str], options: dict[str, dict[str, Any]]) -> float:
 
 
 # -- worker side -----------------------------------------------------------------------------
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # a worker dies with the verify that started it (kill -9 included), never blocked on a pipe forever;
+    # under forkserver its parent is the forkserver, which itself exits when verify dies
+    expected = parent if parent > 0 else os.getppid()
+    die_with_parent(parent=expected)
+    parent_watchdog(expected)
 
 
 def _arm_cpu_limit(budget_s: float) -> None:
@@ -138,7 +144,8 @@ def _new_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecuto
     else:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["tracesynth.stages.verify.stage", *preload])  # only the first call counts
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    parent = os.getpid() if ctx.get_start_method() == "fork" else -1
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(parent,))
     try:  # a pool that cannot run a no-op is our problem, not a sample's: stop before writing anything
         pool.submit(os.getpid).result(timeout=120)
     except Exception as exc:

@@ -8,14 +8,19 @@ Test formats read from ``Problem.tests`` (``metadata`` supplies names where a fo
   ``float_tol`` for numeric tokens);
 * function calls: the same with ``fn_name`` (``{"fn_name": f, "inputs": [[args]], "outputs": [...]}``)
   or LiveCodeBench-style ``{"testtype": "functional"}`` pairs with ``metadata.fn_name`` — one run
-  calling ``f(*args)`` for every case and comparing with ``==``;
+  calling ``f(*args)`` for every case;
 * test code: a string (or list of assert lines) run after the solution; with
   ``metadata.entry_point`` it is HumanEval's ``check(candidate)`` and the problem prompt is put in
   front of the solution, so both a full function and a body-only completion work.
 
+Results are compared as plain values: what the solution returns is turned, inside the sandbox, into
+exact builtin values (numbers, strings, booleans, None and containers of them) before any comparison,
+so an object whose ``__eq__`` always answers True (or any type the tests did not ask for) fails;
+test scripts call the solution's functions through the same guard.
+
 A test program only passes when it prints a per-run random token after the tests, so a
 solution that exits early (``sys.exit(0)`` before the asserts) fails. A solution that reads its
-own source to forge the token is not caught.
+own source to forge the token, or rebinds the guard's names, is not caught.
 
 Verdicts: all tests pass → ``pass``; wrong output / failed assert → ``fail`` ``mismatch``; a crash →
 ``runtime_error``; over time → ``timeout``; memory or output limit → ``resource_limit``; no code
@@ -38,17 +43,95 @@ from tracesynth.stages.verify.verifiers import sandbox
 from tracesynth.stages.verify.verifiers.answer import answer_text, final_code
 from tracesynth.stages.verify.verifiers.base import Outcome, failed, passed, unverifiable
 
+# Run before the solution: the plain-value guard, with references to the builtins it needs taken first.
+# Values the solution returns are compared only after being turned into exact builtin values (int, float,
+# str, bool, None, and lists / tuples / dicts / sets of them), so a returned object whose __eq__ always
+# answers True — or a subclass of int whose __eq__ does — compares by its value and type, never by its
+# own methods; any other type is a test failure naming it.
+_PRELUDE = """
+def _ts_guard_factory():
+    _type, _isinstance = type, isinstance
+    _int, _float, _str, _complex = int.__int__, float.__float__, str.__str__, complex.__complex__
+    _liter, _titer, _siter, _fiter = list.__iter__, tuple.__iter__, set.__iter__, frozenset.__iter__
+    _ditems = dict.items
+
+    def plain(x, depth=0):
+        if depth > 64:
+            raise TypeError("the returned value is nested too deeply")
+        t = _type(x)
+        if x is None or t is bool:
+            return x
+        if _isinstance(x, bool):
+            return bool(x)
+        if _isinstance(x, int):
+            return _int(x)
+        if _isinstance(x, float):
+            return _float(x)
+        if _isinstance(x, str):
+            return _str(x)
+        if _isinstance(x, complex):
+            return _complex(x)
+        if _isinstance(x, tuple):
+            return tuple(plain(v, depth + 1) for v in _titer(x))
+        if _isinstance(x, list):
+            return [plain(v, depth + 1) for v in _liter(x)]
+        if _isinstance(x, dict):
+            return {plain(k, depth + 1): plain(v, depth + 1) for k, v in _ditems(x)}
+        if _isinstance(x, frozenset):
+            return frozenset(plain(v, depth + 1) for v in _fiter(x))
+        if _isinstance(x, set):
+            return {plain(v, depth + 1) for v in _siter(x)}
+        raise TypeError("returned a %s, not a plain value (int, float, str, bool, None, list, tuple, dict, set)"
+                        % t.__name__)
+
+    def same(a, b):
+        ta, tb = _type(a), _type(b)
+        if ta in (int, float) and tb in (int, float):
+            return a == b
+        if ta is not tb:
+            return (ta in (list, tuple) and tb in (list, tuple)) and len(a) == len(b) and all(
+                same(x, y) for x, y in zip(a, b))
+        if ta in (list, tuple):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if ta is dict:
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return a == b
+
+    def guard(fn):
+        def guarded(*args, **kwargs):
+            return plain(fn(*args, **kwargs))
+
+        guarded.__name__ = getattr(fn, "__name__", "candidate")
+        guarded.__wrapped__ = fn
+        return guarded
+
+    return plain, same, guard
+
+
+_ts_plain, _ts_same, _ts_guard = _ts_guard_factory()
+del _ts_guard_factory
+
+"""
+
 _FUNC_HARNESS = """
 
 import json as _ts_json
 _ts_cases = _ts_json.loads({cases!r})
 for _ts_i, (_ts_args, _ts_want) in enumerate(_ts_cases):
-    _ts_got = {fn}(*_ts_args)
-    if isinstance(_ts_got, tuple):
-        _ts_got = list(_ts_got)
-    if _ts_got != _ts_want:
+    _ts_got = _ts_plain({fn}(*_ts_args))
+    if not _ts_same(_ts_got, _ts_want):
         raise AssertionError("case %d: expected %r, got %r" % (_ts_i + 1, _ts_want, _ts_got))
 print({token!r})
+"""
+
+# A test script calls the solution's functions itself: each top-level function is wrapped first, so an
+# assert compares plain values.
+_GUARD_FUNCTIONS = """
+
+import types as _ts_types
+for _ts_name, _ts_value in list(globals().items()):
+    if not _ts_name.startswith("_ts_") and _ts_types.FunctionType is type(_ts_value):
+        globals()[_ts_name] = _ts_guard(_ts_value)
 """
 
 
@@ -172,7 +255,8 @@ def verify_code(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
     token = "tracesynth-tests-passed-" + secrets.token_hex(8)
     if kind == "functional":
         fn, cases = payload
-        source = code + _FUNC_HARNESS.format(cases=json.dumps([[a, w] for a, w in cases]), fn=fn, token=token)
+        source = _PRELUDE + code + _FUNC_HARNESS.format(cases=json.dumps([[a, w] for a, w in cases]), fn=fn,
+                                                        token=token)
         n = len(cases)
     else:
         test_code, entry = payload
@@ -181,8 +265,8 @@ def verify_code(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
             prefix = problem.prompt.rstrip("\n") + "\n"
         elif entry and problem.prompt:
             prefix = problem.prompt + "\n    pass\n\n"  # keeps the prompt's imports; the answer redefines it
-        check = f"\ncheck({entry})\n" if entry else "\n"
-        source = f"{prefix}{code}\n\n{test_code}\n{check}print({token!r})\n"
+        check = f"\ncheck(_ts_guard({entry}))\n" if entry else "\n"
+        source = f"{_PRELUDE}{prefix}{code}\n{_GUARD_FUNCTIONS}\n{test_code}\n{check}print({token!r})\n"
         n = 1
     res = _run(source, "", options)
     details = {"kind": kind, "tests": n}

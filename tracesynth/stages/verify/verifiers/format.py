@@ -8,6 +8,10 @@ every failing check):
   ``<think>\\n\\n</think>`` (option ``require_reasoning``, default true);
 * ``unclosed_think``: think tags left in the answer or the reasoning (``<think>`` without its
   ``</think>``, or a stray tag) (option ``require_closed_think``, default true);
+* ``chat_markup``: the reasoning or the answer holds a special token of a chat template
+  (``<|im_end|>``, ``<|im_start|>``, ... — :mod:`tracesynth.markup`, plus option ``markup``: the
+  student tokenizer's own special tokens, filled in by the verify stage); it would become real special
+  tokens in training (option ``forbid_markup``, default true);
 * ``too_short`` / ``too_long``: ``min_reasoning_tokens``, ``max_reasoning_tokens``,
   ``min_answer_tokens``, ``max_answer_tokens`` (unset by default). Token counts come from the
   endpoint's usage (reasoning tokens; completion minus reasoning for the answer) when it
@@ -27,10 +31,11 @@ import math
 import unicodedata
 from typing import Any
 
+from tracesynth.accounting.tokens import CHARS_PER_TOKEN
+from tracesynth.markup import find_markup
 from tracesynth.records import Problem, Sample
 from tracesynth.stages.verify.verifiers.base import Outcome, failed, passed
-
-CHARS_PER_TOKEN = 4
+from tracesynth.thinking import THINK
 
 
 def _script(ch: str) -> str:
@@ -63,7 +68,7 @@ def _tokens(sample: Sample) -> tuple[int, int, str]:
     if u.completion_tokens and not reasoning.strip():
         return 0, u.completion_tokens, "usage"
     est = (math.ceil(len(reasoning) / CHARS_PER_TOKEN), math.ceil(len(content) / CHARS_PER_TOKEN))
-    return est[0], est[1], "estimate (chars/4)"
+    return est[0], est[1], f"estimate ({CHARS_PER_TOKEN:g} characters a token)"
 
 
 def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> Outcome:
@@ -71,12 +76,19 @@ def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> 
     reasoning, content = sample.reasoning or "", sample.content or ""
     if sample.finish_reason == "length" and not options.get("allow_truncated", False):
         problems.append(("truncated", "finish_reason is 'length'"))
-    stripped = reasoning.replace("<think>", "").replace("</think>", "").strip()
+    start, end = THINK.start, THINK.end
+    stripped = reasoning.replace(start, "").replace(end, "").strip()
     if options.get("require_reasoning", True) and not stripped:
         problems.append(("no_reasoning", "reasoning is empty"))
     if options.get("require_closed_think", True):
-        if content.count("<think>") != content.count("</think>") or "<think>" in reasoning or "</think>" in reasoning:
+        if content.count(start) != content.count(end) or start in reasoning or end in reasoning:
             problems.append(("unclosed_think", "think tags left unbalanced in the answer or reasoning"))
+    if options.get("forbid_markup", True):
+        extra = tuple(options.get("markup") or ())
+        hit = find_markup(reasoning, extra) or find_markup(content, extra)
+        if hit:
+            problems.append(("chat_markup", f"the text holds chat-template markup {hit!r}: it would become a "
+                                            "special token in training"))
     r_tok, a_tok, source = _tokens(sample)
     bounds = (("min_reasoning_tokens", r_tok, "too_short", "reasoning"), ("max_reasoning_tokens", r_tok, "too_long",
               "reasoning"), ("min_answer_tokens", a_tok, "too_short", "answer"),

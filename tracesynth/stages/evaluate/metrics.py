@@ -1,19 +1,22 @@
-"""Accuracy statistics for evaluation and reports: Wilson and bootstrap intervals, unbiased pass@k.
+"""What an eval measures: accuracy statistics (Wilson and bootstrap intervals, unbiased pass@k) and the
+blocks of eval.json (per model, per domain / subject / level, and per thinking cap).
 
 * :func:`wilson_interval` — the score interval for a binomial proportion (one sample per problem).
 * :func:`bootstrap_interval` — a seeded percentile bootstrap over problems of the mean per-problem
   pass rate (several samples per problem are not independent draws, so resample problems).
 * :func:`pass_at_k` — the unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k).
 
-Pure Python, no numpy; this module computes numbers, it does not read or write files.
+Pure Python, no numpy; this module computes numbers, it does not read or write files or generate.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Any
 
 
 def _z(confidence: float) -> float:
@@ -106,10 +109,74 @@ def accuracy_summary(counts: Sequence[tuple[int, int]], confidence: float = 0.95
     return out
 
 
+def group(rows: list[dict[str, Any]], key: str, confidence: float, seed: int) -> dict[str, Any]:
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for r in rows:
+        value = r.get(key)
+        if value is None:
+            continue
+        c = counts[str(value)][r["problem_id"]]
+        c[0] += 1
+        c[1] += int(r["passed"])
+    out = {}
+    for value, per in sorted(counts.items()):
+        s = accuracy_summary([tuple(x) for x in per.values()], confidence, seed)
+        out[value] = {"pass@1": s["pass@1"], "ci": s["ci"], "n_problems": s["problems"]}
+    return out
+
+
+def metrics(rows: list[dict[str, Any]], confidence: float, seed: int) -> dict[str, Any]:
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        per[r["problem_id"]][0] += 1
+        per[r["problem_id"]][1] += int(r["passed"])
+    summary = accuracy_summary([tuple(v) for v in per.values()], confidence, seed)
+    total = max(len(rows), 1)
+    tags = Counter(v.get("tag") or v.get("status") for r in rows for v in r["verdicts"] if v.get("status") != "pass")
+    return {
+        **summary,
+        "n_problems": summary["problems"],
+        "stop_rate": sum(r["finish_reason"] == "stop" for r in rows) / total,
+        "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
+        "mean_completion_tokens": sum(r["completion_tokens"] for r in rows) / total,
+        "mean_thinking_tokens": sum(r["thinking_tokens"] for r in rows) / total,
+        "forced_rate": sum(bool(r["forced"]) for r in rows) / total,
+        "mean_waits": sum(r["waits"] for r in rows) / total,
+        "non_pass_tags": dict(tags),
+    }
+
+
+def block(target: Any, protocol: dict[str, Any], rows_by_setting: dict[Any, list[dict[str, Any]]],
+          confidence: float, seed: int) -> dict[str, Any]:
+    (_, plain_rows), *rest = rows_by_setting.items()
+    out: dict[str, Any] = {"label": target.label, "model": target.name, "protocol": protocol,
+                           **metrics(plain_rows, confidence, seed)}
+    for key in ("domain", "subject", "level"):
+        groups = group(plain_rows, key, confidence, seed)
+        if groups:
+            out[f"by_{key}"] = groups
+    caps = []
+    for (mode, spec), rows in rest:
+        m = metrics(rows, confidence, seed)
+        caps.append({
+            "mode": mode, "thinking_cap": spec.thinking_cap, "waits": spec.waits,
+            # the x-axis of s1's figure: a cap row plots at its cap, a Wait row at its mean thinking length
+            "thinking_tokens": spec.thinking_cap if mode == "cap" else round(m["mean_thinking_tokens"]),
+            **{k: m[k] for k in ("pass@1", "ci", "n_problems", "stop_rate", "mean_thinking_tokens",
+                                 "mean_completion_tokens", "forced_rate", "mean_waits")},
+        })
+    if caps:
+        out["thinking_caps"] = caps
+    return out
+
+
 __all__ = [
     "accuracy_summary",
+    "block",
     "bootstrap_interval",
+    "group",
     "mean_pass_at_k",
+    "metrics",
     "pass_at_k",
     "wilson_interval",
 ]
