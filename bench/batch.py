@@ -15,7 +15,7 @@ of answering the batch is not counted as the client's. Steps:
 
 Printed: CPU seconds and µs per request for each step, wall time, peak RSS, and the ratio online /
 batch client CPU. Then the price of harvesting the s1K and Sky-T1 recipes online and in batch
-(``tracesynth.cost.estimate``: ``harvest_usd`` vs ``harvest_batch_usd``; the recipes' hub sources are
+(``tracesynth.accounting.estimate``: ``harvest_usd`` vs ``harvest_batch_usd``; the recipes' hub sources are
 not read — problem counts are the pools the recipes describe and prompt tokens their ``cost`` block).
 
     .venv/bin/python bench/batch.py [--requests 100000] [--online-requests 4000]
@@ -145,7 +145,7 @@ def main() -> None:
     batch_cpu = rows["batch"]["cpu"]
     print(f"online harvester client CPU for {n:,} requests (scaled): {online_cpu:.1f} s; "
           f"batch end to end: {batch_cpu:.1f} s -> ratio online/batch = {online_cpu / batch_cpu:.2f}x")
-    print("\nharvest price, online vs batch (tracesynth.cost.estimate):")
+    print("\nharvest price, online vs batch (tracesynth.accounting.estimate):")
     for name, est in prices():
         saved = est.harvest_usd - est.harvest_batch_usd
         print(f"{name:<7} {est.requests:>7,} requests x ({est.prompt_tokens:,.0f} + {est.completion_tokens:,.0f} "

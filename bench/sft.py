@@ -8,9 +8,9 @@ steps with TRL's SFTTrainer, and reports training tokens per second (non-padding
 * ``trl-defaults``: ``SFTConfig()`` as shipped plus ``use_cpu=True`` (without it TRL's bf16 default
   refuses to start on a machine without a GPU) — bf16 autocast, gradient checkpointing on, batch 8,
   loss on every token;
-* ``ours``: :func:`tracesynth.train.sft.default_sft_args` for the CPU and a tiny student — fp32, no
+* ``ours``: :func:`tracesynth.stages.train.args.default_sft_args` for the CPU and a tiny student — fp32, no
   checkpointing, batch 16, assistant-only loss — with one intra-op thread (what sft picks for a
-  small model when the CPU is busy, :func:`tracesynth.train.sft.cpu_threads`);
+  small model when the CPU is busy, :func:`tracesynth.stages.train.device.cpu_threads`);
 * ``ours-2-threads``: the same with torch's default of one thread per core (what it picks when idle);
 * ``trl-defaults-bs16``: TRL's defaults with our batch size, to separate batch size from the rest.
 

@@ -4,10 +4,10 @@ The question the offline demo depends on: how many optimizer steps (and CPU seco
 tiny Qwen2 student needs before it writes correct step-by-step traces for held-out problems. Two
 student shapes are trained in the same run on the same data with the same recipe (AdamW betas
 (0.9, 0.95), cosine schedule with 5% warmup, gradient clipping 1.0, loss on the assistant turn
-only — :data:`tracesynth.train.sft.TINY_SFT_DEFAULTS`), in a plain PyTorch loop so accuracy can be
+only — :data:`tracesynth.stages.train.args.TINY_SFT_DEFAULTS`), in a plain PyTorch loop so accuracy can be
 probed every ``--every`` steps without stopping a Trainer:
 
-* ``default``: :data:`tracesynth.train.student.TINY_DEFAULTS` (hidden 64, 2 layers, 0.15M params);
+* ``default``: :data:`tracesynth.stages.train.student.TINY_DEFAULTS` (hidden 64, 2 layers, 0.15M params);
 * ``wide``: hidden 128, 4 layers (1.0M params), the first shape we tried.
 
 Accuracy is teacher-forced exact match on 200 held-out problems: the share whose whole assistant

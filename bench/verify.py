@@ -7,7 +7,7 @@ right answers, wrong answers, several boxes, "final answer is" phrases, answers 
 answer — each answer after a few hundred characters of text like a teacher's summary.
 Baseline, in the same run: math-verify called serially in this process the way its README shows
 (``verify(parse(gold), parse(answer))``). Ours: the verify stage's process pool
-(``tracesynth.verify.stage.run_items``) with 1 and 2 workers, pool start-up included. "per
+(``tracesynth.stages.verify.stage.run_items``) with 1 and 2 workers, pool start-up included. "per
 CPU-s" divides verdicts by the CPU time the workers used, i.e. what one core sustains even when
 other jobs share the machine.
 

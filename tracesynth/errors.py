@@ -1,7 +1,7 @@
 """The tracesynth exception tree, documented in one place.
 
 Every error tracesynth raises on purpose derives from :class:`TracesynthError`.
-The CLI (``tracesynth/cli.py``) is the only place that turns them into exit codes:
+The CLI (``tracesynth/cli/``) is the only place that turns them into exit codes:
 
     TracesynthError            base; exit 1 unless a subclass says otherwise
     ├── UserError              bad input from the user; one line on stderr, exit 2

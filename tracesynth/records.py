@@ -1,7 +1,7 @@
 """The four records every stage reads and writes: Problem, Sample, Verdict, Trace.
 
 Each is a pydantic v2 model serialised as one JSON object per line in the run folder.
-Ids are stable content hashes (see :mod:`tracesynth.ids`):
+Ids are stable content hashes (see :mod:`tracesynth._ids`):
 
 * ``Problem.id``: given by the source, else a hash of (source, prompt/messages, answer, tests).
 * ``Sample.id``: :func:`sample_id` of (problem id, sample index, model, sampling parameters,

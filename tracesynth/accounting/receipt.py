@@ -8,7 +8,7 @@
   (the run's and every variant's). CPU runs are listed with their wall time and cost 0.
 * Evaluation: cost recorded in eval.json (endpoint evaluation) — local evaluation costs 0 here.
 
-This module sums records; it does not estimate anything before a run (that is :mod:`tracesynth.cost`).
+This module sums records; it does not estimate anything before a run (that is :mod:`tracesynth.accounting.estimate`).
 """
 
 from __future__ import annotations

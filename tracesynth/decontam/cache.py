@@ -9,7 +9,7 @@ written is a miss, logged at debug level, and the index is built from the files 
 ``TRACESYNTH_CACHE=off`` turns it off. Measured: loading the shipped sets' index (2,053 items,
 81,728 8-grams) takes ~40 ms against ~150 ms to build it.
 
-Not here: what an index holds or how it matches (:mod:`tracesynth.curate.decontam`).
+Not here: what an index holds or how it matches (:mod:`.index`).
 """
 
 from __future__ import annotations

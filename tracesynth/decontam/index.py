@@ -101,7 +101,7 @@ class DecontamIndex:
 
         Indexes are cached per process by configuration and eval-file state (harvest and curate
         in one ``tracesynth run`` build it once), and on disk across processes
-        (:mod:`tracesynth.curate.decontam_cache`).
+        (:mod:`.cache`).
         """
         from tracesynth.decontam import cache as decontam_cache
         from tracesynth.sources.problems import iter_problems

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from tracesynth.sim.solver import Solution, Solver, user_text_of_prompt
 from tracesynth.sim.tokens import count_tokens, cut_after_tokens
+from tracesynth.thinking import THINK
 
-CLOSE = "\n</think>\n\n"
+OPEN, CLOSE = THINK.start + "\n", "\n" + THINK.end + "\n\n"
 _WAIT_END = re.compile(r"\bwait\W{0,3}$", re.I)
 _WAIT = re.compile(r"\bwait\b", re.I)
 
@@ -41,18 +42,18 @@ def chat_pieces(sol: Solution, placement: str) -> list[tuple[str, str, bool]]:
     if placement in ("reasoning_content", "reasoning"):
         return [(placement, sol.reasoning, True), ("content", sol.content, False)]
     if placement == "think":
-        return [("content", "<think>\n", False), ("content", sol.reasoning, True),
+        return [("content", OPEN, False), ("content", sol.reasoning, True),
                 ("content", CLOSE + sol.content, False)]
     return [("content", sol.reasoning, True), ("content", CLOSE + sol.content, False)]
 
 
 def continuation(sol: Solution, prompt: str) -> str:
     """What follows ``prompt`` (budget forcing: a prompt ending in 'Wait' re-checks and answers)."""
-    if "<think>" not in prompt:
-        return "<think>\n" + sol.reasoning + CLOSE + sol.content
-    after = prompt.rsplit("<think>", 1)[1]
-    if "</think>" in after:
-        tail = after.rsplit("</think>", 1)[1]
+    if THINK.start not in prompt:
+        return OPEN + sol.reasoning + CLOSE + sol.content
+    after = prompt.rsplit(THINK.start, 1)[1]
+    if THINK.end in after:
+        tail = after.rsplit(THINK.end, 1)[1]
         return "" if sol.content in tail else ("" if tail.endswith("\n\n") else "\n\n") + sol.content
     thought = after.lstrip()
     if _WAIT_END.search(thought.rstrip()):

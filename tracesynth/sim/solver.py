@@ -30,6 +30,7 @@ from typing import Literal
 
 from tracesynth.sim import arith
 from tracesynth.sim.answer_key import AnswerKey, normalize
+from tracesynth.thinking import THINK
 
 CATCH_RATE = 0.5  # chance that a budget-forcing "Wait" finds a deliberate mistake
 _WORDS = [
@@ -95,7 +96,7 @@ class Solution:
 
 def user_text_of_prompt(prompt: str) -> str:
     """The user's turn inside a raw completion prompt (the whole prompt when no template is recognised)."""
-    head = prompt.split("<think>")[0]
+    head = prompt.split(THINK.start)[0]
     for pattern in _USER_TURN:
         found = pattern.findall(head)
         if found:

@@ -8,7 +8,7 @@ Two layouts are supported, checked in this order:
    next to the ``tracesynth/`` package folder.
 
 This module only locates folders; it does not read, parse or verify what is in them
-(:mod:`tracesynth.prompts` and :mod:`tracesynth.data` do).
+(:mod:`.prompts` and :mod:`.builtin` do).
 """
 
 from __future__ import annotations

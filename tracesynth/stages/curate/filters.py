@@ -1,14 +1,14 @@
 """Per-sample curation filters: the keep policy over verdicts, truncation, and token lengths.
 
 * Keep policy over the verdicts of one sample: ``all`` (every verdict passes), ``any`` or
-  ``majority`` — :func:`tracesynth.verify.keep` when the verify package provides it, else the
+  ``majority`` — :func:`tracesynth.stages.verify.registry.keep` when the verify package provides it, else the
   same rules here (:func:`local_keep`). ``unverifiable`` never counts as a pass, a sample with no
   verdict is never passing, and ``finish_reason == "length"`` is never a pass.
 * Token lengths: with ``curate.tokenizer`` (a ``tokenizer.json`` or a folder holding one — the
   student's), texts are counted with the ``tokenizers`` library. Without it the documented
   approximation is the teacher's own usage counts (``completion_tokens`` for the answer,
-  ``prompt_tokens`` for the prompt) and, where an endpoint reported none, one token per four
-  characters.
+  ``prompt_tokens`` for the prompt) and, where an endpoint reported none, the estimate of
+  :mod:`tracesynth.accounting.tokens`.
 
 This module decides about single samples; grouping by problem happens in stage.py and select.py.
 """
@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tracesynth.accounting.tokens import CHARS_PER_TOKEN, text_tokens
 from tracesynth.errors import ConfigError
 from tracesynth.records import Sample, Verdict
 
 KeepFn = Callable[[Sequence[Verdict], str], bool]
-CHARS_PER_TOKEN = 4
 
 
 def local_keep(verdicts: Sequence[Verdict], policy: str) -> bool:
@@ -67,7 +67,7 @@ class TokenCounter:
     """Counts tokens with the student tokenizer, or approximates them (see module docstring)."""
 
     def __init__(self, tokenizer: str | None = None):
-        self.source = "approx: teacher usage counts, else 4 characters per token"
+        self.source = f"approx: teacher usage counts, else {CHARS_PER_TOKEN:g} characters per token"
         self._tok = None
         if tokenizer:
             path = Path(tokenizer).expanduser()
@@ -92,7 +92,7 @@ class TokenCounter:
             return len(self._tok.encode(text, add_special_tokens=False).ids)
         if reported > 0:
             return reported
-        return -(-len(text) // CHARS_PER_TOKEN)
+        return text_tokens(text)
 
 
 def completion_text(sample: Sample) -> str:

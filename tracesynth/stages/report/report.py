@@ -2,7 +2,7 @@
 
 Reads only what the stages wrote (manifest.json, harvest.json, verify.json, curate.json,
 dataset card counts, traces.jsonl, train.json, eval.json — for the run and for each variant under
-``variants/<name>/``) and the cost receipt from :mod:`tracesynth.receipt`. A missing stage file is
+``variants/<name>/``) and the cost receipt from :mod:`tracesynth.accounting.receipt`. A missing stage file is
 reported as "not run", never invented. This module computes no metric of its own beyond counting
 and summing what is recorded; plots use matplotlib's Agg backend (no display needed).
 """

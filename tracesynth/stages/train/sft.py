@@ -20,7 +20,7 @@ receipt. An interrupted run resumes from its last checkpoint (``<student>/checkp
 finished one with the same inputs is not trained again. Multi-GPU runs go through
 ``accelerate launch`` (recipes/accelerate/); only the main process writes files.
 
-This module trains; it does not evaluate (see :mod:`tracesynth.evaluate`) or export data.
+This module trains; it does not evaluate (see :mod:`tracesynth.stages.evaluate`) or export data.
 """
 
 from __future__ import annotations

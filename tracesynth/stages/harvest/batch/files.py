@@ -4,7 +4,7 @@ One line per request, the format of OpenAI's Batch API and ``vllm run-batch``::
 
     {"custom_id": "<sample id>", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
 
-:class:`PartWriter` streams :class:`~tracesynth.batch.plan.PendingRequest` objects into files of at
+:class:`PartWriter` streams :class:`~tracesynth.stages.harvest.plan.PendingRequest` objects into files of at
 most ``max_requests`` lines and ``max_bytes`` bytes, and next to each a *map* (``<name>.map.jsonl``:
 sample id → problem, index, attempt, what it supersedes) that ingesting needs, because a result line
 carries only the ``custom_id``. Each file is written under a temporary name, fsynced and renamed,

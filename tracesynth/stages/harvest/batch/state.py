@@ -16,7 +16,7 @@ so a kill -9 leaves at most a torn last line, dropped on reopen):
     ingest_file ``--ingest`` took in a results file (path, sha256, counts)
 
 A restart finds each batch where the log left it: an ``intent`` without ``created`` is reconciled
-by listing the provider's batches and files by their metadata / names (tracesynth.batch.submit),
+by listing the provider's batches and files by their metadata / names (:mod:`.submit`),
 so a crash between "create sent" and "id written" never makes a second batch.
 
 This module reads and writes the log; it talks to no provider and writes no samples.

@@ -8,7 +8,7 @@ except ``batches.create``, which is sent with ``max_retries=0``: a create whose 
 still have made a batch, so before trying again :meth:`BatchAPI.submit` *lists* the batches and
 adopts the one whose metadata names this run and file. Restarting after a crash does the same for a
 logged intent without a batch id, and looks for an already uploaded file by its name, so no request
-is ever submitted twice (:mod:`tracesynth.batch.state`).
+is ever submitted twice (:mod:`.state`).
 
 Errors: 401/403 → :class:`~tracesynth.errors.AuthError` naming the endpoint and the *name* of the
 key's variable; 404 on ``/files`` → a :class:`~tracesynth.errors.TeacherError` saying the endpoint

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from tracesynth.records import Sample
+from tracesynth.thinking import answer_region
 
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)\s*")
 _FINAL_PHRASE = re.compile(r"final\s+answer(?:\s+is)?\s*[:：]?\s*", re.IGNORECASE)
@@ -23,8 +24,7 @@ _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 def answer_text(sample: Sample) -> str:
     """The part of the sample that holds the final answer (content after any ``</think>``)."""
     text = sample.content or ""
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
+    text = answer_region(text)
     return text
 
 

@@ -1,7 +1,7 @@
 """What every verifier shares: the Outcome it returns, the tags, and a CPU-time deadline.
 
 A verifier is a plain function ``(problem, sample, options) -> Outcome``. ``Outcome`` is a
-Verdict without the ids (``score()`` in ``tracesynth.verify`` adds them). Statuses are
+Verdict without the ids (``score()`` in ``tracesynth.stages.verify.registry`` adds them). Statuses are
 three-valued and never hide an error:
 
 * ``pass`` — the answer is right;

@@ -14,7 +14,7 @@ unset): ``base_urls`` (or ``base_url``), ``model``, ``api_key_env``, ``http`` (`
 ``openai``), ``request_timeout_s`` (120), ``max_attempts`` (3), ``max_tokens`` (2048),
 ``temperature`` (0), ``prompt`` (template name or path, default ``judge``),
 ``max_answer_chars`` (2000). When it runs as a fallback (``when``, ``fallback_for``) is decided
-by :func:`tracesynth.verify.score`.
+by :func:`tracesynth.stages.verify.registry.score`.
 
 The call is synchronous (``asyncio.run``), so this verifier cannot be used from inside a running
 event loop; the verify stage runs it in worker processes.

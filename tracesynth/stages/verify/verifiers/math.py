@@ -20,7 +20,7 @@ as one comma-separated answer, e.g. several solutions); ``fallback`` = ``none`` 
 ``strict`` (true: variables and set/tuple kinds matter), ``allow_set_relation_comp`` (false).
 
 math-verify's own timeouts use ``SIGALRM`` and return "no match" on a timeout; they are turned
-off here and replaced by the CPU deadline of :func:`tracesynth.verify.score` (a timeout is then
+off here and replaced by the CPU deadline of :func:`tracesynth.stages.verify.registry.score` (a timeout is then
 ``unverifiable`` / ``timeout``, not a silent mismatch). This module does not pick verifiers or
 write verdicts.
 """

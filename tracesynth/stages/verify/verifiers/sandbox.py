@@ -50,7 +50,7 @@ Does NOT protect against:
   without ``net`` it can use the network; without ``mount`` it shares ``/tmp``.
 
 This module runs programs and reports what happened (the Linux mechanics are in confine.py);
-it does not decide whether an output is correct (tracesynth.verify.code does).
+it does not decide whether an output is correct (the code verifier does).
 """
 
 from __future__ import annotations

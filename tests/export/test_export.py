@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from curate_fixtures import make_run, recipe, sample
+from curate_kit import make_run, recipe, sample
 
 from tracesynth.errors import UserError
 from tracesynth.records import Problem

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo import RECIPES
 
 from tracesynth.stages.train.args import default_sft_args
 
-CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "accelerate"
+CONFIGS = RECIPES / "accelerate"
 
 
 def _launch_args(config: Path):

@@ -6,7 +6,7 @@ import json
 import statistics
 from collections import Counter
 
-from curate_fixtures import make_run, recipe, sample
+from curate_kit import make_run, recipe, sample
 
 from tracesynth.config import SelectConfig
 from tracesynth.records import Problem, Sample, Trace, Verdict

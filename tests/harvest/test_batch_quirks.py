@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from repo import FIXTURES as TEST_FIXTURES
 
 from tracesynth.accounting.ledger import Ledger
 from tracesynth.accounting.prices import Prices
@@ -19,7 +20,7 @@ from tracesynth.stages.harvest.writer import Writer
 from tracesynth.stages.verify.verifiers.format import verify_format
 from tracesynth.teacher.client import TeacherClient
 
-FIXTURES = Path(__file__).parent / "fixtures" / "batch"
+FIXTURES = TEST_FIXTURES / "batch"
 
 
 def ingest_fixtures(run: Path) -> tuple[dict[str, dict], list[dict], Ledger, dict[str, int]]:

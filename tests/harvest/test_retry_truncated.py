@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harvest_kit import rows
 
 from tracesynth.config import Recipe
 from tracesynth.records import Sample
@@ -34,10 +35,6 @@ def make_recipe(tmp: Path, base_url: str, max_tokens: int, **teacher: Any) -> Re
          "batch": {"poll_s": 0.05, "poll_max_s": 0.1}, **teacher}
     return Recipe.model_validate({"name": "t", "run_dir": str(tmp / "run"), "teacher": t,
                                   "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl"))}})
-
-
-def rows(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
 
 
 def test_only_truncated_samples_are_asked_again_and_superseded(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 pytestmark = pytest.mark.slow
 
 

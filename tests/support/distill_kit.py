@@ -1,7 +1,7 @@
 """Tiny distillation fixtures: arithmetic problems with the simulated teacher's step-by-step traces.
 
 The tests of sft and eval cannot wait for harvest → verify → curate → export, so they build the
-exported dataset directly: the same rows :func:`tracesynth.dataset.row` writes (messages with the
+exported dataset directly: the same rows :func:`tracesynth.stages.export.dataset.row` writes (messages with the
 reasoning in ``<think>`` tags, or answers only) and the same ``template.json``.
 """
 

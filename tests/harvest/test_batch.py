@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_harvest import write_problems  # the same problem file the online harvester tests use
+from harvest_kit import recipe_dict as kit_recipe
+from harvest_kit import rows as lines
 
 from tracesynth.config import Recipe
 from tracesynth.errors import DataError, TeacherError, UserError
@@ -31,19 +32,17 @@ PRICES = {"input": 1.0, "output": 2.0, "batch_discount": 0.5}
 
 
 def recipe_dict(tmp: Path, base_url: str, problems: int = 12, **teacher: Any) -> dict[str, Any]:
+    """The harvest kit's recipe, in batch mode's terms: quick polls, no concurrency setting."""
     batch = {"poll_s": 0.05, "poll_max_s": 0.2, **teacher.pop("batch", {})}
-    t = {"model": "sim-reasoner", "base_urls": [base_url], "api_key_env": None, "sampling": {"max_tokens": 600},
-         "prices": PRICES, "backoff_base_s": 0.01, "batch": batch, **teacher}
-    return {"name": "t", "run_dir": str(tmp / "run"), "teacher": t,
-            "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl", problems))}}
+    data = kit_recipe(tmp, base_url, problems, **{"prices": PRICES, **teacher, "batch": batch})
+    for key in ("concurrency", "n", "backoff_max_s", "timeout_s"):
+        if key not in teacher:
+            data["teacher"].pop(key)
+    return data
 
 
 def make_recipe(tmp: Path, base_url: str, problems: int = 12, **teacher: Any) -> Recipe:
     return Recipe.model_validate(recipe_dict(tmp, base_url, problems, **teacher))
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_round_trip_with_partial_failures_and_resubmission(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
-from distill_helpers import make_dataset, problems, recipe_for, write_problems
+from distill_kit import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.config import load_recipe
 from tracesynth.errors import ConfigError

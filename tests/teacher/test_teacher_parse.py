@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from openai.types.chat import ChatCompletion
+from repo import FIXTURES as TEST_FIXTURES
 
 from tracesynth.teacher.parse import (
     MalformedResponse,
@@ -18,7 +18,7 @@ from tracesynth.teacher.parse import (
 )
 from tracesynth.thinking import split_reasoning_text, split_think
 
-FIXTURES = Path(__file__).parent / "fixtures" / "responses"
+FIXTURES = TEST_FIXTURES / "responses"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
 
 

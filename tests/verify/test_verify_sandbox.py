@@ -1,4 +1,4 @@
-"""Security tests for tracesynth/verify/sandbox.py: one adversarial property per test.
+"""Security tests for tracesynth/stages/verify/verifiers/sandbox.py: one adversarial property per test.
 
 Every test ends with the machine clean: the autouse fixture fails the test if any process of a
 sandbox uid is still alive afterwards (and kills it, by pid, so one failure cannot leak into the

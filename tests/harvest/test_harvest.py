@@ -8,37 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harvest_kit import make_recipe
+from harvest_kit import rows as lines
 
-from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError
 from tracesynth.sim import SimTeacher
 from tracesynth.stages.harvest import harvest
 from tracesynth.stages.harvest.shards import in_shard, merge
-
-
-def write_problems(path: Path, n: int) -> Path:
-    with path.open("w") as fh:
-        for i in range(n):
-            a, b = 10 + i, 7 * i + 3
-            fh.write(json.dumps({"id": f"p{i:04d}", "problem": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
-    return path
-
-
-def make_recipe(tmp: Path, base_url: str | None, problems: int = 20, **teacher: Any) -> Recipe:
-    t = {"model": "sim-reasoner", "concurrency": 8, "n": 1, "sampling": {"max_tokens": 600},
-         "prices": {"input": 1.0, "output": 2.0}, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 10,
-         "api_key_env": None}
-    if base_url:
-        t["base_urls"] = [base_url]
-    t.update(teacher)
-    return Recipe.model_validate({"name": "t", "run_dir": str(tmp / "run"), "teacher": t,
-                                  "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl", problems))}})
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(raw) for raw in path.read_text().splitlines()]
 
 
 def test_harvest_then_resume_pays_nothing_twice(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from repo import REPO
 
 from tracesynth.config import SourceConfig
 from tracesynth.errors import DataError, SourceError
@@ -20,7 +20,7 @@ from tracesynth.sources import builtin as data
 from tracesynth.sources.problems import iter_problems
 from tracesynth.sources.resources import data_dir, prompts_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXPECTED = {
     ("gsm8k", "train"): (7473, "pool"),
     ("gsm8k", "test"): (1319, "eval"),

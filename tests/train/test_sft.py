@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from distill_helpers import make_dataset, problems, recipe_for, write_problems
+from distill_kit import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.stages.train.args import check_sft_keys, default_sft_args, merge_sft_args
