@@ -52,12 +52,23 @@ def recipe(run_dir: Path, src: Path, base_url: str, n: int, conc: int = 256) -> 
         with src.open("w") as fh:
             for i in range(n):
                 fh.write(json.dumps({"id": f"b{i}", "problem": prompt(i), "answer": "0"}) + "\n")
-    return Recipe.model_validate({
-        "name": "bench", "run_dir": str(run_dir), "source": {"kind": "jsonl", "path": str(src)},
-        "teacher": {"model": MODEL, "base_urls": [base_url], "api_key_env": None, "concurrency": conc,
-                    "sampling": {"max_tokens": 400}, "prices": {"input": 0.55, "output": 2.19}, "timeout_s": 120,
-                    "batch": {"poll_s": 0.2, "poll_max_s": 1.0}},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "bench",
+            "run_dir": str(run_dir),
+            "source": {"kind": "jsonl", "path": str(src)},
+            "teacher": {
+                "model": MODEL,
+                "base_urls": [base_url],
+                "api_key_env": None,
+                "concurrency": conc,
+                "sampling": {"max_tokens": 400},
+                "prices": {"input": 0.55, "output": 2.19},
+                "timeout_s": 120,
+                "batch": {"poll_s": 0.2, "poll_max_s": 1.0},
+            },
+        }
+    )
 
 
 # -- steps (each in its own child process) ---------------------------------------------------------
@@ -69,13 +80,19 @@ def step(name: str, work: Path, base_url: str, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if name == "write":
         res = export_batch(recipe(work / "run-write", src, base_url, n), work / "files")
-        out = {"files": len(res.files), "requests": res.submitted,
-               "mb": round(sum(Path(f).stat().st_size for f in res.files) / 1e6, 1)}
+        out = {
+            "files": len(res.files),
+            "requests": res.submitted,
+            "mb": round(sum(Path(f).stat().st_size for f in res.files) / 1e6, 1),
+        }
     elif name == "batch":
         res = harvest_batch(recipe(work / "run-batch", src, base_url, n), quiet=True)
         outputs = sorted((work / "run-batch" / "batches").glob("*.output.jsonl"))
-        out = {"new": res.new, "status": res.status,
-               "output_mb": round(sum(p.stat().st_size for p in outputs) / 1e6, 1)}
+        out = {
+            "new": res.new,
+            "status": res.status,
+            "output_mb": round(sum(p.stat().st_size for p in outputs) / 1e6, 1),
+        }
     elif name == "ingest":
         r = recipe(work / "run-write", src, base_url, n)  # the maps written by the `write` step
         new = 0
@@ -139,17 +156,23 @@ def main() -> None:
     for name, r in rows.items():
         k = m if name == "online" else n
         notes = {k2: v for k2, v in r.items() if k2 not in ("wall", "cpu", "rss_mb")}
-        print(f"{name:<8} {k:>9,} {r['cpu']:>8.2f} {r['cpu'] / k * 1e6:>8.0f} {r['wall']:>8.2f} {r['rss_mb']:>7.0f}  "
-              f"{json.dumps(notes)}")
+        print(
+            f"{name:<8} {k:>9,} {r['cpu']:>8.2f} {r['cpu'] / k * 1e6:>8.0f} {r['wall']:>8.2f} {r['rss_mb']:>7.0f}  "
+            f"{json.dumps(notes)}"
+        )
     online_cpu = rows["online"]["cpu"] / m * n
     batch_cpu = rows["batch"]["cpu"]
-    print(f"online harvester client CPU for {n:,} requests (scaled): {online_cpu:.1f} s; "
-          f"batch end to end: {batch_cpu:.1f} s -> ratio online/batch = {online_cpu / batch_cpu:.2f}x")
+    print(
+        f"online harvester client CPU for {n:,} requests (scaled): {online_cpu:.1f} s; "
+        f"batch end to end: {batch_cpu:.1f} s -> ratio online/batch = {online_cpu / batch_cpu:.2f}x"
+    )
     print("\nharvest price, online vs batch (tracesynth.accounting.estimate):")
     for name, est in prices():
         saved = est.harvest_usd - est.harvest_batch_usd
-        print(f"{name:<7} {est.requests:>7,} requests x ({est.prompt_tokens:,.0f} + {est.completion_tokens:,.0f} "
-              f"tokens): online ${est.harvest_usd:,.2f}, batch ${est.harvest_batch_usd:,.2f} (saves ${saved:,.2f})")
+        print(
+            f"{name:<7} {est.requests:>7,} requests x ({est.prompt_tokens:,.0f} + {est.completion_tokens:,.0f} "
+            f"tokens): online ${est.harvest_usd:,.2f}, batch ${est.harvest_batch_usd:,.2f} (saves ${saved:,.2f})"
+        )
 
 
 if __name__ == "__main__":

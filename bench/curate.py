@@ -28,10 +28,56 @@ from tracesynth.decontam.index import DecontamIndex, ngrams, words
 from tracesynth.sources.builtin import eval_sets, verified_path
 from tracesynth.stages.curate.dedup import exact_duplicates, near_duplicates, shingles
 
-NAMES = ["Ava", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kira", "Liam", "Mona", "Nico",
-         "Omar", "Pia", "Quinn", "Rosa", "Sami", "Tara", "Uma", "Vik", "Wen", "Xavi", "Yara", "Zed"]
-THINGS = ["apples", "marbles", "stickers", "books", "pencils", "coins", "cookies", "stamps", "shells", "cards",
-          "tickets", "beads", "plants", "bottles", "boxes", "kites", "rocks", "balloons", "candles", "cups"]
+NAMES = [
+    "Ava",
+    "Ben",
+    "Chen",
+    "Dara",
+    "Eli",
+    "Fatima",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jun",
+    "Kira",
+    "Liam",
+    "Mona",
+    "Nico",
+    "Omar",
+    "Pia",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Uma",
+    "Vik",
+    "Wen",
+    "Xavi",
+    "Yara",
+    "Zed",
+]
+THINGS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "books",
+    "pencils",
+    "coins",
+    "cookies",
+    "stamps",
+    "shells",
+    "cards",
+    "tickets",
+    "beads",
+    "plants",
+    "bottles",
+    "boxes",
+    "kites",
+    "rocks",
+    "balloons",
+    "candles",
+    "cups",
+]
 PLACES = ["market", "school", "library", "park", "bakery", "museum", "garden", "harbor", "farm", "station"]
 VERBS = ["buys", "finds", "sells", "gives away", "collects", "loses", "trades", "paints", "packs", "counts"]
 TEMPLATES = [
@@ -66,8 +112,14 @@ def questions(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], int, int]:
             near += 1
         else:
             text = rng.choice(TEMPLATES).format(
-                a=rng.choice(NAMES), b=rng.choice(NAMES), t=rng.choice(THINGS), p=rng.choice(PLACES),
-                v=rng.choice(VERBS), n1=rng.randint(2, 999), n2=rng.randint(2, 999), n3=rng.randint(2, 99),
+                a=rng.choice(NAMES),
+                b=rng.choice(NAMES),
+                t=rng.choice(THINGS),
+                p=rng.choice(PLACES),
+                v=rng.choice(VERBS),
+                n1=rng.randint(2, 999),
+                n2=rng.randint(2, 999),
+                n3=rng.randint(2, 99),
                 n4=rng.randint(2, 99),
             )
             if r > 0.997:
@@ -93,8 +145,16 @@ def ours(items, threshold: float, workers: int) -> dict:
     t3 = time.perf_counter()
     near = near_duplicates(items, threshold, workers=workers)
     t4 = time.perf_counter()
-    return {"index_s": t1 - t0, "decontam_s": t2 - t1, "exact_s": t3 - t2, "near_s": t4 - t3, "total_s": t4 - t0,
-            "contaminated": len(hits), "exact_dups": len(exact), "near_dups": near}
+    return {
+        "index_s": t1 - t0,
+        "decontam_s": t2 - t1,
+        "exact_s": t3 - t2,
+        "near_s": t4 - t3,
+        "total_s": t4 - t0,
+        "contaminated": len(hits),
+        "exact_dups": len(exact),
+        "near_dups": near,
+    }
 
 
 def naive(items, threshold: float) -> dict:
@@ -132,18 +192,26 @@ def main() -> None:
 
     t = time.perf_counter()
     items, near_made, dirty_made = questions(args.n)
-    print(f"generated {len(items):,} questions ({near_made} near-duplicates, {dirty_made} contaminated) "
-          f"in {time.perf_counter() - t:.1f}s")
+    print(
+        f"generated {len(items):,} questions ({near_made} near-duplicates, {dirty_made} contaminated) "
+        f"in {time.perf_counter() - t:.1f}s"
+    )
 
     full = ours(items, args.threshold, args.workers)
     me, kids = peak_mb()
     print(f"\n[ours] {args.n:,} questions, workers={args.workers}")
-    print(f"  decontam index {full['index_s']:.2f}s + match {full['decontam_s']:.2f}s -> {full['contaminated']} "
-          f"contaminated")
-    print(f"  exact dedup {full['exact_s']:.2f}s -> {full['exact_dups']}; near dedup (MinHash LSH, t={args.threshold}) "
-          f"{full['near_s']:.2f}s -> {len(full['near_dups'])} near-duplicates")
-    print(f"  total {full['total_s']:.1f}s (target < 60 s); peak RSS {me:.0f} MB main, {kids:.0f} MB largest worker "
-          f"(target < 1.5 GB)")
+    print(
+        f"  decontam index {full['index_s']:.2f}s + match {full['decontam_s']:.2f}s -> {full['contaminated']} "
+        f"contaminated"
+    )
+    print(
+        f"  exact dedup {full['exact_s']:.2f}s -> {full['exact_dups']}; near dedup (MinHash LSH, t={args.threshold}) "
+        f"{full['near_s']:.2f}s -> {len(full['near_dups'])} near-duplicates"
+    )
+    print(
+        f"  total {full['total_s']:.1f}s (target < 60 s); peak RSS {me:.0f} MB main, {kids:.0f} MB largest worker "
+        f"(target < 1.5 GB)"
+    )
 
     sub = items[: args.subset]
     mine = ours(sub, args.threshold, 1)
@@ -154,15 +222,23 @@ def main() -> None:
     precision = len(found & truth) / len(found) if found else 1.0
     scale = (args.n / args.subset) ** 2
     print(f"\n[subset] {len(sub):,} questions, one process")
-    print(f"  naive all-pairs Jaccard {base['near_s']:.1f}s ({len(truth)} items with a duplicate) + naive decontam "
-          f"{base['decontam_s']:.1f}s ({base['contaminated']} contaminated) = {base['total_s']:.1f}s")
-    print(f"  ours: near {mine['near_s']:.2f}s + decontam {mine['index_s'] + mine['decontam_s']:.2f}s = "
-          f"{mine['total_s']:.2f}s ({mine['contaminated']} contaminated)")
-    print(f"  ratio naive/ours on the subset: {base['total_s'] / mine['total_s']:.1f}x; "
-          f"LSH recall {recall:.3f}, precision {precision:.3f} vs exact all-pairs")
+    print(
+        f"  naive all-pairs Jaccard {base['near_s']:.1f}s ({len(truth)} items with a duplicate) + naive decontam "
+        f"{base['decontam_s']:.1f}s ({base['contaminated']} contaminated) = {base['total_s']:.1f}s"
+    )
+    print(
+        f"  ours: near {mine['near_s']:.2f}s + decontam {mine['index_s'] + mine['decontam_s']:.2f}s = "
+        f"{mine['total_s']:.2f}s ({mine['contaminated']} contaminated)"
+    )
+    print(
+        f"  ratio naive/ours on the subset: {base['total_s'] / mine['total_s']:.1f}x; "
+        f"LSH recall {recall:.3f}, precision {precision:.3f} vs exact all-pairs"
+    )
     extrapolated = base["near_s"] * scale
-    print(f"  naive all-pairs extrapolated to {args.n:,}: ~{extrapolated / 3600:.1f} h (x{scale:.0f}) vs our near "
-          f"dedup {full['near_s']:.1f}s measured -> ratio ~{extrapolated / full['near_s']:.0f}x")
+    print(
+        f"  naive all-pairs extrapolated to {args.n:,}: ~{extrapolated / 3600:.1f} h (x{scale:.0f}) vs our near "
+        f"dedup {full['near_s']:.1f}s measured -> ratio ~{extrapolated / full['near_s']:.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -69,12 +69,23 @@ def run_tracesynth(base_url: str, n: int, conc: int, http: str) -> dict[str, Any
     with src.open("w") as fh:
         for i in range(n):
             fh.write(json.dumps({"id": f"b{i}", "problem": prompt(i), "answer": "0"}) + "\n")
-    recipe = Recipe.model_validate({
-        "name": "bench", "run_dir": str(tmp / "run"), "source": {"kind": "jsonl", "path": str(src)},
-        "teacher": {"model": MODEL, "base_urls": [base_url], "api_key_env": None, "concurrency": conc,
-                    "sampling": {"max_tokens": 400}, "prices": {"input": 0.55, "output": 2.19}, "http": http,
-                    "timeout_s": 120},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "bench",
+            "run_dir": str(tmp / "run"),
+            "source": {"kind": "jsonl", "path": str(src)},
+            "teacher": {
+                "model": MODEL,
+                "base_urls": [base_url],
+                "api_key_env": None,
+                "concurrency": conc,
+                "sampling": {"max_tokens": 400},
+                "prices": {"input": 0.55, "output": 2.19},
+                "http": http,
+                "timeout_s": 120,
+            },
+        }
+    )
     t0, c0, t0_wall = time.perf_counter(), time.process_time(), time.time()
     res = tracesynth.harvest(recipe, quiet=True, progress=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -87,8 +98,15 @@ def run_tracesynth(base_url: str, n: int, conc: int, http: str) -> dict[str, Any
             k = str(row.get("metadata", {}).get("attempts", 1))
             attempts[k] = attempts.get(k, 0) + 1
     done_at.sort()
-    return {"wall": wall, "cpu": cpu, "done": len(done_at), "failed": res.failed, "retries": res.errors_by_kind,
-            "t99": done_at[int(0.99 * (len(done_at) - 1))] if done_at else float("nan"), "attempts": attempts}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "done": len(done_at),
+        "failed": res.failed,
+        "retries": res.errors_by_kind,
+        "t99": done_at[int(0.99 * (len(done_at) - 1))] if done_at else float("nan"),
+        "attempts": attempts,
+    }
 
 
 async def _openai_loop(base_url: str, n: int, conc: int) -> int:
@@ -100,7 +118,8 @@ async def _openai_loop(base_url: str, n: int, conc: int) -> int:
     async def one(i: int) -> None:
         async with sem:
             r = await client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": prompt(i)}], max_tokens=400)
+                model=MODEL, messages=[{"role": "user", "content": prompt(i)}], max_tokens=400
+            )
             assert r.choices[0].message.content
 
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -113,6 +132,7 @@ async def _bare_loop(base_url: str, n: int, conc: int) -> int:
 
     sem = asyncio.Semaphore(conc)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+
         async def one(i: int) -> None:
             async with sem:
                 body = {"model": MODEL, "messages": [{"role": "user", "content": prompt(i)}], "max_tokens": 400}
@@ -135,8 +155,9 @@ def child(args: argparse.Namespace) -> None:
     global _OFFSET
     _OFFSET = args.offset
     if args.variant.startswith("tracesynth"):
-        out = run_tracesynth(args.base_url, args.requests, args.concurrency,
-                             "openai" if args.variant == "tracesynth-sdk" else "aiohttp")
+        out = run_tracesynth(
+            args.base_url, args.requests, args.concurrency, "openai" if args.variant == "tracesynth-sdk" else "aiohttp"
+        )
     else:
         out = run_loop(args.variant, args.base_url, args.requests, args.concurrency)
     out["rss_mb"] = _peak_rss_mb()
@@ -145,23 +166,53 @@ def child(args: argparse.Namespace) -> None:
 
 # -- driver ------------------------------------------------------------------------------------------
 def measure(variant: str, base_url: str, n: int, conc: int, latency: float) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", variant, "--base-url", base_url, "--requests", str(n),
-           "--concurrency", str(conc), "--offset", str(next(_RUNS) * 1_000_000)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--base-url",
+        base_url,
+        "--requests",
+        str(n),
+        "--concurrency",
+        str(conc),
+        "--offset",
+        str(next(_RUNS) * 1_000_000),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     ideal = n / (conc / latency) if latency > 0 else float("nan")
-    r.update(variant=variant, requests=n, concurrency=conc, latency=latency, ideal=ideal,
-             ratio=r["wall"] / ideal if latency > 0 else float("nan"), rps=n / r["wall"],
-             cpu_ms=1000 * r["cpu"] / n)
-    print(f"  {variant:15s} wall {r['wall']:7.2f}s  {r['rps']:7.0f} req/s  cpu {r['cpu_ms']:5.2f} ms/req  "
-          f"peak RSS {r['rss_mb']:6.0f} MB  x{r['ratio']:.2f} of ideal {ideal:.2f}s  done {r['done']}", flush=True)
+    r.update(
+        variant=variant,
+        requests=n,
+        concurrency=conc,
+        latency=latency,
+        ideal=ideal,
+        ratio=r["wall"] / ideal if latency > 0 else float("nan"),
+        rps=n / r["wall"],
+        cpu_ms=1000 * r["cpu"] / n,
+    )
+    print(
+        f"  {variant:15s} wall {r['wall']:7.2f}s  {r['rps']:7.0f} req/s  cpu {r['cpu_ms']:5.2f} ms/req  "
+        f"peak RSS {r['rss_mb']:6.0f} MB  x{r['ratio']:.2f} of ideal {ideal:.2f}s  done {r['done']}",
+        flush=True,
+    )
     return r
 
 
-def scenario(name: str, variants: list[str], n: int, conc: int, latency: float, rounds: int = 1,
-             repeat: tuple[str, ...] = ("tracesynth", "bare"), **sim: Any) -> list[dict[str, Any]]:
+def scenario(
+    name: str,
+    variants: list[str],
+    n: int,
+    conc: int,
+    latency: float,
+    rounds: int = 1,
+    repeat: tuple[str, ...] = ("tracesynth", "bare"),
+    **sim: Any,
+) -> list[dict[str, Any]]:
     """Each variant once, then ``rounds - 1`` more alternating rounds of the ``repeat`` variants; the
     median round per variant is returned (the box's speed drifts by ~20% over minutes)."""
     from tracesynth.sim import SimProcess
@@ -179,8 +230,10 @@ def scenario(name: str, variants: list[str], n: int, conc: int, latency: float, 
         med = ordered[len(ordered) // 2]
         if len(ordered) > 1:
             walls = ", ".join(f"{x['wall']:.2f}" for x in runs[v])
-            print(f"  {v:15s} median of {len(ordered)}: wall {med['wall']:.2f}s  x{med['ratio']:.2f} of ideal  "
-                  f"cpu {med['cpu_ms']:.2f} ms/req  (walls {walls})")
+            print(
+                f"  {v:15s} median of {len(ordered)}: wall {med['wall']:.2f}s  x{med['ratio']:.2f} of ideal  "
+                f"cpu {med['cpu_ms']:.2f} ms/req  (walls {walls})"
+            )
         out.append(med)
     return out
 
@@ -206,33 +259,57 @@ def main() -> None:
     todo = ["quick", "wide", "429", "rss"] if args.scenario == "all" else [args.scenario]
     for sc in todo:
         if sc == "quick":
-            res = scenario("quick", ["tracesynth", "tracesynth-sdk", "openai", "bare"], args.requests or 4000, 256, 0.2,
-                           rounds=args.rounds)
+            res = scenario(
+                "quick",
+                ["tracesynth", "tracesynth-sdk", "openai", "bare"],
+                args.requests or 4000,
+                256,
+                0.2,
+                rounds=args.rounds,
+            )
             ts, floor = res[0], res[-1]
-            print(f"  tracesynth vs bare aiohttp: wall x{ts['wall'] / floor['wall']:.2f}, "
-                  f"cpu x{ts['cpu_ms'] / floor['cpu_ms']:.2f}; targets: wall <= 1.25x ideal "
-                  f"({'met' if ts['ratio'] <= 1.25 else 'MISSED'}), cpu <= 1.0 ms/req "
-                  f"({'met' if ts['cpu_ms'] <= 1.0 else 'MISSED'})")
+            print(
+                f"  tracesynth vs bare aiohttp: wall x{ts['wall'] / floor['wall']:.2f}, "
+                f"cpu x{ts['cpu_ms'] / floor['cpu_ms']:.2f}; targets: wall <= 1.25x ideal "
+                f"({'met' if ts['ratio'] <= 1.25 else 'MISSED'}), cpu <= 1.0 ms/req "
+                f"({'met' if ts['cpu_ms'] <= 1.0 else 'MISSED'})"
+            )
         elif sc == "wide":
             res = scenario("wide", ["tracesynth", "bare"], args.requests or 16384, 2048, 2.0, rounds=args.rounds)
-            print(f"  tracesynth vs bare aiohttp: wall x{res[0]['wall'] / res[1]['wall']:.2f}; target: within 1.2x "
-                  f"of ideal ({'met' if res[0]['ratio'] <= 1.2 else 'MISSED'}; the bare floor: x{res[1]['ratio']:.2f})")
+            print(
+                f"  tracesynth vs bare aiohttp: wall x{res[0]['wall'] / res[1]['wall']:.2f}; target: within 1.2x "
+                f"of ideal ({'met' if res[0]['ratio'] <= 1.2 else 'MISSED'}; the bare floor: x{res[1]['ratio']:.2f})"
+            )
         elif sc == "429":
             n = args.requests or 4000
             clean = scenario("429 (fault-free)", ["tracesynth"], n, 256, 0.2, rounds=args.rounds)[0]
-            faulty = scenario("429 (10% 429, Retry-After 1 s)", ["tracesynth"], n, 256, 0.2, rounds=args.rounds,
-                              rate_429=0.1, retry_after_s=1.0)[0]
+            faulty = scenario(
+                "429 (10% 429, Retry-After 1 s)",
+                ["tracesynth"],
+                n,
+                256,
+                0.2,
+                rounds=args.rounds,
+                rate_429=0.1,
+                retry_after_s=1.0,
+            )[0]
             ratio = faulty["wall"] / clean["wall"]
-            print(f"  10% 429 / fault-free wall (medians): x{ratio:.2f} (target <= 1.5: "
-                  f"{'met' if ratio <= 1.5 else 'MISSED'}); done {faulty['done']}/{n}, item errors {faulty['failed']}")
-            print(f"  99% of samples done at {faulty['t99']:.2f}s vs {clean['t99']:.2f}s fault-free "
-                  f"(x{faulty['t99'] / clean['t99']:.2f}); calls by attempts needed: "
-                  f"{dict(sorted(faulty['attempts'].items()))} — each extra attempt waits out Retry-After 1 s")
+            print(
+                f"  10% 429 / fault-free wall (medians): x{ratio:.2f} (target <= 1.5: "
+                f"{'met' if ratio <= 1.5 else 'MISSED'}); done {faulty['done']}/{n}, item errors {faulty['failed']}"
+            )
+            print(
+                f"  99% of samples done at {faulty['t99']:.2f}s vs {clean['t99']:.2f}s fault-free "
+                f"(x{faulty['t99'] / clean['t99']:.2f}); calls by attempts needed: "
+                f"{dict(sorted(faulty['attempts'].items()))} — each extra attempt waits out Retry-After 1 s"
+            )
             f = retry_after_floor.floor(n, 256, 0.2, 0.1, 1.0)
-            print(f"  an ideal client (no CPU, no network time; model in bench/retry_after_floor.py, 200 draws): "
-                  f"fault-free {f['clean']:.2f}s, with 429s median {f['median']:.2f}s = x{f['ratio_median']:.2f} "
-                  f"(p10 x{f['ratio_p10']:.2f}, p90 x{f['ratio_p90']:.2f}), {f['share_within_1_5']:.0%} of draws "
-                  f"within 1.5x; tracesynth's wall with 429s is x{faulty['wall'] / f['median']:.2f} the ideal client's")
+            print(
+                f"  an ideal client (no CPU, no network time; model in bench/retry_after_floor.py, 200 draws): "
+                f"fault-free {f['clean']:.2f}s, with 429s median {f['median']:.2f}s = x{f['ratio_median']:.2f} "
+                f"(p10 x{f['ratio_p10']:.2f}, p90 x{f['ratio_p90']:.2f}), {f['share_within_1_5']:.0%} of draws "
+                f"within 1.5x; tracesynth's wall with 429s is x{faulty['wall'] / f['median']:.2f} the ideal client's"
+            )
         elif sc == "rss":
             r = scenario("rss", ["tracesynth"], args.requests or 100_000, 256, 0.0)[0]
             print(f"  peak RSS {r['rss_mb']:.0f} MB (target < 250 MB: {'met' if r['rss_mb'] < 250 else 'MISSED'})")

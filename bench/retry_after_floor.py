@@ -55,19 +55,32 @@ def ideal_wall(n: int, concurrency: int, latency: float, rate_429: float, retry_
     return last
 
 
-def floor(n: int = 4000, concurrency: int = 256, latency: float = 0.2, rate_429: float = 0.1,
-          retry_after: float = 1.0, draws: int = 200) -> dict[str, float]:
+def floor(
+    n: int = 4000,
+    concurrency: int = 256,
+    latency: float = 0.2,
+    rate_429: float = 0.1,
+    retry_after: float = 1.0,
+    draws: int = 200,
+) -> dict[str, float]:
     """The ideal client's wall with 429s over ``draws`` random draws, and its ratio to its fault-free wall."""
     clean = ideal_wall(n, concurrency, latency, 0.0, 0.0, 0)  # ceil(n / concurrency) waves of latency
     walls = sorted(ideal_wall(n, concurrency, latency, rate_429, retry_after, seed) for seed in range(draws))
     ratios = [w / clean for w in walls]
-    return {"clean": clean, "median": statistics.median(walls), "ratio_median": statistics.median(ratios),
-            "ratio_p10": ratios[len(ratios) // 10], "ratio_p90": ratios[(9 * len(ratios)) // 10],
-            "share_within_1_5": sum(r <= 1.5 for r in ratios) / len(ratios)}
+    return {
+        "clean": clean,
+        "median": statistics.median(walls),
+        "ratio_median": statistics.median(ratios),
+        "ratio_p10": ratios[len(ratios) // 10],
+        "ratio_p90": ratios[(9 * len(ratios)) // 10],
+        "share_within_1_5": sum(r <= 1.5 for r in ratios) / len(ratios),
+    }
 
 
 if __name__ == "__main__":
     f = floor()
-    print(f"ideal client, 4,000 requests, 256 slots, 200 ms, 10% 429 + Retry-After 1 s, 200 draws: "
-          f"fault-free {f['clean']:.2f}s; with 429s median {f['median']:.2f}s = x{f['ratio_median']:.2f} "
-          f"(p10 x{f['ratio_p10']:.2f}, p90 x{f['ratio_p90']:.2f}); draws within 1.5x: {f['share_within_1_5']:.0%}")
+    print(
+        f"ideal client, 4,000 requests, 256 slots, 200 ms, 10% 429 + Retry-After 1 s, 200 draws: "
+        f"fault-free {f['clean']:.2f}s; with 429s median {f['median']:.2f}s = x{f['ratio_median']:.2f} "
+        f"(p10 x{f['ratio_p10']:.2f}, p90 x{f['ratio_p90']:.2f}); draws within 1.5x: {f['share_within_1_5']:.0%}"
+    )

@@ -60,19 +60,34 @@ def _run(name: str, args: dict, model_dir: Path, ds, steps: int, threads: int | 
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         tok = AutoTokenizer.from_pretrained(model_dir)
-        plumbing = {"output_dir": str(out), "max_steps": steps, "report_to": "none", "save_strategy": "no",
-                    "disable_tqdm": True, "logging_steps": steps, "include_num_input_tokens_seen": "non_padding"}
-        trainer = SFTTrainer(model=model, args=SFTConfig(**{**args, **plumbing}), train_dataset=ds,
-                             processing_class=tok)
+        plumbing = {
+            "output_dir": str(out),
+            "max_steps": steps,
+            "report_to": "none",
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "logging_steps": steps,
+            "include_num_input_tokens_seen": "non_padding",
+        }
+        trainer = SFTTrainer(
+            model=model, args=SFTConfig(**{**args, **plumbing}), train_dataset=ds, processing_class=tok
+        )
         trainer.remove_callback(PrinterCallback)
         t0 = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - t0
         tokens = trainer.state.num_input_tokens_seen
         cfg = trainer.args
-        return {"config": name, "tokens": tokens, "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall),
-                "batch": cfg.per_device_train_batch_size, "bf16": cfg.bf16,
-                "checkpointing": bool(cfg.activation_checkpointing), "threads": torch.get_num_threads()}
+        return {
+            "config": name,
+            "tokens": tokens,
+            "wall_s": round(wall, 2),
+            "tokens_per_s": round(tokens / wall),
+            "batch": cfg.per_device_train_batch_size,
+            "bf16": cfg.bf16,
+            "checkpointing": bool(cfg.activation_checkpointing),
+            "threads": torch.get_num_threads(),
+        }
     finally:
         torch.set_num_threads(before)
         shutil.rmtree(out, ignore_errors=True)
@@ -97,19 +112,30 @@ def main() -> None:
     model_dir = Path(tempfile.mkdtemp(prefix="bench-sft-model-"))
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    ours = {k: v for k, v in default_sft_args(on_gpu=False, fmt="messages", tiny=True).items()
-            if k not in ("report_to", "logging_steps", "include_num_input_tokens_seen", "num_train_epochs")}
+    ours = {
+        k: v
+        for k, v in default_sft_args(on_gpu=False, fmt="messages", tiny=True).items()
+        if k not in ("report_to", "logging_steps", "include_num_input_tokens_seen", "num_train_epochs")
+    }
     params = sum(p.numel() for p in model.parameters())
-    print(f"tiny student: {params / 1e6:.2f}M parameters, vocab {len(tok)}; {opts.rows} rows, {opts.steps} steps, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"tiny student: {params / 1e6:.2f}M parameters, vocab {len(tok)}; {opts.rows} rows, {opts.steps} steps, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}"
+    )
     try:
         _run("warm-up", ours, model_dir, ds, 3, 1)  # one-time costs (kernels, allocator) out of the timings
         results = [
             _run("trl-defaults", {"use_cpu": True}, model_dir, ds, opts.steps, None),
             _run("ours", ours, model_dir, ds, opts.steps, 1),
             _run("ours-2-threads", ours, model_dir, ds, opts.steps, None),
-            _run("trl-defaults-bs16", {"use_cpu": True, "per_device_train_batch_size": 16}, model_dir, ds, opts.steps,
-                 None),
+            _run(
+                "trl-defaults-bs16",
+                {"use_cpu": True, "per_device_train_batch_size": 16},
+                model_dir,
+                ds,
+                opts.steps,
+                None,
+            ),
         ]
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)

@@ -99,9 +99,15 @@ def _curve(name: str, shape: dict, train, test, opts) -> dict:
             curve.append({"step": step, "train_s": round(train_s, 1), "exact_match": em})
             if reached is None and em >= opts.target:
                 reached = {"step": step, "train_s": round(train_s, 1)}
-    return {"student": name, "params": sum(p.numel() for p in model.parameters()), "shape": shape,
-            "tokens_per_s": round(tokens / train_s), "reached_target": reached, "curve": curve,
-            "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "student": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "shape": shape,
+        "tokens_per_s": round(tokens / train_s),
+        "reached_target": reached,
+        "curve": curve,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main() -> None:

@@ -30,13 +30,18 @@ TARGET = 3000.0
 
 
 def chat_request(i: int) -> bytes:
-    body = json.dumps({
-        "model": "sim-reasoner",
-        "messages": [{"role": "user", "content": f"Calculate {1000 + i * 7} + {37 * i % 9973} - {i % 89}."}],
-        "max_tokens": 4096, "temperature": 0.6,
-    }).encode()
-    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Authorization: Bearer sk-bench\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    body = json.dumps(
+        {
+            "model": "sim-reasoner",
+            "messages": [{"role": "user", "content": f"Calculate {1000 + i * 7} + {37 * i % 9973} - {i % 89}."}],
+            "max_tokens": 4096,
+            "temperature": 0.6,
+        }
+    ).encode()
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer sk-bench\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -45,8 +50,9 @@ HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 class Client(asyncio.Protocol):
     """One keep-alive connection sending requests back to back; counts complete responses."""
 
-    def __init__(self, requests, deadline: float, done: asyncio.Future, limit: int | None = None,
-                 paused: bool = False) -> None:
+    def __init__(
+        self, requests, deadline: float, done: asyncio.Future, limit: int | None = None, paused: bool = False
+    ) -> None:
         self.requests, self.deadline, self.done, self.limit = requests, deadline, done, limit
         self.buf = b""
         self.count = self.errors = 0
@@ -86,8 +92,9 @@ class Client(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def hammer(port: int, make, seconds: float, connections: int, limit: int | None = None,
-                 connect_first: bool = False) -> tuple[float, int]:
+async def hammer(
+    port: int, make, seconds: float, connections: int, limit: int | None = None, connect_first: bool = False
+) -> tuple[float, int]:
     """Run ``connections`` clients until ``seconds`` pass (or each sent ``limit``); (req/s, total).
 
     ``connect_first`` opens every connection before any request is sent (and starts the clock then).
@@ -99,7 +106,8 @@ async def hammer(port: int, make, seconds: float, connections: int, limit: int |
     for _ in range(connections):
         fut = loop.create_future()
         _, proto = await loop.create_connection(
-            lambda f=fut: Client(make, deadline, f, limit, paused=connect_first), "127.0.0.1", port)
+            lambda f=fut: Client(make, deadline, f, limit, paused=connect_first), "127.0.0.1", port
+        )
         clients.append(proto)
         waits.append(fut)
     if connect_first:
@@ -138,8 +146,14 @@ def throughput(seconds: float, connections: int, rounds: int) -> list[dict[str, 
             chat, n = asyncio.run(hammer(port, lambda: chat_request(next(counter)), seconds, connections))
             c2 = cpu_seconds(pid)
             total += n
-            out.append({"chat": chat, "health": health, "chat_cpu": n / max(c2 - c1, 1e-9),
-                        "health_cpu": nh / max(c1 - c0, 1e-9)})
+            out.append(
+                {
+                    "chat": chat,
+                    "health": health,
+                    "chat_cpu": n / max(c2 - c1, 1e-9),
+                    "health_cpu": nh / max(c1 - c0, 1e-9),
+                }
+            )
         stats = sim.stats()
     assert stats["status"].get("200", 0) >= total, stats
     return out
@@ -172,18 +186,26 @@ def main() -> None:
     def span(key: str) -> str:
         return f"{min(r[key] for r in rounds):,.0f}-{max(r[key] for r in rounds):,.0f}"
 
-    print(f"chat completions (non-streaming, zero latency, {args.connections} connections), median of {args.rounds}: "
-          f"{med('chat'):,.0f} req/s wall ({span('chat')}), {med('chat_cpu'):,.0f} req per server CPU-second "
-          f"({span('chat_cpu')})")
-    print(f"GET /health (HTTP-layer ceiling, same server): {med('health'):,.0f} req/s wall ({span('health')}), "
-          f"{med('health_cpu'):,.0f} req per server CPU-second ({span('health_cpu')})")
-    print(f"ratio vs 3,000 req/s target (one core = per server CPU-second): {med('chat_cpu') / TARGET:.2f}x "
-          f"(worst round {min(r['chat_cpu'] for r in rounds) / TARGET:.2f}x); wall-clock: {med('chat') / TARGET:.2f}x; "
-          f"chat / health (CPU): {med('chat_cpu') / med('health_cpu'):.2f}")
+    print(
+        f"chat completions (non-streaming, zero latency, {args.connections} connections), median of {args.rounds}: "
+        f"{med('chat'):,.0f} req/s wall ({span('chat')}), {med('chat_cpu'):,.0f} req per server CPU-second "
+        f"({span('chat_cpu')})"
+    )
+    print(
+        f"GET /health (HTTP-layer ceiling, same server): {med('health'):,.0f} req/s wall ({span('health')}), "
+        f"{med('health_cpu'):,.0f} req per server CPU-second ({span('health_cpu')})"
+    )
+    print(
+        f"ratio vs 3,000 req/s target (one core = per server CPU-second): {med('chat_cpu') / TARGET:.2f}x "
+        f"(worst round {min(r['chat_cpu'] for r in rounds) / TARGET:.2f}x); wall-clock: {med('chat') / TARGET:.2f}x; "
+        f"chat / health (CPU): {med('chat_cpu') / med('health_cpu'):.2f}"
+    )
     wall, peak = slow(args.slow, args.latency)
-    print(f"{args.slow} concurrent requests at {args.latency:g}s latency: all done in {wall:.2f}s "
-          f"(serial would take {args.slow * args.latency:,.0f}s; peak in flight {peak}); "
-          f"ratio wall/latency {wall / args.latency:.2f}")
+    print(
+        f"{args.slow} concurrent requests at {args.latency:g}s latency: all done in {wall:.2f}s "
+        f"(serial would take {args.slow * args.latency:,.0f}s; peak in flight {peak}); "
+        f"ratio wall/latency {wall / args.latency:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ from tracesynth.records import Problem, Sample, Verdict
 from tracesynth.stages.verify.stage import run_items
 
 DATA = [Path(__file__).resolve().parents[1] / "data", Path("/work/shared/data")]
-FILLER = ("We first rewrite the condition, then combine the two cases and simplify. Checking the edge cases "
-          "confirms the count, and substituting back gives a consistent value. ")
+FILLER = (
+    "We first rewrite the condition, then combine the two cases and simplify. Checking the edge cases "
+    "confirms the count, and substituting back gives a consistent value. "
+)
 
 
 def golds() -> list[str]:
@@ -90,14 +92,17 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def pool_run(items: list, options: dict, workers: int, chunk: int,
-             preload: tuple[str, ...] = ()) -> tuple[float, float, list[Verdict]]:
+def pool_run(
+    items: list, options: dict, workers: int, chunk: int, preload: tuple[str, ...] = ()
+) -> tuple[float, float, list[Verdict]]:
     out: list[Verdict] = []
     cpu0, own0, t0 = children_cpu(), time.process_time(), time.perf_counter()
     run_items(iter(items), options, out.append, workers=workers, chunk_size=chunk, preload=preload)
     wall = time.perf_counter() - t0
-    print(f"    ({workers} worker(s): parent used {time.process_time() - own0:.1f} CPU-s, workers "
-          f"{children_cpu() - cpu0:.1f} CPU-s, wall {wall:.1f} s)")
+    print(
+        f"    ({workers} worker(s): parent used {time.process_time() - own0:.1f} CPU-s, workers "
+        f"{children_cpu() - cpu0:.1f} CPU-s, wall {wall:.1f} s)"
+    )
     return wall, children_cpu() - cpu0, out
 
 
@@ -125,8 +130,15 @@ def control_scaling() -> float:
 
 def bench_math(n: int, worker_counts: list[int]) -> None:
     pairs = mixed_pairs(n)
-    items = [(Problem(id=f"p{i}", prompt="q", answer=g), Sample(id=f"s{i}", problem_id=f"p{i}", index=0, model="m",
-              content=t), ["math"], ["math"]) for i, (g, t) in enumerate(pairs)]
+    items = [
+        (
+            Problem(id=f"p{i}", prompt="q", answer=g),
+            Sample(id=f"s{i}", problem_id=f"p{i}", index=0, model="m", content=t),
+            ["math"],
+            ["math"],
+        )
+        for i, (g, t) in enumerate(pairs)
+    ]
     options = {"math": {"timeout_s": 5.0}}
     base_s, base_ok = baseline_math(pairs)
     print(f"math: {n} pairs, load average {os.getloadavg()[0]:.1f}")
@@ -136,11 +148,15 @@ def bench_math(n: int, worker_counts: list[int]) -> None:
         wall, cpu, verdicts = pool_run(items, options, w, chunk=64, preload=("math_verify",))
         passes = sum(v.status == "pass" for v in verdicts)
         rates[w] = n / wall
-        print(f"  verify pool, {w} worker(s): {n / wall:7.1f} verdicts/s, {n / cpu:7.1f} per worker CPU-s, "
-              f"{n / wall / w:6.1f}/s per worker ({passes} pass) -> {base_s / wall:.2f}x the serial baseline")
+        print(
+            f"  verify pool, {w} worker(s): {n / wall:7.1f} verdicts/s, {n / cpu:7.1f} per worker CPU-s, "
+            f"{n / wall / w:6.1f}/s per worker ({passes} pass) -> {base_s / wall:.2f}x the serial baseline"
+        )
     if 1 in rates and 2 in rates:
-        print(f"  2 workers vs 1: {rates[2] / rates[1]:.2f}x (control, pure CPU burn 2 vs 1 processes right now: "
-              f"{control_scaling():.2f}x)")
+        print(
+            f"  2 workers vs 1: {rates[2] / rates[1]:.2f}x (control, pure CPU burn 2 vs 1 processes right now: "
+            f"{control_scaling():.2f}x)"
+        )
 
 
 def bench_code(n: int, worker_counts: list[int]) -> None:
@@ -149,21 +165,26 @@ def bench_code(n: int, worker_counts: list[int]) -> None:
     program = "print(int(input()) * 2)"
     prob = Problem(id="k", prompt="double", tests=[{"input": "21\n", "output": "42\n"}], domain="code")
     content = f"```python\n{program}\n```"
-    items = [(prob, Sample(id=f"c{i}", problem_id="k", index=i, model="m", content=content), ["code"], ["code"])
-             for i in range(n)]
+    items = [
+        (prob, Sample(id=f"c{i}", problem_id="k", index=i, model="m", content=content), ["code"], ["code"])
+        for i in range(n)
+    ]
     caps = capabilities()
     cpu0, t0 = children_cpu(), time.perf_counter()
     for _ in range(n):
-        subprocess.run([sys.executable, "-I", "-S", "-c", program], input="21\n", capture_output=True, text=True,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-I", "-S", "-c", program], input="21\n", capture_output=True, text=True, check=True
+        )
     base, base_cpu = n / (time.perf_counter() - t0), n / (children_cpu() - cpu0)
     print(f"code: {n} trivial programs, sandbox {caps.describe()}, load average {os.getloadavg()[0]:.1f}")
     print(f"  baseline bare subprocess.run, serial: {base:6.1f} runs/s, {base_cpu:6.1f} per CPU-s of the programs")
     for w in worker_counts:
         wall, cpu, verdicts = pool_run(items, {"code": {"timeout_s": 5.0}}, w, chunk=8)
         passes = sum(v.status == "pass" for v in verdicts)
-        print(f"  code verifier in the pool, {w} worker(s): {n / wall:6.1f} sandboxed runs/s, {n / cpu:6.1f} per "
-              f"CPU-s of workers and programs ({passes}/{n} pass) -> {n / wall / base:.2f}x the bare serial baseline")
+        print(
+            f"  code verifier in the pool, {w} worker(s): {n / wall:6.1f} sandboxed runs/s, {n / cpu:6.1f} per "
+            f"CPU-s of workers and programs ({passes}/{n} pass) -> {n / wall / base:.2f}x the bare serial baseline"
+        )
 
 
 def main() -> None:

@@ -15,12 +15,25 @@ import json
 from pathlib import Path
 
 COMMON_MARKUP: tuple[str, ...] = (
-    "<|im_start|>", "<|im_end|>", "<|endoftext|>",  # ChatML (Qwen, the tiny student)
-    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",  # Llama 3
-    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",  # DeepSeek
-    "[INST]", "[/INST]",  # Mistral / Llama 2
-    "<start_of_turn>", "<end_of_turn>",  # Gemma
-    "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",  # Phi
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",  # ChatML (Qwen, the tiny student)
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",  # Llama 3
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜User｜>",
+    "<｜Assistant｜>",  # DeepSeek
+    "[INST]",
+    "[/INST]",  # Mistral / Llama 2
+    "<start_of_turn>",
+    "<end_of_turn>",  # Gemma
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "<|end|>",  # Phi
 )
 
 

@@ -53,8 +53,10 @@ def _money(recipe: Recipe, warnings: list[str]) -> None:
     if t.budget_usd is not None and prices is not None and recipe.cost.prompt_tokens is not None:
         est = estimate(recipe, problems=None) if all(s.kind != "hub" for s in recipe.sources) else None
         if est is not None and not est.within_budget:
-            warnings.append(f"the harvest is estimated at ${est.harvest_usd:,.2f}, over teacher.budget_usd "
-                            f"${t.budget_usd:,.2f}: it would stop part-way (see `tracesynth cost`)")
+            warnings.append(
+                f"the harvest is estimated at ${est.harvest_usd:,.2f}, over teacher.budget_usd "
+                f"${t.budget_usd:,.2f}: it would stop part-way (see `tracesynth cost`)"
+            )
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
@@ -76,8 +78,9 @@ def check_recipe(recipe: Recipe) -> list[str]:
 
             check_sft_keys(recipe.sft)
         except ImportError:
-            warnings.append("sft: TRL is not installed here, so the sft block was not checked "
-                            "(pip install 'tracesynth[train]')")
+            warnings.append(
+                "sft: TRL is not installed here, so the sft block was not checked (pip install 'tracesynth[train]')"
+            )
     warnings += check_eval(recipe)
     return warnings
 

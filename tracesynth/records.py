@@ -132,9 +132,7 @@ class Trace(_Record):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-def problem_id(
-    source: str, prompt: str | None, messages: Any, answer: str | None, tests: Any
-) -> str:
+def problem_id(source: str, prompt: str | None, messages: Any, answer: str | None, tests: Any) -> str:
     """The content hash used when a source gives no id."""
     return "p-" + stable_hash("problem", source, prompt, messages, answer, tests)
 

@@ -46,15 +46,15 @@ def split_think(text: str, delimiters: Delimiters = THINK) -> tuple[str | None, 
     start, end = delimiters.start, delimiters.end
     stripped = text.lstrip()
     if stripped.startswith(start):
-        body = stripped[len(start):]
+        body = stripped[len(start) :]
         at = body.find(end)
         if at < 0:  # cut before the tag closed: all reasoning, no answer
             return body.strip(), "", ["unclosed_think"]
-        reasoning, answer = body[:at].strip(), body[at + len(end):].strip()
+        reasoning, answer = body[:at].strip(), body[at + len(end) :].strip()
         return reasoning, answer, ([] if reasoning else ["empty_think"])
     at = text.find(end)
     if at >= 0 and start not in text[:at]:  # R1-distill: the template opened the tag in the prompt
-        reasoning, answer = text[:at].strip(), text[at + len(end):].strip()
+        reasoning, answer = text[:at].strip(), text[at + len(end) :].strip()
         return reasoning, answer, (["closing_think_only"] + ([] if reasoning else ["empty_think"]))
     first = text.find(start)
     if first >= 0:  # a preamble before the block: keep it with the answer
@@ -100,5 +100,15 @@ def answer_region(text: str) -> str:
 
 ALL_MARKERS = (THINK.start, THINK.end, THOUGHT.start, THOUGHT.end, SOLUTION.start, SOLUTION.end)
 
-__all__ = ["ALL_MARKERS", "SOLUTION", "THINK", "THOUGHT", "UNDELIMITED", "Delimiters", "answer_region",
-           "split_reasoning_text", "split_sky_t1", "split_think"]
+__all__ = [
+    "ALL_MARKERS",
+    "SOLUTION",
+    "THINK",
+    "THOUGHT",
+    "UNDELIMITED",
+    "Delimiters",
+    "answer_region",
+    "split_reasoning_text",
+    "split_sky_t1",
+    "split_think",
+]

@@ -10,13 +10,56 @@ from pathlib import Path
 import tracesynth
 
 PUBLIC = {
-    "AuthError", "BatchHarvestResult", "BudgetExceeded", "ConfigError", "CurateResult", "DataError", "EvalResult",
-    "ExportResult", "HarvestResult", "JsonlStage", "Problem", "Recipe", "RunLockedError", "RunStore", "Sample",
-    "SftResult", "SimTeacher", "SourceError", "StoreError", "TeacherClient", "TeacherError", "TemplateError",
-    "Trace", "TracesynthError", "Usage", "UserError", "Verdict", "VerifierError", "__version__", "batch_status",
-    "build_receipt", "build_report", "curate", "decontam_filter", "estimate", "evaluate", "export", "export_batch",
-    "harvest", "harvest_batch", "ingest_results", "iter_problems", "live_samples", "load_recipe", "render_messages",
-    "retry_truncated", "run", "sft", "template_hash", "verify",
+    "AuthError",
+    "BatchHarvestResult",
+    "BudgetExceeded",
+    "ConfigError",
+    "CurateResult",
+    "DataError",
+    "EvalResult",
+    "ExportResult",
+    "HarvestResult",
+    "JsonlStage",
+    "Problem",
+    "Recipe",
+    "RunLockedError",
+    "RunStore",
+    "Sample",
+    "SftResult",
+    "SimTeacher",
+    "SourceError",
+    "StoreError",
+    "TeacherClient",
+    "TeacherError",
+    "TemplateError",
+    "Trace",
+    "TracesynthError",
+    "Usage",
+    "UserError",
+    "Verdict",
+    "VerifierError",
+    "__version__",
+    "batch_status",
+    "build_receipt",
+    "build_report",
+    "curate",
+    "decontam_filter",
+    "estimate",
+    "evaluate",
+    "export",
+    "export_batch",
+    "harvest",
+    "harvest_batch",
+    "ingest_results",
+    "iter_problems",
+    "live_samples",
+    "load_recipe",
+    "render_messages",
+    "retry_truncated",
+    "run",
+    "sft",
+    "template_hash",
+    "verify",
 }
 
 
@@ -47,7 +90,9 @@ def test_the_type_checking_mirror_names_every_lazy_export() -> None:
 
 
 def test_importing_tracesynth_imports_no_heavy_library() -> None:
-    code = ("import sys, tracesynth; print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'aiohttp')"
-            " if m in sys.modules))")
+    code = (
+        "import sys, tracesynth; print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'aiohttp')"
+        " if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"

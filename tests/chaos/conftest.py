@@ -35,21 +35,43 @@ def pytest_configure(config: pytest.Config) -> None:
 # -- processes --------------------------------------------------------------------------------
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", "COLUMNS": "250", "NO_COLOR": "1"})
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1",
+            "COLUMNS": "250",
+            "NO_COLOR": "1",
+        }
+    )
     env.update(extra or {})
     return env
 
 
-def run_cli(*args: str | Path, timeout: float = 60, env: dict[str, str] | None = None, cwd: Path | None = None,
-            preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """``python -m tracesynth ARGS`` to completion, output captured as text.
 
     On ``timeout`` the command's whole process group (its worker processes too) is killed and
     :class:`subprocess.TimeoutExpired` is raised."""
     cmd = [sys.executable, "-m", "tracesynth", *map(str, args)]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(env), cwd=cwd,
-                          preexec_fn=preexec_fn, start_new_session=True) as proc:
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(env),
+        cwd=cwd,
+        preexec_fn=preexec_fn,
+        start_new_session=True,
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -65,8 +87,13 @@ def start_cli(*args: str | Path, log_dir: Path, env: dict[str, str] | None = Non
     out = (log_dir / "stdout.txt").open("wb")
     err = (log_dir / "stderr.txt").open("wb")
     try:
-        return subprocess.Popen([sys.executable, "-m", "tracesynth", *map(str, args)], stdout=out, stderr=err,
-                                env=cli_env(env), start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tracesynth", *map(str, args)],
+            stdout=out,
+            stderr=err,
+            env=cli_env(env),
+            start_new_session=True,
+        )
     finally:
         out.close()
         err.close()
@@ -145,8 +172,9 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_recipe(folder: Path, base_url: str, *, problems: Path | None = None, name: str = "recipe.yaml",
-                 **sections: Any) -> Path:
+def write_recipe(
+    folder: Path, base_url: str, *, problems: Path | None = None, name: str = "recipe.yaml", **sections: Any
+) -> Path:
     """A recipe for the hostile teacher in ``folder`` (run_dir ``folder/run``); ``sections`` are merged in.
 
     Defaults: jsonl source ``folder/problems.jsonl``, boxed_math, model ``hostile`` with prices $1 / $10
@@ -155,13 +183,23 @@ def write_recipe(folder: Path, base_url: str, *, problems: Path | None = None, n
     recipe: dict[str, Any] = {
         "name": "chaos",
         "run_dir": str(folder / "run"),
-        "source": {"kind": "jsonl", "path": str(problems or folder / "problems.jsonl"),
-                   "columns": {"question": "question", "answer": "answer"}},
+        "source": {
+            "kind": "jsonl",
+            "path": str(problems or folder / "problems.jsonl"),
+            "columns": {"question": "question", "answer": "answer"},
+        },
         "prompt": {"template": "boxed_math"},
         "teacher": {
-            "model": "hostile", "base_urls": [base_url], "api_key_env": None,
-            "prices": {"input": 1.0, "output": 10.0}, "sampling": {"max_tokens": 1000},
-            "concurrency": 4, "timeout_s": 10, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "stop_grace_s": 2,
+            "model": "hostile",
+            "base_urls": [base_url],
+            "api_key_env": None,
+            "prices": {"input": 1.0, "output": 10.0},
+            "sampling": {"max_tokens": 1000},
+            "concurrency": 4,
+            "timeout_s": 10,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 0.05,
+            "stop_grace_s": 2,
         },
         "verify": {"verifiers": ["math"]},
         "curate": {"decontam": {"enabled": False}},
@@ -223,9 +261,9 @@ def exception_of(text: str) -> str:
     """The exception line (and up to two detail lines) of the last traceback in ``text``."""
     lines = text.splitlines()
     start = max(i for i, ln in enumerate(lines) if ln.startswith("Traceback"))
-    rest = [ln for ln in lines[start + 1:] if ln.strip()]
+    rest = [ln for ln in lines[start + 1 :] if ln.strip()]
     at = next((i for i, ln in enumerate(rest) if not ln[:1].isspace()), len(rest) - 1)
-    return " | ".join(ln.strip() for ln in rest[at:at + 3])
+    return " | ".join(ln.strip() for ln in rest[at : at + 3])
 
 
 def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
@@ -240,7 +278,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *, code: int |
         assert proc.returncode != 0, f"exit 0, no error; last line: {tail(proc.stderr or proc.stdout, 1)}"
     else:
         assert proc.returncode == code, (
-            f"exit {proc.returncode}, want {code}; last line: {tail(proc.stderr or proc.stdout, 1)}")
+            f"exit {proc.returncode}, want {code}; last line: {tail(proc.stderr or proc.stdout, 1)}"
+        )
     errs = error_lines(proc.stderr)
     assert len(errs) == 1, f"want one 'error:' line, got {len(errs)}; stderr ends: {tail(proc.stderr)}"
     return errs[0]
@@ -253,9 +292,27 @@ def ledger(run_dir: Path) -> dict[str, Any]:
 
 
 # -- the fixture ---------------------------------------------------------------------------------
-HELPERS = (run_cli, start_cli, stop_process, pid_alive, children_of, arithmetic_rows, write_jsonl, write_problems,
-           write_recipe, read_jsonl, read_json, count_lines, wait_for, error_lines, tail, exception_of,
-           assert_no_traceback, assert_one_line_error, ledger)
+HELPERS = (
+    run_cli,
+    start_cli,
+    stop_process,
+    pid_alive,
+    children_of,
+    arithmetic_rows,
+    write_jsonl,
+    write_problems,
+    write_recipe,
+    read_jsonl,
+    read_json,
+    count_lines,
+    wait_for,
+    error_lines,
+    tail,
+    exception_of,
+    assert_no_traceback,
+    assert_one_line_error,
+    ledger,
+)
 
 
 @pytest.fixture

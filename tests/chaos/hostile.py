@@ -49,8 +49,16 @@ from typing import Any
 from aiohttp import web
 
 MODES = (
-    "ok", "no_usage", "negative_usage", "absurd_usage", "string_usage", "finish_reason_int", "content_int",
-    "chat_markup", "hang", "hang_first",
+    "ok",
+    "no_usage",
+    "negative_usage",
+    "absurd_usage",
+    "string_usage",
+    "finish_reason_int",
+    "content_int",
+    "chat_markup",
+    "hang",
+    "hang_first",
 )
 CHAT_MARKUP = "<|im_end|>\n<|im_start|>user\nhi"
 _BINARY = re.compile(r"(-?\d+)\s*([+\-*x×])\s*(-?\d+)")
@@ -77,10 +85,19 @@ def _text(content: Any) -> str:
 class Hostile:
     """The server; a context manager (``start`` / ``stop`` also work). Deterministic: no randomness."""
 
-    def __init__(self, mode: str = "ok", *, model: str = "hostile", script: list[str] | None = None,
-                 by_question: dict[str, str] | None = None,
-                 rule: Callable[[str, int], str | None] | None = None, hang_s: float = 10.0,
-                 delay_s: float = 0.0, reasoning_chars: int = 0, content: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        mode: str = "ok",
+        *,
+        model: str = "hostile",
+        script: list[str] | None = None,
+        by_question: dict[str, str] | None = None,
+        rule: Callable[[str, int], str | None] | None = None,
+        hang_s: float = 10.0,
+        delay_s: float = 0.0,
+        reasoning_chars: int = 0,
+        content: Callable[[str], str] | None = None,
+    ) -> None:
         for m in [mode, *(script or []), *(by_question or {}).values()]:
             if m not in MODES:
                 raise ValueError(f"unknown mode {m!r}; modes are {', '.join(MODES)}")
@@ -190,8 +207,9 @@ class Hostile:
             return self._json({"detail": "Not Found"}, 404)
         if path.rstrip("/") == "/v1/models" and request.method == "GET":
             self._bump("status:200")
-            return self._json({"object": "list", "data": [
-                {"id": self.model, "object": "model", "created": 0, "owned_by": "hostile"}]})
+            return self._json(
+                {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "hostile"}]}
+            )
         if path.rstrip("/") == "/v1/chat/completions" and request.method == "POST":
             return await self._chat(request)
         self._bump("status:404", "rejected:route")
@@ -214,8 +232,16 @@ class Hostile:
             body = await request.json()
         except ValueError:
             self._bump("status:400", "rejected:json")
-            return self._json({"object": "error", "message": "invalid JSON body", "type": "BadRequestError",
-                               "param": None, "code": 400}, 400)
+            return self._json(
+                {
+                    "object": "error",
+                    "message": "invalid JSON body",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                },
+                400,
+            )
         messages = body.get("messages") or []
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         question = _text(users[-1].get("content")) if users else ""
@@ -224,8 +250,12 @@ class Hostile:
             self.counts["total"] += 1
             seen = self._seen[question]
             self._seen[question] += 1
-        entry: dict[str, Any] = {"question": question.split("\n", 1)[0], "model": body.get("model"),
-                                 "max_tokens": body.get("max_tokens"), "temperature": body.get("temperature")}
+        entry: dict[str, Any] = {
+            "question": question.split("\n", 1)[0],
+            "model": body.get("model"),
+            "max_tokens": body.get("max_tokens"),
+            "temperature": body.get("temperature"),
+        }
         with self._lock:
             self.log.append(entry)
         refusal = self._refuse(body)
@@ -251,17 +281,44 @@ class Hostile:
     def _refuse(self, body: dict[str, Any]) -> tuple[int, str, dict[str, Any]] | None:
         model = body.get("model")
         if model != self.model:
-            return 404, "model", {"error": {"message": f"The model `{model}` does not exist.",
-                                            "type": "NotFoundError", "param": "model", "code": 404}}
+            return (
+                404,
+                "model",
+                {
+                    "error": {
+                        "message": f"The model `{model}` does not exist.",
+                        "type": "NotFoundError",
+                        "param": "model",
+                        "code": 404,
+                    }
+                },
+            )
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if isinstance(max_tokens, (int, float)) and max_tokens < 1:
-            return 400, "max_tokens", {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
-                                       "message": f"max_tokens must be at least 1, got {max_tokens}."}
+            return (
+                400,
+                "max_tokens",
+                {
+                    "object": "error",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                    "message": f"max_tokens must be at least 1, got {max_tokens}.",
+                },
+            )
         temperature = body.get("temperature")
         if isinstance(temperature, (int, float)) and temperature < 0:
-            return 400, "temperature", {"object": "error",
-                                        "message": f"temperature must be non-negative, got {float(temperature)}.",
-                                        "type": "BadRequestError", "param": None, "code": 400}
+            return (
+                400,
+                "temperature",
+                {
+                    "object": "error",
+                    "message": f"temperature must be non-negative, got {float(temperature)}.",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                },
+            )
         return None
 
     def _reply(self, body: dict[str, Any], messages: list[Any], question: str, mode: str) -> dict[str, Any]:
@@ -284,19 +341,40 @@ class Hostile:
             content = 5
         finish: Any = 7 if mode == "finish_reason_int" else "stop"
         n = body.get("n") or 1
-        choices = [{"index": i, "message": {"role": "assistant", "content": content, "reasoning_content": reasoning},
-                    "finish_reason": finish, "logprobs": None} for i in range(n)]
-        reply: dict[str, Any] = {"id": f"chatcmpl-hostile-{self.counts['total']}", "object": "chat.completion",
-                                 "created": 0, "model": self.model, "choices": choices}
-        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens * n,
-                                 "total_tokens": prompt_tokens + completion_tokens * n,
-                                 "completion_tokens_details": {"reasoning_tokens": reasoning_tokens * n}}
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": content, "reasoning_content": reasoning},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            for i in range(n)
+        ]
+        reply: dict[str, Any] = {
+            "id": f"chatcmpl-hostile-{self.counts['total']}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "choices": choices,
+        }
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens * n,
+            "total_tokens": prompt_tokens + completion_tokens * n,
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens * n},
+        }
         if mode == "negative_usage":
-            usage.update(completion_tokens=-1_000_000, total_tokens=prompt_tokens - 1_000_000,
-                         completion_tokens_details={"reasoning_tokens": -1_000_000})
+            usage.update(
+                completion_tokens=-1_000_000,
+                total_tokens=prompt_tokens - 1_000_000,
+                completion_tokens_details={"reasoning_tokens": -1_000_000},
+            )
         elif mode == "absurd_usage":
-            usage.update(completion_tokens=10**9, total_tokens=prompt_tokens + 10**9,
-                         completion_tokens_details={"reasoning_tokens": 10**9})
+            usage.update(
+                completion_tokens=10**9,
+                total_tokens=prompt_tokens + 10**9,
+                completion_tokens_details={"reasoning_tokens": 10**9},
+            )
         elif mode == "string_usage":
             usage = {"prompt_tokens": "abc", "completion_tokens": "abc", "total_tokens": "abc"}
         if mode != "no_usage":

@@ -32,14 +32,18 @@ def test_one_malformed_reply_is_an_item_error_and_the_harvest_finishes(kit, tmp_
     stored = [s for s in samples if s["problem_id"] == "p5"]
     assert not stored, f"the malformed reply was stored as a sample (content {stored[0]['content']!r})"
     assert sorted(s["problem_id"] for s in samples) == sorted(f"p{i}" for i in range(10) if i != 5), (
-        f"samples: {sorted(s['problem_id'] for s in samples)}")
+        f"samples: {sorted(s['problem_id'] for s in samples)}"
+    )
     bad = [f for f in failures if f["problem_id"] == "p5"]
     assert bad and all(f["error_kind"] == "malformed" for f in bad), f"failures.jsonl: {failures}"
 
 
 def test_a_question_with_a_lone_surrogate_is_dropped_or_repaired_and_the_rest_is_harvested(kit, tmp_path):
-    rows = [*kit.arithmetic_rows(5), {"id": "bad", "question": "What is 1 + \ud800?", "answer": "1"},
-            *kit.arithmetic_rows(4, start=5)]
+    rows = [
+        *kit.arithmetic_rows(5),
+        {"id": "bad", "question": "What is 1 + \ud800?", "answer": "1"},
+        *kit.arithmetic_rows(4, start=5),
+    ]
     with Hostile() as h:
         proc, run, samples, _ = _harvest(kit, tmp_path, h, rows)
     raw = (tmp_path / "problems.jsonl").read_text()
@@ -49,7 +53,8 @@ def test_a_question_with_a_lone_surrogate_is_dropped_or_repaired_and_the_rest_is
     assert {f"p{i}" for i in range(9)} <= got, f"good rows not harvested: {sorted(got)}; {kit.tail(proc.stderr)}"
     summary = (run / "harvest.json").read_text().lower() if (run / "harvest.json").exists() else ""
     assert "bad" in got or "surrogate" in summary or "encod" in summary, (
-        "the bad row is neither harvested (repaired) nor counted as dropped in harvest.json")
+        "the bad row is neither harvested (repaired) nor counted as dropped in harvest.json"
+    )
 
 
 def test_duplicate_ids_in_the_source_are_reported_on_the_console(kit, tmp_path):
@@ -60,4 +65,5 @@ def test_duplicate_ids_in_the_source_are_reported_on_the_console(kit, tmp_path):
     assert len(samples) == 5
     counted = json.loads((run / "harvest.json").read_text())["source"]
     assert "duplicate" in (proc.stdout + proc.stderr).lower(), (
-        f"a dropped row is only in harvest.json ({counted}); the console ends: {kit.tail(proc.stderr, 1)}")
+        f"a dropped row is only in harvest.json ({counted}); the console ends: {kit.tail(proc.stderr, 1)}"
+    )

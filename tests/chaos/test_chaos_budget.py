@@ -74,7 +74,8 @@ def test_absurd_usage_is_charged_an_estimate_not_ten_thousand_dollars(kit, tmp_p
     assert samples, f"no samples harvested: {kit.tail(proc.stderr)}"
     for row in samples:
         assert row["cost_usd"] <= WORST_ATTEMPT_MAX_USD, (
-            f"sample {row['id']} charged ${row['cost_usd']:,.2f} for a request capped at 1000 tokens")
+            f"sample {row['id']} charged ${row['cost_usd']:,.2f} for a request capped at 1000 tokens"
+        )
         assert "usage_estimated" in json.dumps(row["metadata"]), f"sample {row['id']} not flagged: {row['metadata']}"
     assert _committed(led) <= budget + 1e-9, f"ledger committed ${_committed(led):,.2f} against a ${budget} budget"
 
@@ -98,7 +99,8 @@ def test_retries_of_a_hanging_server_are_reserved_within_the_cap(kit, tmp_path):
     led = kit.ledger(run)
     assert _committed(led) <= budget + 1e-9, (
         f"spent ${led['spent_usd']:.4f} + possibly billed ${led['possibly_billed_usd']:.4f} "
-        f"over the ${budget} cap ({hung} timed-out attempts)")
+        f"over the ${budget} cap ({hung} timed-out attempts)"
+    )
     assert hung * WORST_ATTEMPT_USD <= budget + 1e-9, f"{hung} attempts that may be billed were sent under ${budget}"
 
 
@@ -123,7 +125,8 @@ def test_resumed_harvest_starts_from_the_money_already_possibly_billed(kit, tmp_
     want = l1["possibly_billed_usd"] + hung_second * WORST_ATTEMPT_USD
     assert l2["possibly_billed_usd"] >= want - 1e-6, (
         f"run 2 possibly billed ${l2['possibly_billed_usd']:.4f}: forgot run 1's ${l1['possibly_billed_usd']:.4f} "
-        f"(want >= ${want:.4f})")
+        f"(want >= ${want:.4f})"
+    )
 
 
 def test_the_cap_holds_across_resumed_runs_that_time_out(kit, tmp_path):
@@ -141,5 +144,6 @@ def test_the_cap_holds_across_resumed_runs_that_time_out(kit, tmp_path):
             assert committed <= budget + 1e-9, (
                 f"after run {k}: ${led['spent_usd']:.4f} spent + {hung} possibly billed attempts "
                 f"(>= ${hung * WORST_ATTEMPT_USD:.2f}) passes the ${budget} cap; ledger says "
-                f"possibly billed ${led['possibly_billed_usd']:.4f}")
+                f"possibly billed ${led['possibly_billed_usd']:.4f}"
+            )
             assert _committed(led) <= budget + 1e-9, f"after run {k}: ledger over the cap: {led}"

@@ -57,12 +57,15 @@ def test_base_url_without_v1_fails_and_suggests_the_v1_url(kit, tmp_path):
     assert requests <= EARLY, f"{requests} requests for 50 problems to a URL that answers 404 to all"
 
 
-@pytest.mark.parametrize(("field", "sampling", "reason"), [
-    ("max_tokens", {"max_tokens": 0}, "max_tokens must be at least 1"),
-    ("temperature", {"temperature": -3}, "temperature must be non-negative"),
-], ids=["max_tokens_0", "temperature_-3"])
-def test_request_the_server_refuses_stops_the_harvest_with_the_servers_reason(kit, tmp_path, field, sampling,
-                                                                              reason):
+@pytest.mark.parametrize(
+    ("field", "sampling", "reason"),
+    [
+        ("max_tokens", {"max_tokens": 0}, "max_tokens must be at least 1"),
+        ("temperature", {"temperature": -3}, "temperature must be non-negative"),
+    ],
+    ids=["max_tokens_0", "temperature_-3"],
+)
+def test_request_the_server_refuses_stops_the_harvest_with_the_servers_reason(kit, tmp_path, field, sampling, reason):
     with Hostile() as h:
         kit.write_problems(tmp_path / "problems.jsonl", 50)
         recipe = kit.write_recipe(tmp_path, h.base_url, teacher={"sampling": sampling})
@@ -79,11 +82,21 @@ def test_eval_against_an_unreachable_endpoint_fails_and_keeps_the_old_eval_json(
     kit.write_problems(tmp_path / "problems.jsonl", 3)
     kit.write_problems(tmp_path / "eval.jsonl", 3, start=100)
     port = _closed_port()
-    recipe = kit.write_recipe(tmp_path, f"http://127.0.0.1:{_closed_port()}/v1", eval={
-        "source": {"kind": "jsonl", "path": str(tmp_path / "eval.jsonl"),
-                   "columns": {"question": "question", "answer": "answer"}},
-        "backend": "endpoint", "base_url": f"http://127.0.0.1:{port}/v1", "model": "student", "baseline": False,
-    })
+    recipe = kit.write_recipe(
+        tmp_path,
+        f"http://127.0.0.1:{_closed_port()}/v1",
+        eval={
+            "source": {
+                "kind": "jsonl",
+                "path": str(tmp_path / "eval.jsonl"),
+                "columns": {"question": "question", "answer": "answer"},
+            },
+            "backend": "endpoint",
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "model": "student",
+            "baseline": False,
+        },
+    )
     run = tmp_path / "run"
     run.mkdir()
     sentinel = b'{"sentinel": "an earlier, good evaluation"}\n'

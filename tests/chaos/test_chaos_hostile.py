@@ -49,11 +49,14 @@ def test_hostile_answers_arithmetic_and_refuses_like_a_real_server():
         assert h.count() == 8 and h.count("mode:ok") == 1 and h.count("rejected:no_v1") == 1
 
 
-@pytest.mark.parametrize(("mode", "field", "value"), [
-    ("negative_usage", "completion_tokens", -1_000_000),
-    ("absurd_usage", "completion_tokens", 10**9),
-    ("string_usage", "completion_tokens", "abc"),
-])
+@pytest.mark.parametrize(
+    ("mode", "field", "value"),
+    [
+        ("negative_usage", "completion_tokens", -1_000_000),
+        ("absurd_usage", "completion_tokens", 10**9),
+        ("string_usage", "completion_tokens", "abc"),
+    ],
+)
 def test_hostile_usage_modes(mode, field, value):
     with Hostile(mode=mode) as h:
         assert _ask(h)[1]["usage"][field] == value
@@ -62,8 +65,10 @@ def test_hostile_usage_modes(mode, field, value):
 def test_hostile_hangs_only_the_first_time_a_question_is_asked():
     with Hostile(mode="hang_first", hang_s=5) as h:
         with pytest.raises(TimeoutError):
-            _post(h.base_url + "/chat/completions", {"model": "hostile", "max_tokens": 10,
-                                                     "messages": [{"role": "user", "content": "What is 1 + 2?"}]},
-                  timeout=0.3)
+            _post(
+                h.base_url + "/chat/completions",
+                {"model": "hostile", "max_tokens": 10, "messages": [{"role": "user", "content": "What is 1 + 2?"}]},
+                timeout=0.3,
+            )
         assert _ask(h, question="What is 1 + 2?")[0] == 200
         assert h.count("hung") == 1 and h.count() == 2

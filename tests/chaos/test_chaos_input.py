@@ -86,18 +86,25 @@ def test_template_without_the_question_placeholder_is_refused(kit, tmp_path, com
     assert template.name in line, f"the line does not name the template: {line}"
 
 
-@pytest.mark.parametrize(("sections", "names"), [
-    ({"verify": {"verifiers": ["math", "maths"]}}, "maths"),
-    ({"teacher": {"budget_usd": -5}}, "budget_usd"),
-    ({"teacher": {"prices": {"input": -1.0, "output": 10.0}}}, "prices"),
-    ({"eval": {"backend": "endpoint", "model": "student"}}, "base_url"),
-], ids=["unknown_verifier", "negative_budget", "negative_prices", "endpoint_without_base_url"])
+@pytest.mark.parametrize(
+    ("sections", "names"),
+    [
+        ({"verify": {"verifiers": ["math", "maths"]}}, "maths"),
+        ({"teacher": {"budget_usd": -5}}, "budget_usd"),
+        ({"teacher": {"prices": {"input": -1.0, "output": 10.0}}}, "prices"),
+        ({"eval": {"backend": "endpoint", "model": "student"}}, "base_url"),
+    ],
+    ids=["unknown_verifier", "negative_budget", "negative_prices", "endpoint_without_base_url"],
+)
 def test_recipe_check_refuses_a_recipe_that_cannot_work(kit, tmp_path, sections, names):
     kit.write_problems(tmp_path / "problems.jsonl", 3)
     kit.write_problems(tmp_path / "eval.jsonl", 3, start=100)
     if "eval" in sections:
-        sections["eval"]["source"] = {"kind": "jsonl", "path": str(tmp_path / "eval.jsonl"),
-                                      "columns": {"question": "question", "answer": "answer"}}
+        sections["eval"]["source"] = {
+            "kind": "jsonl",
+            "path": str(tmp_path / "eval.jsonl"),
+            "columns": {"question": "question", "answer": "answer"},
+        }
     recipe = kit.write_recipe(tmp_path, "http://127.0.0.1:9/v1", **sections)
     proc = kit.run_cli("recipe", "check", recipe, timeout=60)
     line = kit.assert_one_line_error(proc, code=2)

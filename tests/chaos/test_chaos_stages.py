@@ -17,7 +17,7 @@ import tracesynth as ts
 
 pytestmark = pytest.mark.chaos
 
-SLOW_VERIFIER = '''
+SLOW_VERIFIER = """
 import os
 import time
 from types import SimpleNamespace
@@ -26,7 +26,7 @@ from types import SimpleNamespace
 def slow(problem, sample, options):
     time.sleep(float(os.environ.get("CHAOS_VERIFY_SLEEP", "0")))
     return SimpleNamespace(status="pass", answer=None, reason="", tag="", score=None, details={})
-'''
+"""
 
 
 def _run_folder(kit, tmp_path: Path, n: int, verifiers: list[str]) -> Path:
@@ -35,9 +35,17 @@ def _run_folder(kit, tmp_path: Path, n: int, verifiers: list[str]) -> Path:
     problems, samples = [], []
     for row in kit.arithmetic_rows(n):
         problems.append(ts.Problem(id=row["id"], prompt=row["question"], answer=row["answer"], source="chaos"))
-        samples.append(ts.Sample(id=f"s-{row['id']}", problem_id=row["id"], index=0, model="hostile",
-                                 reasoning="Add the numbers.", content=f"The answer is \\boxed{{{row['answer']}}}.",
-                                 finish_reason="stop"))
+        samples.append(
+            ts.Sample(
+                id=f"s-{row['id']}",
+                problem_id=row["id"],
+                index=0,
+                model="hostile",
+                reasoning="Add the numbers.",
+                content=f"The answer is \\boxed{{{row['answer']}}}.",
+                finish_reason="stop",
+            )
+        )
     kit.write_jsonl(run / "problems.jsonl", problems)
     kit.write_jsonl(run / "samples.jsonl", samples)
     kit.write_problems(tmp_path / "problems.jsonl", n)
@@ -56,8 +64,9 @@ def _plugin_env(tmp_path: Path, sleep_s: float) -> dict[str, str]:
 def test_killed_verify_leaves_no_workers_and_the_next_stage_runs(kit, tmp_path, sig):
     recipe = _run_folder(kit, tmp_path, 300, ["chaos_slow_verifier:slow"])
     verdicts = tmp_path / "run" / "verdicts.jsonl"
-    proc = kit.start_cli("verify", recipe, "--workers", "2", "--quiet", log_dir=tmp_path / "logs",
-                         env=_plugin_env(tmp_path, 0.03))
+    proc = kit.start_cli(
+        "verify", recipe, "--workers", "2", "--quiet", log_dir=tmp_path / "logs", env=_plugin_env(tmp_path, 0.03)
+    )
     workers: set[int] = set()
     found: list[str] = []
     try:
@@ -70,8 +79,9 @@ def test_killed_verify_leaves_no_workers_and_the_next_stage_runs(kit, tmp_path, 
             kit.wait_for(lambda: not any(kit.pid_alive(p) for p in workers), timeout=5, what="workers to exit")
         except AssertionError:
             left = sorted(p for p in workers if kit.pid_alive(p))
-            found.append(f"{len(left)} of {len(workers)} worker processes (pids {left}) outlived the {sig.name}"
-                         f"-ed verify by 5 s")
+            found.append(
+                f"{len(left)} of {len(workers)} worker processes (pids {left}) outlived the {sig.name}-ed verify by 5 s"
+            )
         again = kit.run_cli("verify", recipe, "--quiet", timeout=60, env=_plugin_env(tmp_path, 0))
         if again.returncode != 0 or "in use by another process" in again.stderr:
             found.append(f"the next `tracesynth verify` exited {again.returncode}: {kit.tail(again.stderr, 1)}")

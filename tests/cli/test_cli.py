@@ -105,7 +105,7 @@ from tracesynth.stages.harvest import harvest
 from tracesynth.sim import SimTeacher
 from tracesynth.stages.verify import verify
 with SimTeacher(seed=1, wrong_rate=0.3) as sim:
-    recipe = load_recipe(None, ["run_dir={tmp_path / 'run'}", "teacher.base_urls=[" + sim.base_url + "]",
+    recipe = load_recipe(None, ["run_dir={tmp_path / "run"}", "teacher.base_urls=[" + sim.base_url + "]",
                                 "teacher.api_key_env=null", "verify.workers=1",
                                 "source={{kind: gym, name: chain_sum, size: 20, seed: 1}}"])
     res = harvest(recipe, quiet=True)
@@ -122,7 +122,7 @@ def test_a_quiet_harvest_only_run_imports_no_training_library(tmp_path):
 import sys
 from tracesynth.config import load_recipe
 from tracesynth.pipeline import run
-recipe = load_recipe(None, ["run_dir={tmp_path / 'run'}", "teacher.api_key_env=null", "teacher.sim.enabled=true",
+recipe = load_recipe(None, ["run_dir={tmp_path / "run"}", "teacher.api_key_env=null", "teacher.sim.enabled=true",
                             "source={{kind: gym, name: chain_sum, size: 10, seed: 1}}"])
 run(recipe, quiet=True, stages=("harvest",))
 print(sorted(m for m in ("torch", "transformers", "trl", "datasets") if m in sys.modules))
@@ -145,8 +145,15 @@ def test_run_with_the_simulated_teacher_starts_exactly_one(tmp_path, monkeypatch
         return out
 
     monkeypatch.setattr(runner.SimTeacher, "start", counting)
-    recipe = load_recipe(None, [f"run_dir={tmp_path / 'run'}", "teacher.api_key_env=null", "teacher.sim.enabled=true",
-                                "source={kind: gym, name: chain_sum, size: 5, seed: 1}"])
+    recipe = load_recipe(
+        None,
+        [
+            f"run_dir={tmp_path / 'run'}",
+            "teacher.api_key_env=null",
+            "teacher.sim.enabled=true",
+            "source={kind: gym, name: chain_sum, size: 5, seed: 1}",
+        ],
+    )
     run(recipe, quiet=True, stages=("harvest",))
     assert len(started) == 1
     assert sum(1 for _ in (tmp_path / "run" / "samples.jsonl").open()) == 5

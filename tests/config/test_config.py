@@ -123,8 +123,10 @@ def test_source_list_and_hash():
 def test_exponent_floats_without_a_dot_are_numbers_even_in_pass_through_blocks(tmp_path):
     """PyYAML (YAML 1.1) reads 1e-5 as the string '1e-5'; pass-through blocks would forward the text."""
     r = tmp_path / "r.yaml"
-    r.write_text("name: t\nteacher:\n  sampling: {extra_body: {min_p: 1e-3, tag: '1e-3', top_k: 20}}\n"
-                 "sft: {learning_rate: 1e-5, weight_decay: 1.0e-4, adam_epsilon: 1E-8}\n")
+    r.write_text(
+        "name: t\nteacher:\n  sampling: {extra_body: {min_p: 1e-3, tag: '1e-3', top_k: 20}}\n"
+        "sft: {learning_rate: 1e-5, weight_decay: 1.0e-4, adam_epsilon: 1E-8}\n"
+    )
     rec = load_recipe(r, ["sft.warmup_ratio=5e-2"])
     assert rec.teacher.sampling.extra_body == {"min_p": 0.001, "tag": "1e-3", "top_k": 20}
     assert rec.sft == {"learning_rate": 1e-5, "weight_decay": 1e-4, "adam_epsilon": 1e-8, "warmup_ratio": 0.05}

@@ -42,14 +42,18 @@ def step(rep: dict, name: str) -> dict:
 @pytest.fixture
 def mixed(tmp_path):
     run = tmp_path / "run"
-    ids = make_run(run, [P("a"), P("b"), P("c"), P("d")], [
-        sample("a", 0, status="pass", reasoning="short"),
-        sample("a", 1, status="fail", reasoning="a much longer line of thought " * 3),
-        sample("b", 0, status="fail"),
-        sample("b", 1, status="unverifiable"),
-        sample("c", 0, status="pass", finish="length"),
-        sample("d", 0, status=[None]),  # no verdict at all
-    ])
+    ids = make_run(
+        run,
+        [P("a"), P("b"), P("c"), P("d")],
+        [
+            sample("a", 0, status="pass", reasoning="short"),
+            sample("a", 1, status="fail", reasoning="a much longer line of thought " * 3),
+            sample("b", 0, status="fail"),
+            sample("b", 1, status="unverifiable"),
+            sample("c", 0, status="pass", finish="length"),
+            sample("d", 0, status=[None]),  # no verdict at all
+        ],
+    )
     return run, ids
 
 
@@ -130,8 +134,18 @@ def test_a_re_asked_sample_supersedes_the_truncated_one(tmp_path):
     run = tmp_path / "run"
     ids = make_run(run, [P("a")], [sample("a", 0, finish="length", status="fail")])
     with JsonlFile(run / "samples.jsonl", Sample) as ss:
-        ss.append(Sample(id="s-retry", problem_id="a", index=0, model="teacher-x", reasoning="long enough",
-                         content="\\boxed{1}", finish_reason="stop", supersedes=ids["a#0"]))
+        ss.append(
+            Sample(
+                id="s-retry",
+                problem_id="a",
+                index=0,
+                model="teacher-x",
+                reasoning="long enough",
+                content="\\boxed{1}",
+                finish_reason="stop",
+                supersedes=ids["a#0"],
+            )
+        )
     with JsonlFile(run / "verdicts.jsonl", Verdict, key=("sample_id", "verifier")) as vs:
         vs.append(Verdict(sample_id="s-retry", problem_id="a", verifier="math", status="pass"))
     curate(recipe(run, curate={"keep": "all", "drop_truncated": False}))
@@ -141,8 +155,10 @@ def test_a_re_asked_sample_supersedes_the_truncated_one(tmp_path):
 
 def test_exact_and_near_dedup(tmp_path):
     run = tmp_path / "run"
-    long_q = ("A train leaves the station at noon travelling east at sixty miles per hour while a second train "
-              "leaves two hours later travelling west at eighty miles per hour; how far apart are they at six?")
+    long_q = (
+        "A train leaves the station at noon travelling east at sixty miles per hour while a second train "
+        "leaves two hours later travelling west at eighty miles per hour; how far apart are they at six?"
+    )
     near_q = long_q.replace("six?", "seven?")
     probs = [P("a", "What is 2+2?"), P("b", "what is 2 + 2 ?!"), P("c", long_q), P("d", near_q)]
     probs.append(P("e", "Something else."))
@@ -160,8 +176,11 @@ def test_exact_and_near_dedup(tmp_path):
 
 def test_duplicate_survivor_is_one_with_a_passing_trace(tmp_path):
     run = tmp_path / "run"
-    make_run(run, [P("a", "What is 3+3?"), P("b", "What is 3 + 3?")],
-             [sample("a", 0, status="fail"), sample("b", 0, status="pass")])
+    make_run(
+        run,
+        [P("a", "What is 3+3?"), P("b", "What is 3 + 3?")],
+        [sample("a", 0, status="fail"), sample("b", 0, status="pass")],
+    )
     curate(recipe(run))
     assert [t.problem_id for t in traces(run)] == ["b"]
 
@@ -185,8 +204,12 @@ def test_decontamination_in_curation_lists_removals(tmp_path):
 def test_pre_harvest_decontam_list_is_carried_into_the_report(tmp_path):
     run = tmp_path / "run"
     make_run(run, [P("a")], [sample("a", 0)])
-    pre = {"enabled": True, "n": 8, "removed_count": 1,
-           "removed": [{"problem_id": "x", "eval_set": "math500:test", "eval_id": "m1", "ngram": "a b c d e f g h"}]}
+    pre = {
+        "enabled": True,
+        "n": 8,
+        "removed_count": 1,
+        "removed": [{"problem_id": "x", "eval_set": "math500:test", "eval_id": "m1", "ngram": "a b c d e f g h"}],
+    }
     (run / "harvest.json").write_text(json.dumps({"decontam": pre}))
     curate(recipe(run))
     assert report(run)["decontam"]["pre_harvest"] == pre
@@ -208,9 +231,15 @@ def test_per_problem_pick(tmp_path):
 
 def test_length_filters_and_share_over_sft_max_length(tmp_path):
     run = tmp_path / "run"
-    make_run(run, [P("a"), P("b"), P("c")], [
-        sample("a", 0, tokens=50), sample("b", 0, tokens=500), sample("c", 0, tokens=5000),
-    ])
+    make_run(
+        run,
+        [P("a"), P("b"), P("c")],
+        [
+            sample("a", 0, tokens=50),
+            sample("b", 0, tokens=500),
+            sample("c", 0, tokens=5000),
+        ],
+    )
     curate(recipe(run, curate={"min_tokens": 100, "max_tokens": 1000}))
     assert [t.problem_id for t in traces(run)] == ["b"]
     assert step(report(run), "length")["dropped"] == {"too_long": 1, "too_short": 1}
@@ -275,12 +304,17 @@ def test_cli_curate(tmp_path):
     make_run(run, [P("a"), P("b")], [sample("a", 0), sample("b", 0, status="fail")])
     r = tmp_path / "r.yaml"
     r.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n")
-    res = subprocess.run([sys.executable, "-m", "tracesynth", "curate", str(r)], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "curate", str(r)], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert "curate: 1 traces of 1 problems" in res.stdout
-    bad = subprocess.run([sys.executable, "-m", "tracesynth", "curate", str(r), "--set", f"run_dir={tmp_path / 'no'}"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "curate", str(r), "--set", f"run_dir={tmp_path / 'no'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no samples" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -288,8 +322,10 @@ def test_cli_curate(tmp_path):
 def test_near_duplicates_same_with_worker_processes():
     from tracesynth.stages.curate.dedup import exact_duplicates, near_duplicates
 
-    base = [f"item {i}: the quick brown fox number {i} jumps over {i * 7} lazy dogs near the river bank today"
-            for i in range(120)]
+    base = [
+        f"item {i}: the quick brown fox number {i} jumps over {i * 7} lazy dogs near the river bank today"
+        for i in range(120)
+    ]
     items = [(f"a{i}", t) for i, t in enumerate(base)]
     items += [(f"b{i}", base[i].replace("today", "tonight")) for i in range(0, 120, 10)]
     one = near_duplicates(items, 0.7)
@@ -303,12 +339,20 @@ def test_operators_make_different_questions_and_unicode_symbols_are_their_ascii_
     """The bug the demo hit: '47 + 38' and '47 − 38' were one question once punctuation was dropped."""
     from tracesynth.stages.curate.dedup import exact_duplicates, near_duplicates, normalise
 
-    qs = [("add", "What is 47 + 38?"), ("sub", "What is 47 − 38?"), ("mul", "What is 47 × 38?"),
-          ("sub-ascii", "what is 47 - 38"), ("mul-ascii", "What is 47 * 38 ?"), ("paren", "What is (47 + 38)?")]
+    qs = [
+        ("add", "What is 47 + 38?"),
+        ("sub", "What is 47 − 38?"),
+        ("mul", "What is 47 × 38?"),
+        ("sub-ascii", "what is 47 - 38"),
+        ("mul-ascii", "What is 47 * 38 ?"),
+        ("paren", "What is (47 + 38)?"),
+    ]
     assert normalise("What is 47 − 38?") == "what is 47 - 38"
     assert exact_duplicates(qs) == {"sub-ascii": "sub", "mul-ascii": "mul"}
-    arithmetic = [(f"q{i}", f"Calculate {a} {op} {b}.") for i, (a, b, op) in
-                  enumerate((a, b, op) for a in range(10, 14) for b in range(20, 23) for op in "+-")]
+    arithmetic = [
+        (f"q{i}", f"Calculate {a} {op} {b}.")
+        for i, (a, b, op) in enumerate((a, b, op) for a in range(10, 14) for b in range(20, 23) for op in "+-")
+    ]
     assert near_duplicates(arithmetic, 0.8) == {}  # no two of these ask the same thing
 
 
@@ -316,14 +360,21 @@ def test_template_missing_field_is_exit_2_and_keeps_previous_traces(tmp_path):
     tpl = tmp_path / "with_answer.txt"
     tpl.write_text("{{ question }} (expected: {{ answer }})\n")
     run = tmp_path / "run"
-    make_run(run, [P("a"), Problem(id="no-ans", prompt="What is nothing?")], [sample("a", 0), sample("no-ans", 0)],
-             template=str(tpl))
+    make_run(
+        run,
+        [P("a"), Problem(id="no-ans", prompt="What is nothing?")],
+        [sample("a", 0), sample("no-ans", 0)],
+        template=str(tpl),
+    )
     (run / "traces.jsonl").write_text("")
     r = tmp_path / "r.yaml"
-    r.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n"
-                 f"prompt: {{template: {tpl}}}\n")
-    res = subprocess.run([sys.executable, "-m", "tracesynth", "curate", str(r)], capture_output=True, text=True,
-                         timeout=120)
+    r.write_text(
+        f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n"
+        f"prompt: {{template: {tpl}}}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "curate", str(r)], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: template {tpl}: problem no-ans: field 'answer' is missing"
     assert (run / "traces.jsonl").read_text() == ""

@@ -18,13 +18,20 @@ def test_builtin_problems_through_every_data_stage(tmp_path):
     from tracesynth.stages.harvest import harvest
     from tracesynth.stages.verify import verify
 
-    recipe = Recipe.model_validate({
-        "name": "e2e", "run_dir": str(tmp_path / "run"),
-        "source": {"kind": "builtin", "name": "arith_sample", "limit": 12},
-        "teacher": {"model": "sim-reasoner", "api_key_env": None, "n": 2,
-                    "sim": {"enabled": True, "options": {"wrong_rate": 0.3, "seed": 3}}},
-        "verify": {"verifiers": ["math"]},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "e2e",
+            "run_dir": str(tmp_path / "run"),
+            "source": {"kind": "builtin", "name": "arith_sample", "limit": 12},
+            "teacher": {
+                "model": "sim-reasoner",
+                "api_key_env": None,
+                "n": 2,
+                "sim": {"enabled": True, "options": {"wrong_rate": 0.3, "seed": 3}},
+            },
+            "verify": {"verifiers": ["math"]},
+        }
+    )
     harvest(recipe, quiet=True)
     verify(recipe)
     res = curate(recipe)

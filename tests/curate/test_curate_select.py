@@ -63,8 +63,13 @@ def test_difficulty_reasons():
 
 def test_stage_selection_with_weak_model_and_domains(tmp_path):
     run = tmp_path / "run"
-    probs = [Problem(id=f"{d}{i}", prompt=f"{d} question number {i} about topic {d * 3}", answer="1",
-                     metadata={"subject": d}) for d in ("alg", "geo", "cmb") for i in range(10)]
+    probs = [
+        Problem(
+            id=f"{d}{i}", prompt=f"{d} question number {i} about topic {d * 3}", answer="1", metadata={"subject": d}
+        )
+        for d in ("alg", "geo", "cmb")
+        for i in range(10)
+    ]
     specs = [sample(p.id, 0, reasoning="step " * (5 + i)) for i, p in enumerate(probs)]
     weak = [Verdict(sample_id=f"weak-{p.id}", problem_id=p.id, verifier="weak", status="pass") for p in probs[:5]]
     make_run(run, probs, specs, extra_verdicts=weak)
@@ -95,8 +100,10 @@ def test_weak_model_runs_drop_the_problems_they_solved(tmp_path):
     probs = [Problem(id=f"p{i}", prompt=f"question number {i} about a topic", answer="1") for i in range(8)]
     make_run(run, probs, [sample(p.id, 0) for p in probs])
     weak_run.mkdir()
-    weak = [Verdict(sample_id=f"w{i}", problem_id=f"p{i}", verifier="math", status=st)
-            for i, st in enumerate(["pass", "fail", "pass", "unverifiable", "pass"])]
+    weak = [
+        Verdict(sample_id=f"w{i}", problem_id=f"p{i}", verifier="math", status=st)
+        for i, st in enumerate(["pass", "fail", "pass", "unverifiable", "pass"])
+    ]
     torn = Verdict(sample_id="w7", problem_id="p7", verifier="math", status="pass").model_dump_json()
     (weak_run / "verdicts.jsonl").write_text("".join(v.model_dump_json() + "\n" for v in weak) + torn[:30])
     res = curate(recipe(run, curate={"select": {"weak_runs": [str(weak_run)]}}))

@@ -97,8 +97,11 @@ def test_summary_lists_every_removal():
     s = decontam_summary(DecontamConfig(), removed)
     assert s["removed_count"] == 1 and s["by_eval_set"] == {"gsm8k:test": 1}
     assert s["removed"][0] == {
-        "problem_id": "x", "eval_set": "gsm8k:test", "eval_id": "gsm8k-test-0000",
-        "ngram": removed[0].ngram, "source": "mine",
+        "problem_id": "x",
+        "eval_set": "gsm8k:test",
+        "eval_id": "gsm8k-test-0000",
+        "ngram": removed[0].ngram,
+        "source": "mine",
     }
     assert "math500:test" in s["eval_sets"] and s["n"] == 8
 

@@ -35,6 +35,7 @@ def cfg(path):
 def no_reading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the eval files were read although the index was cached")
+
     monkeypatch.setattr("tracesynth.sources.problems.iter_problems", refuse)
 
 

@@ -71,12 +71,19 @@ def test_endpoint_eval_recovers_the_simulated_accuracy(tmp_path: Path) -> None:
 
     wrong = 0.3
     with SimTeacher(wrong_rate=wrong, answer_key=_gsm8k_key(), seed=3) as sim:
-        recipe = load_recipe(None, [
-            f"run_dir={tmp_path / 'run'}",
-            "eval.source={kind: builtin, name: gsm8k, split: test, limit: 300}",
-            "eval.backend=endpoint", f"eval.base_url={sim.base_url}", "eval.model=sim-student",
-            "eval.api_key_env=null", "eval.max_new_tokens=4096", "eval.concurrency=32",
-        ])
+        recipe = load_recipe(
+            None,
+            [
+                f"run_dir={tmp_path / 'run'}",
+                "eval.source={kind: builtin, name: gsm8k, split: test, limit: 300}",
+                "eval.backend=endpoint",
+                f"eval.base_url={sim.base_url}",
+                "eval.model=sim-student",
+                "eval.api_key_env=null",
+                "eval.max_new_tokens=4096",
+                "eval.concurrency=32",
+            ],
+        )
         result = evaluate(recipe)
         served = sim.stats()
     block = result.blocks["after"]
@@ -89,8 +96,22 @@ def test_endpoint_eval_recovers_the_simulated_accuracy(tmp_path: Path) -> None:
     assert served["routes"].get("/v1/chat/completions") == 300  # one call per item, through the real HTTP path
     data = json.loads((tmp_path / "run" / "eval.json").read_text())
     protocol = data["after"]["protocol"]
-    for key in ("model", "backend", "base_url", "temperature", "top_p", "n", "max_new_tokens", "thinking_delimiters",
-                "system_prompt", "template_hash", "seed", "verifiers", "verifier_versions", "eval_set"):
+    for key in (
+        "model",
+        "backend",
+        "base_url",
+        "temperature",
+        "top_p",
+        "n",
+        "max_new_tokens",
+        "thinking_delimiters",
+        "system_prompt",
+        "template_hash",
+        "seed",
+        "verifiers",
+        "verifier_versions",
+        "eval_set",
+    ):
         assert key in protocol, key
     assert protocol["model"] == "sim-student" and protocol["eval_set"]["name"] == "gsm8k"
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval_items.jsonl").open()]
@@ -129,11 +150,20 @@ def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
 
     eval_file = write_problems(tmp_path / "eval.jsonl", problems(20, digits=3, seed=4, prefix="b"))
     with SimTeacher(seed=2, wrong_rate=0.5) as sim:
-        recipe = load_recipe(None, [
-            f"run_dir={tmp_path / 'run'}", f"eval.source={{kind: jsonl, path: {eval_file}}}",
-            "eval.backend=endpoint", f"eval.base_url={sim.base_url}", "eval.model=sim", "eval.api_key_env=null",
-            "eval.max_new_tokens=1024", "eval.thinking_caps=[8]", "eval.wait_extensions=[1]",
-        ])
+        recipe = load_recipe(
+            None,
+            [
+                f"run_dir={tmp_path / 'run'}",
+                f"eval.source={{kind: jsonl, path: {eval_file}}}",
+                "eval.backend=endpoint",
+                f"eval.base_url={sim.base_url}",
+                "eval.model=sim",
+                "eval.api_key_env=null",
+                "eval.max_new_tokens=1024",
+                "eval.thinking_caps=[8]",
+                "eval.wait_extensions=[1]",
+            ],
+        )
         result = evaluate(recipe)
         routes = sim.stats()["routes"]
     block = result.blocks["after"]
@@ -166,8 +196,9 @@ def student(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _eval_recipe(run: Path, eval_file: Path, *sets: str):
-    return recipe_for(run, f"eval.source={{kind: jsonl, path: {eval_file}}}", "eval.max_new_tokens=160",
-                      "eval.batch_size=32", *sets)
+    return recipe_for(
+        run, f"eval.source={{kind: jsonl, path: {eval_file}}}", "eval.max_new_tokens=160", "eval.batch_size=32", *sets
+    )
 
 
 @pytest.mark.slow
@@ -216,8 +247,9 @@ def test_template_mismatch_warns_naming_both(student, caplog: pytest.LogCaptureF
     run, eval_file, _ = student
     trained_with = json.loads((run / "student" / "template.json").read_text())["system_prompt"]
     result = evaluate(_eval_recipe(run, eval_file, "eval.system_prompt=You are terse."))
-    assert any("system prompt mismatch" in w and "You are terse." in w and repr(trained_with) in w
-               for w in result.warnings)
+    assert any(
+        "system prompt mismatch" in w and "You are terse." in w and repr(trained_with) in w for w in result.warnings
+    )
     assert "system prompt mismatch" in caplog.text
     assert result.blocks["after"]["protocol"]["system_prompt"] == "You are terse."
 
@@ -238,8 +270,10 @@ def test_local_budget_forcing_truncates_and_extends(student) -> None:
     run, _, _ = student
     model, tok = load_student(run / "student")
     gen = LocalGenerator(model, tok, batch_size=8)
-    prompts = [tok.apply_chat_template(render_messages(p, PromptConfig()), tokenize=False, add_generation_prompt=True)
-               for p in problems(8, digits=2, digits_b=1, seed=99)]
+    prompts = [
+        tok.apply_chat_template(render_messages(p, PromptConfig()), tokenize=False, add_generation_prompt=True)
+        for p in problems(8, digits=2, digits_b=1, seed=99)
+    ]
     plain = gen.generate(prompts, GenerationSpec(max_new_tokens=200))
     capped = gen.generate(prompts, GenerationSpec(max_new_tokens=200, thinking_cap=10))
     waited = gen.generate(prompts, GenerationSpec(max_new_tokens=400, waits=2))

@@ -19,11 +19,28 @@ GSM_TEST_0 = "Janet’s ducks lay 16 eggs per day. She eats three for breakfast 
 
 def build(tmp_path, n=5, **sections):
     run = tmp_path / "run"
-    probs = [Problem(id=f"p{i}", prompt=f"Compute {i} plus {3 * i} for case {i}.", answer=str(4 * i),
-                     source="arith_sample/train", domain="arith" if i % 2 else "math") for i in range(n)]
+    probs = [
+        Problem(
+            id=f"p{i}",
+            prompt=f"Compute {i} plus {3 * i} for case {i}.",
+            answer=str(4 * i),
+            source="arith_sample/train",
+            domain="arith" if i % 2 else "math",
+        )
+        for i in range(n)
+    ]
     probs.append(Problem(id="dirty", prompt=GSM_TEST_0, answer="18", source="arith_sample/train"))
-    specs = [sample(p.id, 0, reasoning=f"Step one for {p.id}.\nStep two.", content=f"So \\boxed{{{p.answer}}}.",
-                    tokens=40 * (i + 1), cost=0.01) for i, p in enumerate(probs)]
+    specs = [
+        sample(
+            p.id,
+            0,
+            reasoning=f"Step one for {p.id}.\nStep two.",
+            content=f"So \\boxed{{{p.answer}}}.",
+            tokens=40 * (i + 1),
+            cost=0.01,
+        )
+        for i, p in enumerate(probs)
+    ]
     make_run(run, probs, specs, failures=3, template=sections.get("prompt", {}).get("template", "boxed_math"))
     r = recipe(run, **sections)
     curate(r)
@@ -57,7 +74,9 @@ def test_reasoning_content_field(tmp_path):
     ds = datasets.load_dataset(export(r).dataset_dir, split="train")
     reply = ds[1]["messages"][-1]
     assert reply == {
-        "role": "assistant", "content": "So \\boxed{4}.", "reasoning_content": "Step one for p1.\nStep two."
+        "role": "assistant",
+        "content": "So \\boxed{4}.",
+        "reasoning_content": "Step one for p1.\nStep two.",
     }
     assert ds[1]["messages"][0]["reasoning_content"] is None
 
@@ -176,8 +195,9 @@ def test_cli_export(tmp_path):
     _, run = build(tmp_path)
     y = tmp_path / "r.yaml"
     y.write_text(f"name: t\nrun_dir: {run}\nsource: {{kind: jsonl, path: x.jsonl}}\nteacher: {{model: teacher-x}}\n")
-    res = subprocess.run([sys.executable, "-m", "tracesynth", "export", str(y)], capture_output=True, text=True,
-                         timeout=180)
+    res = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "export", str(y)], capture_output=True, text=True, timeout=180
+    )
     assert res.returncode == 0, res.stderr
     assert "export: 5 rows (messages, reasoning think_tags)" in res.stdout
     assert (run / "dataset" / "README.md").exists()

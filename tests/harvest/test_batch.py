@@ -66,9 +66,11 @@ def test_round_trip_with_partial_failures_and_resubmission(tmp_path: Path) -> No
         assert set(line["body"]) == {"model", "messages", "temperature", "top_p", "max_tokens"}
         summary = json.loads((run / "harvest.json").read_text())
         assert summary["mode"] == "batch" and summary["ledger"]["spent_usd"] == pytest.approx(
-            sum(s["cost_usd"] for s in samples))
+            sum(s["cost_usd"] for s in samples)
+        )
         assert summary["ledger"]["tokens"]["answer"] + summary["ledger"]["tokens"]["reasoning"] == sum(
-            s["usage"]["completion_tokens"] for s in samples)
+            s["usage"]["completion_tokens"] for s in samples
+        )
 
         second = harvest_batch(r, quiet=True)  # only the failed ids are asked again (attempt 2)
         assert second.submitted == first.failed and second.new + second.failed == first.failed
@@ -87,8 +89,12 @@ def test_kill_9_while_polling_then_resume_never_resubmits(tmp_path: Path) -> Non
     with SimTeacher(batch_delay_s=1.5) as sim:
         rpath = tmp_path / "recipe.yaml"
         rpath.write_text(yaml.safe_dump(recipe_dict(tmp_path, sim.base_url, problems=10)))
-        proc = subprocess.Popen([sys.executable, "-m", "tracesynth", "harvest", str(rpath), "--batch", "--quiet"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tracesynth", "harvest", str(rpath), "--batch", "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         log = tmp_path / "run" / "batches.jsonl"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and '"created"' not in (log.read_text() if log.exists() else ""):
@@ -167,8 +173,7 @@ def test_cancel_keeps_partial_results_and_releases_the_rest(tmp_path: Path) -> N
 def test_budget_limits_what_is_submitted(tmp_path: Path) -> None:
     with SimTeacher(batch_delay_s=0.05) as sim:
         # worst case per request ≈ 600 tokens x $100/M (batch half of 200) ≈ $0.06
-        r = make_recipe(tmp_path, sim.base_url, problems=10, prices={"input": 100.0, "output": 200.0},
-                        budget_usd=0.25)
+        r = make_recipe(tmp_path, sim.base_url, problems=10, prices={"input": 100.0, "output": 200.0}, budget_usd=0.25)
         res = harvest_batch(r, quiet=True)
         assert res.status == "budget" and 0 < res.submitted < 10 and res.left_for_budget >= 1
         assert res.spent_usd <= 0.25
@@ -188,23 +193,53 @@ def test_export_then_ingest_a_vllm_output_file(tmp_path: Path) -> None:
     with results.open("w") as fh:
         for k, q in enumerate(reqs):
             if k == 5:
-                fh.write(json.dumps({"id": f"vllm-{k}", "custom_id": q["custom_id"],
-                                     "response": {"status_code": 400, "request_id": f"vllm-batch-{k}", "body": None},
-                                     "error": "This model's maximum context length is 4096 tokens."}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "id": f"vllm-{k}",
+                            "custom_id": q["custom_id"],
+                            "response": {"status_code": 400, "request_id": f"vllm-batch-{k}", "body": None},
+                            "error": "This model's maximum context length is 4096 tokens.",
+                        }
+                    )
+                    + "\n"
+                )
                 continue
-            body = {"id": f"chatcmpl-{k}", "object": "chat.completion", "created": 0, "model": "sim-reasoner",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content":
-                                 f"Add the numbers step by step {k}.\n</think>\n\nThe answer is \\boxed{{{k}}}."},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50}}
-            line = json.dumps({"id": f"vllm-{k}", "custom_id": q["custom_id"], "response": {
-                "status_code": 200, "request_id": f"vllm-batch-{k}", "body": body}, "error": None})
+            body = {
+                "id": f"chatcmpl-{k}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "sim-reasoner",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": f"Add the numbers step by step {k}.\n</think>\n\nThe answer is \\boxed{{{k}}}.",
+                        },
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 30, "total_tokens": 50},
+            }
+            line = json.dumps(
+                {
+                    "id": f"vllm-{k}",
+                    "custom_id": q["custom_id"],
+                    "response": {"status_code": 200, "request_id": f"vllm-batch-{k}", "body": body},
+                    "error": None,
+                }
+            )
             fh.write(line + "\n" if k < 6 else line[:40])  # the last line torn: the run was killed
     got = ingest_results(r, results)
     assert (got.new, got.failed, got.errors_by_kind) == (5, 1, {"bad_request": 1})
     samples = lines(tmp_path / "run" / "samples.jsonl")
-    assert all(s["reasoning"].startswith("Add the numbers") and s["content"].startswith("The answer is")
-               and s["metadata"]["flags"] == ["closing_think_only"] for s in samples)
+    assert all(
+        s["reasoning"].startswith("Add the numbers")
+        and s["content"].startswith("The answer is")
+        and s["metadata"]["flags"] == ["closing_think_only"]
+        for s in samples
+    )
     assert samples[0]["cost_usd"] == pytest.approx((20 * 1.0 + 30 * 2.0) / 1e6 * 0.5)
     assert "maximum context length" in lines(tmp_path / "run" / "failures.jsonl")[0]["error"]
     again = ingest_results(r, results)  # idempotent
@@ -277,7 +312,10 @@ def test_state_log_survives_a_torn_last_line(tmp_path: Path) -> None:
         assert state.token == token and state.records["b0001"].batch_id == "batch_x"
         assert state.records["b0001"].status == "in_progress" and store.recovered
     assert Counter(e["event"] for e in lines(tmp_path / "run" / "batches.jsonl")) == {
-        "run": 1, "intent": 1, "created": 1}
+        "run": 1,
+        "intent": 1,
+        "created": 1,
+    }
 
 
 def test_a_batch_the_provider_no_longer_knows_is_released(tmp_path: Path) -> None:

@@ -72,11 +72,23 @@ def test_a_timed_out_request_is_counted_as_possibly_billed(tmp_path: Path) -> No
     problems = tmp_path / "p.jsonl"
     problems.write_text(json.dumps({"id": "p0", "problem": "What is 2 + 3?", "answer": "5"}) + "\n")
     with SimTeacher(script=["hang"]) as sim:
-        r = Recipe.model_validate({"name": "t", "run_dir": str(tmp_path / "run"), "source": {
-            "kind": "jsonl", "path": str(problems)}, "teacher": {
-            "model": "sim-reasoner", "base_urls": [sim.base_url], "api_key_env": None, "timeout_s": 0.5,
-            "max_attempts": 2, "backoff_base_s": 0.01, "prices": {"input": 1.0, "output": 2.0},
-            "sampling": {"max_tokens": 1000}}})
+        r = Recipe.model_validate(
+            {
+                "name": "t",
+                "run_dir": str(tmp_path / "run"),
+                "source": {"kind": "jsonl", "path": str(problems)},
+                "teacher": {
+                    "model": "sim-reasoner",
+                    "base_urls": [sim.base_url],
+                    "api_key_env": None,
+                    "timeout_s": 0.5,
+                    "max_attempts": 2,
+                    "backoff_base_s": 0.01,
+                    "prices": {"input": 1.0, "output": 2.0},
+                    "sampling": {"max_tokens": 1000},
+                },
+            }
+        )
         res = harvest(r, quiet=True)
     assert res.done == 1 and res.possibly_billed_usd > 0  # the hung attempt may have been billed
     summary = json.loads((tmp_path / "run" / "harvest.json").read_text())

@@ -81,8 +81,14 @@ def test_api_n_asks_once_per_problem(tmp_path: Path) -> None:
 def test_budget_cap_stops_cleanly_and_resumes_with_a_bigger_budget(tmp_path: Path) -> None:
     with SimTeacher(latency=0.02) as sim:
         # worst case per request ~ 600 tokens x $200/M ≈ $0.12; actual answers are ~100-200 tokens
-        r = make_recipe(tmp_path, sim.base_url, problems=40, prices={"input": 100.0, "output": 200.0},
-                        budget_usd=1.0, concurrency=16)
+        r = make_recipe(
+            tmp_path,
+            sim.base_url,
+            problems=40,
+            prices={"input": 100.0, "output": 200.0},
+            budget_usd=1.0,
+            concurrency=16,
+        )
         res = harvest(r)
         assert res.status == "budget" and "budget $1 reached" in res.message and res.exit_code == 0
         assert res.spent_usd + res.possibly_billed_usd <= 1.0
@@ -96,8 +102,9 @@ def test_budget_cap_stops_cleanly_and_resumes_with_a_bigger_budget(tmp_path: Pat
 
 
 def test_budget_needs_prices_of_a_model_at_a_provider(tmp_path: Path) -> None:
-    r = make_recipe(tmp_path, "https://api.openai.com/v1", problems=1, model="not-in-the-table", prices=None,
-                    budget_usd=5.0)
+    r = make_recipe(
+        tmp_path, "https://api.openai.com/v1", problems=1, model="not-in-the-table", prices=None, budget_usd=5.0
+    )
     with pytest.raises(ConfigError, match="no price known for model 'not-in-the-table'"):
         harvest(r)
     assert not (tmp_path / "run" / "samples.jsonl").exists()
@@ -113,8 +120,16 @@ def test_an_unknown_model_at_a_url_of_your_own_is_self_hosted_at_zero_cost(tmp_p
 
 
 def test_mixed_faults_end_in_samples_or_reasoned_item_errors(tmp_path: Path) -> None:
-    faults = {"rate_429": 0.1, "rate_500": 0.05, "rate_502": 0.05, "rate_503": 0.05, "rate_hang": 0.03,
-              "rate_drop_body": 0.05, "rate_malformed": 0.05, "rate_empty_choices": 0.05}
+    faults = {
+        "rate_429": 0.1,
+        "rate_500": 0.05,
+        "rate_502": 0.05,
+        "rate_503": 0.05,
+        "rate_hang": 0.03,
+        "rate_drop_body": 0.05,
+        "rate_malformed": 0.05,
+        "rate_empty_choices": 0.05,
+    }
     with SimTeacher(seed=5, retry_after_s=0.05, **faults) as sim:
         r = make_recipe(tmp_path, sim.base_url, problems=60, timeout_s=0.5, max_attempts=4, concurrency=16)
         res = harvest(r)
@@ -162,8 +177,9 @@ def test_ratelimit_headers_are_learned(tmp_path: Path) -> None:
     assert flow["learned_rpm"] == 6000 and flow["learned_tpm"] == 10_000_000
 
 
-def test_truncated_samples_are_kept_and_counted_and_quiet_mode_logs(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_samples_are_kept_and_counted_and_quiet_mode_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with SimTeacher() as sim:
         res = harvest(make_recipe(tmp_path, sim.base_url, problems=4, sampling={"max_tokens": 20}), quiet=True)
     assert res.truncated == 4 and res.done == 4
@@ -194,13 +210,35 @@ def test_prior_spend_is_read_from_the_cost_key_not_from_text(tmp_path: Path) -> 
     from tracesynth.records import Sample, Usage
 
     decoy = 'x "cost_usd":99, "usage":{"prompt_tokens":7}, "finish_reason":"length" y'
-    rows = [Sample(id=f"s{i}", problem_id="p", index=i, model="m", reasoning=decoy, content=decoy,
-                   cost_usd=0.25 * i, usage=Usage(prompt_tokens=3), metadata={"cost_usd": 7}) for i in range(4)]
+    rows = [
+        Sample(
+            id=f"s{i}",
+            problem_id="p",
+            index=i,
+            model="m",
+            reasoning=decoy,
+            content=decoy,
+            cost_usd=0.25 * i,
+            usage=Usage(prompt_tokens=3),
+            metadata={"cost_usd": 7},
+        )
+        for i in range(4)
+    ]
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(r.model_dump_json() + "\n" for r in rows) + '{"id": "torn", "cost_usd": 5')
     failures = tmp_path / "failures.jsonl"
-    failures.write_text(Sample(id="f", problem_id="p", index=0, model="m", error="x", error_kind="timeout",
-                               metadata={"possibly_billed_usd": 0.5}).model_dump_json() + "\n")
+    failures.write_text(
+        Sample(
+            id="f",
+            problem_id="p",
+            index=0,
+            model="m",
+            error="x",
+            error_kind="timeout",
+            metadata={"possibly_billed_usd": 0.5},
+        ).model_dump_json()
+        + "\n"
+    )
     spend = scan_spend(tmp_path)
     assert (spend.spent_usd, spend.possibly_billed_usd, dict(spend.failures_by_id)) == (1.5, 0.5, {"f": 1})
     assert (spend.tokens.prompt, spend.truncated, spend.complete) == (12, 0, 4)
@@ -291,8 +329,7 @@ def live_workers(monkeypatch) -> list[int]:
 def test_calls_backing_off_get_stand_in_workers_that_retire_afterwards(tmp_path: Path, live_workers) -> None:
     """A call sleeping out Retry-After holds a worker but no permit: a stand-in keeps its slot busy."""
     with SimTeacher(rate_429=0.4, retry_after_s=0.05, latency=0.02, seed=4) as sim:
-        res = harvest(make_recipe(tmp_path, sim.base_url, problems=40, concurrency=3, max_attempts=12,
-                                  adaptive=False))
+        res = harvest(make_recipe(tmp_path, sim.base_url, problems=40, concurrency=3, max_attempts=12, adaptive=False))
         assert sim.stats()["max_in_flight"] <= 3  # stand-ins never exceed the concurrency cap
     assert (res.status, res.done, res.failed) == ("complete", 40, 0)
     assert live_workers[:3] == [1, 2, 3] and len(live_workers) > 3 and max(live_workers) > 3  # stand-ins were started
@@ -305,8 +342,18 @@ def test_stand_in_workers_are_capped_when_every_call_backs_off(tmp_path: Path, l
     from tracesynth.errors import TeacherError
 
     with SimTeacher(rate_500=1.0) as sim, pytest.raises(TeacherError, match="looks down"):
-        harvest(make_recipe(tmp_path, sim.base_url, problems=60, concurrency=3, max_attempts=6,
-                            backoff_base_s=0.02, backoff_max_s=0.05, bench_after=1000))
+        harvest(
+            make_recipe(
+                tmp_path,
+                sim.base_url,
+                problems=60,
+                concurrency=3,
+                max_attempts=6,
+                backoff_base_s=0.02,
+                backoff_max_s=0.05,
+                bench_after=1000,
+            )
+        )
     assert max(live_workers) == 6  # stand-ins were started, and capped at 2 x concurrency
     assert len(lines(tmp_path / "run" / "failures.jsonl")) >= 10  # each gave up with its reason
 

@@ -27,21 +27,38 @@ def write_recipe(tmp: Path, problems: int, sim: dict[str, Any], **teacher: Any) 
     src = tmp / "problems.jsonl"
     with src.open("w") as fh:
         for i in range(problems):
-            fh.write(json.dumps({"id": f"q{i:05d}", "problem": f"What is {i} + {3 * i + 1}?", "answer": str(4 * i + 1)})
-                     + "\n")
-    t = {"model": "sim-reasoner", "concurrency": 8, "n": 2, "sampling": {"max_tokens": 400},
-         "prices": {"input": 1.0, "output": 2.0}, "timeout_s": 10, "backoff_base_s": 0.01,
-         "sim": {"enabled": True, "options": sim}, **teacher}
+            fh.write(
+                json.dumps({"id": f"q{i:05d}", "problem": f"What is {i} + {3 * i + 1}?", "answer": str(4 * i + 1)})
+                + "\n"
+            )
+    t = {
+        "model": "sim-reasoner",
+        "concurrency": 8,
+        "n": 2,
+        "sampling": {"max_tokens": 400},
+        "prices": {"input": 1.0, "output": 2.0},
+        "timeout_s": 10,
+        "backoff_base_s": 0.01,
+        "sim": {"enabled": True, "options": sim},
+        **teacher,
+    }
     path = tmp / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"name": "proc", "run_dir": str(tmp / "run"),
-                                    "source": {"kind": "jsonl", "path": str(src)}, "teacher": t}))
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "proc", "run_dir": str(tmp / "run"), "source": {"kind": "jsonl", "path": str(src)}, "teacher": t}
+        )
+    )
     return path
 
 
 def start(recipe: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tracesynth", "harvest", str(recipe), "--quiet", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tracesynth", "harvest", str(recipe), "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -61,8 +78,9 @@ def wait_for_lines(path: Path, at_least: int, timeout: float = 30) -> None:
 
 
 def test_wrong_api_key_exits_2_quickly_and_never_leaks_the_key(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, 50, {"api_key": "sk-the-right-one", "latency": 0.05},
-                          api_key_env="TS_TEST_KEY", concurrency=16)
+    recipe = write_recipe(
+        tmp_path, 50, {"api_key": "sk-the-right-one", "latency": 0.05}, api_key_env="TS_TEST_KEY", concurrency=16
+    )
     t0 = time.monotonic()
     proc = start(recipe, env={"TS_TEST_KEY": SECRET})
     out, err = proc.communicate(timeout=60)
@@ -93,8 +111,12 @@ def test_signal_stops_cleanly_and_the_run_resumes(tmp_path: Path, sig: signal.Si
     done = records(samples)
     assert 10 <= len(done) < 400 and len({s["id"] for s in done}) == len(done)
     fast = write_recipe(tmp_path, 200, {"latency": 0.0}, concurrency=16)
-    again = subprocess.run([sys.executable, "-m", "tracesynth", "harvest", str(fast), "--quiet"],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "harvest", str(fast), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stderr
     final = records(samples)
     assert len(final) == len({s["id"] for s in final}) == 400
@@ -113,8 +135,12 @@ def test_kill_9_at_random_points_then_resume_gives_one_record_per_sample(tmp_pat
         proc.wait(timeout=10)
         counts.append((run / "samples.jsonl").read_bytes().count(b"\n") if (run / "samples.jsonl").exists() else 0)
     assert any(0 < c < 300 for c in counts), counts  # at least one kill landed mid-harvest
-    final = subprocess.run([sys.executable, "-m", "tracesynth", "harvest", str(recipe), "--quiet"],
-                           capture_output=True, text=True, timeout=120)
+    final = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "harvest", str(recipe), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert final.returncode == 0, final.stderr
     samples = records(run / "samples.jsonl")
     ids = [s["id"] for s in samples]

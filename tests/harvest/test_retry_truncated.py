@@ -30,11 +30,25 @@ def write_problems(path: Path) -> Path:
 
 
 def make_recipe(tmp: Path, base_url: str, max_tokens: int, **teacher: Any) -> Recipe:
-    t = {"model": "sim-reasoner", "base_urls": [base_url], "api_key_env": None, "concurrency": 4,
-         "sampling": {"max_tokens": max_tokens}, "prices": {"input": 1.0, "output": 2.0}, "backoff_base_s": 0.01,
-         "batch": {"poll_s": 0.05, "poll_max_s": 0.1}, **teacher}
-    return Recipe.model_validate({"name": "t", "run_dir": str(tmp / "run"), "teacher": t,
-                                  "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl"))}})
+    t = {
+        "model": "sim-reasoner",
+        "base_urls": [base_url],
+        "api_key_env": None,
+        "concurrency": 4,
+        "sampling": {"max_tokens": max_tokens},
+        "prices": {"input": 1.0, "output": 2.0},
+        "backoff_base_s": 0.01,
+        "batch": {"poll_s": 0.05, "poll_max_s": 0.1},
+        **teacher,
+    }
+    return Recipe.model_validate(
+        {
+            "name": "t",
+            "run_dir": str(tmp / "run"),
+            "teacher": t,
+            "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl"))},
+        }
+    )
 
 
 def test_only_truncated_samples_are_asked_again_and_superseded(tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd,
-                         timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 
@@ -29,33 +30,61 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 # A tiny student trained for a handful of steps: this checks the plumbing, not the learning
 # (tests/test_evaluate.py and the full `make demo` check the learning).
 TINY_TRAINING = [
-    "--set", "sft.max_steps=4",
-    "--set", "sft.logging_steps=1",
-    "--set", "sft.per_device_train_batch_size=8",
-    "--set", "eval.n=1",
-    "--set", "eval.max_new_tokens=24",
+    "--set",
+    "sft.max_steps=4",
+    "--set",
+    "sft.logging_steps=1",
+    "--set",
+    "sft.per_device_train_batch_size=8",
+    "--set",
+    "eval.n=1",
+    "--set",
+    "eval.max_new_tokens=24",
 ]
 
 
 def test_demo_recipe_small(tmp_path):
     run_dir = tmp_path / "demo"
-    args = ["run", "recipes/demo.yaml", "--quiet", "--set", f"run_dir={run_dir}",
-            "--set", "source.size=60", "--set", "eval.source.size=12", "--set", "eval.thinking_caps=[8]",
-            *TINY_TRAINING]
+    args = [
+        "run",
+        "recipes/demo.yaml",
+        "--quiet",
+        "--set",
+        f"run_dir={run_dir}",
+        "--set",
+        "source.size=60",
+        "--set",
+        "eval.source.size=12",
+        "--set",
+        "eval.thinking_caps=[8]",
+        *TINY_TRAINING,
+    ]
     res = run_cli(*args)
     assert "pass@1 verified" in res.stdout and "total cost (USD)" in res.stdout
     report = (run_dir / "report.md").read_text()
-    for section in ("## Funnel", "## Verdicts", "## Student accuracy",
-                    "## Accuracy vs thinking tokens (budget forcing)", "## Cost receipt"):
+    for section in (
+        "## Funnel",
+        "## Verdicts",
+        "## Student accuracy",
+        "## Accuracy vs thinking tokens (budget forcing)",
+        "## Cost receipt",
+    ):
         assert section in report
-    assert {p.name for p in (run_dir / "plots").glob("*.png")} >= {"funnel.png", "verdicts.png", "lengths.png",
-                                                                    "accuracy.png", "thinking_caps.png"}
+    assert {p.name for p in (run_dir / "plots").glob("*.png")} >= {
+        "funnel.png",
+        "verdicts.png",
+        "lengths.png",
+        "accuracy.png",
+        "thinking_caps.png",
+    }
     harvest = json.loads((run_dir / "harvest.json").read_text())
     assert harvest["counts"]["done_total"] == harvest["counts"]["samples_expected"] > 0
     verify = json.loads((run_dir / "verify.json").read_text())
     assert verify["counts"]["math"]["fail"] > 0  # the simulated teacher's wrong answers were caught
-    traces = {name: sum(1 for _ in (run_dir / "variants" / name / "traces.jsonl").open())
-              for name in ("verified", "unverified", "answers")}
+    traces = {
+        name: sum(1 for _ in (run_dir / "variants" / name / "traces.jsonl").open())
+        for name in ("verified", "unverified", "answers")
+    }
     assert traces["unverified"] > traces["verified"] == traces["answers"] > 0
     for name in traces:
         vdir = run_dir / "variants" / name
@@ -85,16 +114,37 @@ def test_published_recipes_validate():
 # hyperparameters (epochs aside) stay the recipe's own.
 def offline(tmp_path: Path, pool: str) -> list[str]:
     return [
-        "--quiet", "--set", f"run_dir={tmp_path / 'run'}",
-        "--set", "teacher.sim.enabled=true",
-        "--set", f"teacher.sim.options={{answer_key: {pool}, wrong_rate: 0.2, seed: 3}}",
-        "--set", "teacher.api_key_env=null", "--set", "teacher.budget_usd=1",
-        "--set", f"source={{kind: jsonl, path: {pool}, columns: {{question: problem, answer: answer}}, limit: 24}}",
-        "--set", "student={init: tiny}",
-        "--set", "sft.bf16=false", "--set", "sft.gradient_checkpointing=false", "--set", "sft.max_length=1024",
-        "--set", "sft.gradient_accumulation_steps=1",
-        "--set", "eval.backend=local", "--set", "eval.source={kind: builtin, name: gsm8k, split: test, limit: 6}",
-        "--set", "eval.thinking_caps=[]", "--set", "eval.wait_extensions=[]",
+        "--quiet",
+        "--set",
+        f"run_dir={tmp_path / 'run'}",
+        "--set",
+        "teacher.sim.enabled=true",
+        "--set",
+        f"teacher.sim.options={{answer_key: {pool}, wrong_rate: 0.2, seed: 3}}",
+        "--set",
+        "teacher.api_key_env=null",
+        "--set",
+        "teacher.budget_usd=1",
+        "--set",
+        f"source={{kind: jsonl, path: {pool}, columns: {{question: problem, answer: answer}}, limit: 24}}",
+        "--set",
+        "student={init: tiny}",
+        "--set",
+        "sft.bf16=false",
+        "--set",
+        "sft.gradient_checkpointing=false",
+        "--set",
+        "sft.max_length=1024",
+        "--set",
+        "sft.gradient_accumulation_steps=1",
+        "--set",
+        "eval.backend=local",
+        "--set",
+        "eval.source={kind: builtin, name: gsm8k, split: test, limit: 6}",
+        "--set",
+        "eval.thinking_caps=[]",
+        "--set",
+        "eval.wait_extensions=[]",
         *TINY_TRAINING,
     ]
 

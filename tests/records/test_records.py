@@ -33,9 +33,17 @@ def test_unknown_field_rejected():
 
 def test_records_round_trip_json():
     s = Sample(
-        id="s-1", problem_id="p-1", index=0, model="m", reasoning="think", content="\\boxed{4}",
-        finish_reason="stop", usage=Usage(prompt_tokens=3, completion_tokens=5, reasoning_tokens=2),
-        latency_s=0.25, cost_usd=1e-6, endpoint="http://127.0.0.1:1/v1",
+        id="s-1",
+        problem_id="p-1",
+        index=0,
+        model="m",
+        reasoning="think",
+        content="\\boxed{4}",
+        finish_reason="stop",
+        usage=Usage(prompt_tokens=3, completion_tokens=5, reasoning_tokens=2),
+        latency_s=0.25,
+        cost_usd=1e-6,
+        endpoint="http://127.0.0.1:1/v1",
     )
     assert Sample.model_validate_json(s.model_dump_json()) == s
     v = Verdict(sample_id="s-1", problem_id="p-1", verifier="math", status="pass", answer="4")
@@ -59,12 +67,23 @@ def test_sample_id_depends_on_each_input():
     assert base != sample_id("p-1", 0, "m", {"temperature": 0.6, "top_p": 0.95}, "tpl2")
 
 
-@pytest.mark.parametrize("model,sampling,tpl", [
-    ("m", {"temperature": 0.6, "top_p": 0.95, "max_tokens": 4096}, "tpl"),
-    ("deepseek-ai/DeepSeek-R1", {"temperature": 0.0, "stop": ["</answer>", "\u00e9"], "seed": None,
-                                 "extra_body": {"top_k": 20, "chat_template_kwargs": {"enable_thinking": True}}}, "h"),
-    ("ünïcode-model", {}, ""),
-])
+@pytest.mark.parametrize(
+    "model,sampling,tpl",
+    [
+        ("m", {"temperature": 0.6, "top_p": 0.95, "max_tokens": 4096}, "tpl"),
+        (
+            "deepseek-ai/DeepSeek-R1",
+            {
+                "temperature": 0.0,
+                "stop": ["</answer>", "\u00e9"],
+                "seed": None,
+                "extra_body": {"top_k": 20, "chat_template_kwargs": {"enable_thinking": True}},
+            },
+            "h",
+        ),
+        ("ünïcode-model", {}, ""),
+    ],
+)
 def test_sample_ids_factory_gives_the_ids_sample_id_gives(model, sampling, tpl):
     """The harvester's fast path must never change an id (resume would pay twice)."""
     make = sample_ids(model, sampling, tpl)

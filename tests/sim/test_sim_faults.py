@@ -42,8 +42,12 @@ def test_scripted_http_errors_reach_the_client():
         assert sim.stats()["faults"] == {"429": 1, "500": 1, "502": 1, "503": 1}
     with SimTeacher(script=["429", "500", "502", "503"]) as sim:
         c = oai(sim)
-        for exc in (openai.RateLimitError, openai.InternalServerError, openai.InternalServerError,
-                    openai.InternalServerError):
+        for exc in (
+            openai.RateLimitError,
+            openai.InternalServerError,
+            openai.InternalServerError,
+            openai.InternalServerError,
+        ):
             with pytest.raises(exc):
                 c.chat.completions.create(model="m", messages=MSGS)
 
@@ -111,16 +115,18 @@ def test_latency_fixed_uniform_lognormal_and_token_delay():
         SimOptions(latency="gaussian:1")
     with SimTeacher(token_delay_s=0.002, stream_chunk_tokens=8) as sim:
         t0 = time.monotonic()
-        chunks = list(oai(sim).chat.completions.create(model="m", messages=MSGS, stream=True,
-                                                       stream_options={"include_usage": True}))
+        chunks = list(
+            oai(sim).chat.completions.create(
+                model="m", messages=MSGS, stream=True, stream_options={"include_usage": True}
+            )
+        )
         elapsed = time.monotonic() - t0
         tokens = chunks[-1].usage.completion_tokens
         assert 0.002 * tokens * 0.9 < elapsed < 0.002 * tokens + 2.0
 
 
 def test_fault_rates_are_seeded_reproducible_and_a_retry_gets_a_fresh_draw():
-    bodies = [{"model": "m", "messages": [{"role": "user", "content": f"What is {i} + {i * 3}?"}]}
-              for i in range(400)]
+    bodies = [{"model": "m", "messages": [{"role": "user", "content": f"What is {i} + {i * 3}?"}]} for i in range(400)]
 
     def statuses(order):
         with SimTeacher(seed=11, rate_500=0.2, rate_503=0.1) as sim, httpx.Client() as http:

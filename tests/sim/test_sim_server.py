@@ -38,7 +38,7 @@ def split(placement: str, message: dict) -> tuple[str, str]:
         return message[placement], content
     if placement == "think":
         assert content.startswith("<think>\n")
-        content = content[len("<think>\n"):]
+        content = content[len("<think>\n") :]
     assert "<think>" not in content
     reasoning, _, answer = content.partition("\n</think>\n\n")
     return reasoning, answer
@@ -65,7 +65,8 @@ def test_sync_chat_non_streaming(sim):
         assert "column by column" not in reasoning and "2+5+0=7, write 7, carry 0" in reasoning
         assert boxed(answer) == ANSWER
         total += count_tokens(choice.message.content or "") + count_tokens(
-            (choice.message.model_extra or {}).get(placement, "") if placement.startswith("reason") else "")
+            (choice.message.model_extra or {}).get(placement, "") if placement.startswith("reason") else ""
+        )
         reasoning_total += count_tokens(reasoning)
     assert r.usage.completion_tokens == total
     assert r.usage.completion_tokens_details.reasoning_tokens == reasoning_total
@@ -78,8 +79,9 @@ def test_sync_chat_streaming_matches_non_streaming(sim):
     full = c.chat.completions.create(model="m", messages=MSGS, seed=5)
     parts: dict[str, str] = {}
     finish, usage, roles = None, None, []
-    for chunk in c.chat.completions.create(model="m", messages=MSGS, seed=5, stream=True,
-                                           stream_options={"include_usage": True}):
+    for chunk in c.chat.completions.create(
+        model="m", messages=MSGS, seed=5, stream=True, stream_options={"include_usage": True}
+    ):
         if chunk.usage is not None:
             assert chunk.choices == []
             usage = chunk.usage
@@ -101,10 +103,12 @@ def test_sync_chat_streaming_matches_non_streaming(sim):
 async def test_async_chat_streaming_and_not(sim):
     placement = sim.options.reasoning
     async with openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0, timeout=10) as ac:
-        results = await asyncio.gather(*[
-            ac.chat.completions.create(model="m", messages=[{"role": "user", "content": f"What is {i} * 37?"}])
-            for i in range(20)
-        ])
+        results = await asyncio.gather(
+            *[
+                ac.chat.completions.create(model="m", messages=[{"role": "user", "content": f"What is {i} * 37?"}])
+                for i in range(20)
+            ]
+        )
         for i, r in enumerate(results):
             assert boxed(split(placement, r.choices[0].message.model_dump())[1]) == str(i * 37)
         text = ""
@@ -119,8 +123,9 @@ def test_max_tokens_cuts_with_length(sim):
     c = client(sim)
     r = c.chat.completions.create(model="m", messages=MSGS, max_tokens=25)
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 25
-    r = c.chat.completions.create(model="m", messages=MSGS, max_completion_tokens=30, stream=True,
-                                  stream_options={"include_usage": True})
+    r = c.chat.completions.create(
+        model="m", messages=MSGS, max_completion_tokens=30, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(r)
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
     assert chunks[-1].usage.completion_tokens == 30
@@ -149,8 +154,11 @@ def test_completions_budget_forcing_round_trip():
         assert boxed(more.choices[0].text) is not None
         cut = c.completions.create(model="m", prompt=head, max_tokens=5)
         assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
-        streamed = "".join(ch.choices[0].text for ch in c.completions.create(
-            model="m", prompt=head, max_tokens=4000, stream=True) if ch.choices)
+        streamed = "".join(
+            ch.choices[0].text
+            for ch in c.completions.create(model="m", prompt=head, max_tokens=4000, stream=True)
+            if ch.choices
+        )
         assert streamed == c.completions.create(model="m", prompt=head, max_tokens=4000).choices[0].text
 
 
@@ -262,8 +270,12 @@ def test_cli_process_prints_url_and_stops_on_sigterm(monkeypatch):
         assert sim.stats()["routes"] == {"/v1/chat/completions": 1, "/stats": 1}
         proc = sim.proc
     assert proc.returncode == 0
-    bad = subprocess.run([sys.executable, "-m", "tracesynth", "sim-teacher", "--api-key-env", "NOT_SET_ANYWHERE"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tracesynth", "sim-teacher", "--api-key-env", "NOT_SET_ANYWHERE"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "NOT_SET_ANYWHERE" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -274,8 +286,10 @@ def test_wrong_rate_over_http_matches_reasoning_gym_answers():
     with SimTeacher(seed=4, wrong_rate=0.3) as sim, httpx.Client() as http:
         wrong = 0
         for entry in ds:
-            r = http.post(sim.base_url + "/chat/completions", json={
-                "model": "m", "messages": [{"role": "user", "content": entry["question"]}]})
+            r = http.post(
+                sim.base_url + "/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": entry["question"]}]},
+            )
             answer = boxed(r.json()["choices"][0]["message"]["content"])
             wrong += answer != entry["answer"]
             assert (ds.score_answer(answer, entry) == 1.0) == (answer == entry["answer"])
@@ -287,8 +301,10 @@ def test_answer_key_and_unknown_problems_over_http(tmp_path):
     key.write_text('{"id": "cap", "question": "What is the capital of France?", "answer": "Paris"}\n')
     with SimTeacher(answer_key=key, reasoning="think") as sim:
         c = client(sim)
-        r = c.chat.completions.create(model="m", messages=[
-            {"role": "user", "content": "What is the capital of France?\n\nPut the answer in \\boxed{}."}])
+        r = c.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "What is the capital of France?\n\nPut the answer in \\boxed{}."}],
+        )
         reasoning, answer = split("think", r.choices[0].message.model_dump())
         assert boxed(answer) == "Paris" and "Paris" in reasoning
         r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Prove Fermat's last theorem."}])
@@ -306,8 +322,9 @@ def test_n_choices_stream_like_they_answer_and_seed_picks_the_sample():
                 streamed[ch.index] = streamed.get(ch.index, "") + (ch.delta.content or "")
         full = c.chat.completions.create(model="m", messages=q, n=4)
         assert [streamed[i] for i in range(4)] == [ch.message.content for ch in full.choices]
-        by_seed = {s: c.chat.completions.create(model="m", messages=q, seed=s).choices[0].message.content
-                   for s in range(8)}
+        by_seed = {
+            s: c.chat.completions.create(model="m", messages=q, seed=s).choices[0].message.content for s in range(8)
+        }
         assert by_seed[3] == c.chat.completions.create(model="m", messages=q, seed=3).choices[0].message.content
         assert len(set(by_seed.values())) > 1 and any(boxed(v) == "3196" for v in by_seed.values())
 

@@ -56,10 +56,14 @@ def test_correct_traces_verify_against_reasoning_gym(name, config):
 
 
 _FACT = [
-    (re.compile(r"^\s*(\d)\+(\d)\+(\d)=(\d+), write (\d), carry (\d)$"), lambda a, b, c, s, w, k: a + b + c == s
-     and w == s % 10 and k == s // 10),
-    (re.compile(r"^\s*(\d)-(\d)-(\d)=(-?\d+), (?:add 10: \d+, )?write (\d), borrow (\d)$"),
-     lambda a, b, c, d, w, k: a - b - c == d and w == d % 10 and k == (d < 0)),
+    (
+        re.compile(r"^\s*(\d)\+(\d)\+(\d)=(\d+), write (\d), carry (\d)$"),
+        lambda a, b, c, s, w, k: a + b + c == s and w == s % 10 and k == s // 10,
+    ),
+    (
+        re.compile(r"^\s*(\d)-(\d)-(\d)=(-?\d+), (?:add 10: \d+, )?write (\d), borrow (\d)$"),
+        lambda a, b, c, d, w, k: a - b - c == d and w == d % 10 and k == (d < 0),
+    ),
     (re.compile(r"^\s*(\d+)\*(\d)=(\d+)(?:, shifted (\d+): (\d+))?$"), None),
     (re.compile(r"^\s*(\d+)\+(\d+)=(\d+)$"), lambda a, b, s: a + b == s),
     (re.compile(r"^\s*so (.+) = (-?\d+(?:/\d+)?)$"), None),
@@ -128,8 +132,9 @@ def test_mistakes_are_inside_the_trace_and_plausible():
         bad = [line for line in sol.reasoning.splitlines() if check_line(line) is False]
         assert bad, sol.reasoning  # a false step is written down, not just a wrong final line
         for line in bad:
-            kinds.add("carry" if "carry" in line else "borrow" if "borrow" in line else "product" if "*" in line
-                      else "other")
+            kinds.add(
+                "carry" if "carry" in line else "borrow" if "borrow" in line else "product" if "*" in line else "other"
+            )
     assert {"carry", "borrow", "product"} <= kinds
 
 
@@ -162,9 +167,18 @@ def test_phrasings_are_understood(text, value):
     assert arith.Evaluator().run(find_expression(text)) == value
 
 
-@pytest.mark.parametrize("text", ["What is 3.5 + 2?", "y - 3 * 2 = 10", "x^2 + 3 = 7", "Problem 3: 4 + 5",
-                                  "Name the capital of France.", "Solve for x: 2x + 3 = 7",
-                                  "What is the remainder of 2004 divided by 12?"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is 3.5 + 2?",
+        "y - 3 * 2 = 10",
+        "x^2 + 3 = 7",
+        "Problem 3: 4 + 5",
+        "Name the capital of France.",
+        "Solve for x: 2x + 3 = 7",
+        "What is the remainder of 2004 divided by 12?",
+    ],
+)
 def test_non_arithmetic_is_not_guessed(text):
     assert find_expression(text) is None
     sol = Solver().solve(text)
@@ -178,8 +192,10 @@ def write_key(tmp_path, rows) -> str:
 
 
 def test_answer_key_answers_and_misses_plausibly(tmp_path):
-    rows = [{"id": f"q{i}", "question": f"How many legs do {i} spiders have in total?", "answer": str(8 * i)}
-            for i in range(1, 401)]
+    rows = [
+        {"id": f"q{i}", "question": f"How many legs do {i} spiders have in total?", "answer": str(8 * i)}
+        for i in range(1, 401)
+    ]
     rows.append({"prompt": "Which is a prime? (A) 4 (B) 7", "answer": "B"})
     key = AnswerKey.load(write_key(tmp_path, rows))
     solver = Solver(seed=4, wrong_rate=0.3, answer_key=key)

@@ -54,7 +54,11 @@ def test_readme_checksum_table_matches_registry():
 
 def test_eval_sets_are_the_shipped_benchmarks():
     assert {d.key for d in data.eval_sets()} == {
-        "gsm8k:test", "math500:test", "aime24:test", "amc23:test", "humaneval:test"
+        "gsm8k:test",
+        "math500:test",
+        "aime24:test",
+        "amc23:test",
+        "humaneval:test",
     }
 
 
@@ -162,7 +166,9 @@ def test_wheel_ships_prompts_and_data(tmp_path):
     out = tmp_path / "wheel"
     res = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     shutil.rmtree(ROOT / "build", ignore_errors=True)
@@ -180,7 +186,11 @@ def test_wheel_ships_prompts_and_data(tmp_path):
         "print(r.data_dir()); print(d.verified_path(d.get('gsm8k','test'))); print(p.builtin_templates())"
     )
     run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
     )
     assert run.returncode == 0, run.stderr

@@ -13,9 +13,7 @@ from tracesynth.config import SourceConfig, load_recipe
 from tracesynth.errors import SourceError
 from tracesynth.sources.problems import iter_problems
 
-ROWS = [
-    {"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i), "level": i % 3} for i in range(20)
-]
+ROWS = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i), "level": i % 3} for i in range(20)]
 
 
 def write_jsonl(path, rows):
@@ -153,9 +151,14 @@ def test_gym_source_keeps_entry_for_scoring():
     assert entry["question"] == p.prompt and entry["answer"] == p.answer
     score = reasoning_gym.get_score_answer_fn("basic_arithmetic")
     assert score(p.answer, entry) == 1.0
-    regen = reasoning_gym.create_dataset("basic_arithmetic", **{
-        "size": p.metadata["gym_config"]["size"], "seed": p.metadata["gym_config"]["seed"],
-        **p.metadata["gym_config"]["config"]})
+    regen = reasoning_gym.create_dataset(
+        "basic_arithmetic",
+        **{
+            "size": p.metadata["gym_config"]["size"],
+            "seed": p.metadata["gym_config"]["seed"],
+            **p.metadata["gym_config"]["config"],
+        },
+    )
     assert regen[p.metadata["gym_index"]]["question"] == p.prompt
 
 

@@ -18,8 +18,9 @@ from tracesynth.sources.prompts import render_messages
 from tracesynth.stages.export.dataset import template_info
 
 
-def problems(n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q",
-             digits_b: int | None = None) -> list[Problem]:
+def problems(
+    n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q", digits_b: int | None = None
+) -> list[Problem]:
     rng = random.Random(seed)
     digits_b = digits if digits_b is None else digits_b
     out = []
@@ -27,8 +28,16 @@ def problems(n: int, *, digits: int, seed: int, op: str = "+", prefix: str = "q"
         a = rng.randint(10 ** (digits - 1), 10**digits - 1)
         b = rng.randint(10 ** (digits_b - 1), 10**digits_b - 1)
         value = a + b if op == "+" else a * b
-        out.append(Problem(id=f"{prefix}{seed}-{i}", prompt=f"What is {a} {op} {b}?", answer=str(value),
-                           source="arith", domain="math", metadata={"level": f"{digits}+{digits_b} digits"}))
+        out.append(
+            Problem(
+                id=f"{prefix}{seed}-{i}",
+                prompt=f"What is {a} {op} {b}?",
+                answer=str(value),
+                source="arith",
+                domain="math",
+                metadata={"level": f"{digits}+{digits_b} digits"},
+            )
+        )
     return out
 
 

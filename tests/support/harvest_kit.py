@@ -21,14 +21,26 @@ def write_problems(path: Path, n: int) -> Path:
 
 
 def recipe_dict(tmp: Path, base_url: str | None, problems: int = 20, **teacher: Any) -> dict[str, Any]:
-    t: dict[str, Any] = {"model": "sim-reasoner", "concurrency": 8, "n": 1, "sampling": {"max_tokens": 600},
-                         "prices": PRICES, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 10,
-                         "api_key_env": None}
+    t: dict[str, Any] = {
+        "model": "sim-reasoner",
+        "concurrency": 8,
+        "n": 1,
+        "sampling": {"max_tokens": 600},
+        "prices": PRICES,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "timeout_s": 10,
+        "api_key_env": None,
+    }
     if base_url:
         t["base_urls"] = [base_url]
     t.update(teacher)
-    return {"name": "t", "run_dir": str(tmp / "run"), "teacher": t,
-            "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl", problems))}}
+    return {
+        "name": "t",
+        "run_dir": str(tmp / "run"),
+        "teacher": t,
+        "source": {"kind": "jsonl", "path": str(write_problems(tmp / "p.jsonl", problems))},
+    }
 
 
 def make_recipe(tmp: Path, base_url: str | None, problems: int = 20, **teacher: Any) -> Recipe:

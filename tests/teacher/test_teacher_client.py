@@ -85,8 +85,9 @@ async def test_client_errors_are_item_errors_without_retry(http: str) -> None:
 async def test_wrong_key_is_an_auth_error_naming_endpoint_not_key(http: str) -> None:
     secret = "sk-wrong-0123456789abcdef"
     async with SimTeacher(api_key="sk-right-key") as sim:
-        async with TeacherClient(sim.base_url, model="m", api_key=secret, api_key_env="MY_TEACHER_KEY",
-                                 http=http, **FAST) as client:
+        async with TeacherClient(
+            sim.base_url, model="m", api_key=secret, api_key_env="MY_TEACHER_KEY", http=http, **FAST
+        ) as client:
             with pytest.raises(AuthError) as info:
                 await client.chat(MSG, max_tokens=10)
     msg = str(info.value)

@@ -61,8 +61,14 @@ async def test_separate_output_tpm_bucket_is_corrected_by_actual_usage() -> None
 
 def test_ratelimit_headers_lower_limits_and_pause() -> None:
     flow = FlowControl(10, rpm=600)
-    flow.observe_headers({"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "0",
-                          "x-ratelimit-reset-requests": "1.5s", "x-ratelimit-limit-tokens": "90000"})
+    flow.observe_headers(
+        {
+            "x-ratelimit-limit-requests": "120",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1.5s",
+            "x-ratelimit-limit-tokens": "90000",
+        }
+    )
     assert flow.learned == {"rpm": 120.0, "tpm": 90000.0}
     assert flow.buckets["rpm"].rate == pytest.approx(2.0)
     assert flow.buckets["rpm"].wait_s(1) > 1.0  # paused until the reset
@@ -70,8 +76,10 @@ def test_ratelimit_headers_lower_limits_and_pause() -> None:
     assert flow.buckets["rpm"].rate == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5),
-                                           ("2.5", 2.5), ("", None), ("soon", None)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("2.5", 2.5), ("", None), ("soon", None)],
+)
 def test_parse_reset(text: str, seconds: float | None) -> None:
     assert parse_reset(text) == (pytest.approx(seconds) if seconds is not None else None)
 
@@ -218,11 +226,22 @@ def test_ledger_refuses_what_could_break_the_budget() -> None:
 
 # -- sampling parameters and endpoints -------------------------------------------------------
 def test_sampling_params_drop_none_merge_extra_body_and_offset_seed() -> None:
-    s = SamplingConfig(temperature=0.6, top_p=None, max_tokens=100, seed=7,
-                       extra_body={"top_k": 20, "chat_template_kwargs": {"enable_thinking": True}})
+    s = SamplingConfig(
+        temperature=0.6,
+        top_p=None,
+        max_tokens=100,
+        seed=7,
+        extra_body={"top_k": 20, "chat_template_kwargs": {"enable_thinking": True}},
+    )
     p = sampling_params(s, n=3, seed_offset=2, model="qwen")
-    assert p == {"temperature": 0.6, "max_tokens": 100, "seed": 9, "n": 3, "top_k": 20,
-                 "chat_template_kwargs": {"enable_thinking": True}}
+    assert p == {
+        "temperature": 0.6,
+        "max_tokens": 100,
+        "seed": 9,
+        "n": 3,
+        "top_k": 20,
+        "chat_template_kwargs": {"enable_thinking": True},
+    }
     assert sampling_params({"max_tokens": 50}, model="o4-mini") == {"max_completion_tokens": 50}
 
 

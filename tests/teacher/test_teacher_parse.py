@@ -107,9 +107,13 @@ def test_malformed_bodies_raise_with_kind(body: object, kind: str) -> None:
 
 
 def test_choices_sorted_by_index_and_cached_tokens() -> None:
-    body = {"choices": [{"index": 1, "message": {"content": "b"}, "finish_reason": "stop"},
-                        {"index": 0, "message": {"content": "a"}, "finish_reason": "length"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 6}}}
+    body = {
+        "choices": [
+            {"index": 1, "message": {"content": "b"}, "finish_reason": "stop"},
+            {"index": 0, "message": {"content": "a"}, "finish_reason": "length"},
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 6}},
+    }
     choices, usage, _ = parse_chat(body)
     assert [c.content for c in choices] == ["a", "b"]
     assert usage.cached_tokens == 6
@@ -117,14 +121,23 @@ def test_choices_sorted_by_index_and_cached_tokens() -> None:
     assert parse_usage(None) is None  # missing usage is not "zero tokens": the ledger estimates it
 
 
-@pytest.mark.parametrize("usage", [{"prompt_tokens": "abc", "completion_tokens": 3}, {"completion_tokens": [1]},
-                                   {"total_tokens": 5}, "12", {"prompt_tokens": True}])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "abc", "completion_tokens": 3},
+        {"completion_tokens": [1]},
+        {"total_tokens": 5},
+        "12",
+        {"prompt_tokens": True},
+    ],
+)
 def test_usage_that_is_not_numbers_is_no_usage(usage: object) -> None:
     assert parse_usage(usage) is None
 
 
-@pytest.mark.parametrize("choice", [{"message": {"content": "a"}, "finish_reason": 7},
-                                    {"message": {"content": 5}, "finish_reason": "stop"}])
+@pytest.mark.parametrize(
+    "choice", [{"message": {"content": "a"}, "finish_reason": 7}, {"message": {"content": 5}, "finish_reason": "stop"}]
+)
 def test_a_field_of_the_wrong_type_is_a_malformed_reply(choice: dict) -> None:
     with pytest.raises(MalformedResponse) as info:
         parse_chat({"choices": [choice]})
@@ -132,8 +145,10 @@ def test_a_field_of_the_wrong_type_is_a_malformed_reply(choice: dict) -> None:
 
 
 def test_sky_t1_blocks_are_reasoning_and_solution() -> None:
-    text = ("<|begin_of_thought|>\n\n2 + 3 is 5.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
-            "The answer is \\boxed{5}.\n\n<|end_of_solution|>")
+    text = (
+        "<|begin_of_thought|>\n\n2 + 3 is 5.\n\n<|end_of_thought|>\n\n<|begin_of_solution|>\n\n"
+        "The answer is \\boxed{5}.\n\n<|end_of_solution|>"
+    )
     assert split_reasoning_text(text) == ("2 + 3 is 5.", "The answer is \\boxed{5}.", ["sky_t1_blocks"])
     choice = normalise_message({"content": text})
     assert (choice.reasoning, choice.content) == ("2 + 3 is 5.", "The answer is \\boxed{5}.")

@@ -62,8 +62,9 @@ def test_tokenizer_splits_digits_and_keeps_delimiters_whole() -> None:
     for special in (THINK_START, THINK_END, IM_END, "<|im_start|>"):
         assert len(tok.encode(special, add_special_tokens=False)) == 1, special
     assert tok.eos_token == IM_END and tok.pad_token_id != tok.eos_token_id
-    text = tok.decode(tok.encode("<think>\n1+2=3\n</think>\n\n3<|im_end|>", add_special_tokens=False),
-                      skip_special_tokens=True)
+    text = tok.decode(
+        tok.encode("<think>\n1+2=3\n</think>\n\n3<|im_end|>", add_special_tokens=False), skip_special_tokens=True
+    )
     assert text == "<think>\n1+2=3\n</think>\n\n3"  # thinking tags survive decoding, the EOS does not
     assert "{% generation %}" in tok.chat_template.replace("{%- generation %}", "{% generation %}")
     assert tok.chat_template == CHATML_TEMPLATE
@@ -72,10 +73,12 @@ def test_tokenizer_splits_digits_and_keeps_delimiters_whole() -> None:
 def test_reasoning_content_renders_like_think_tags() -> None:
     tok = train_tokenizer(["a b c"] * 10, vocab_size=300)
     user = {"role": "user", "content": "q"}
-    inline = tok.apply_chat_template([user, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}],
-                                     tokenize=False)
-    field = tok.apply_chat_template([user, {"role": "assistant", "content": "A", "reasoning_content": "r"}],
-                                    tokenize=False)
+    inline = tok.apply_chat_template(
+        [user, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA"}], tokenize=False
+    )
+    field = tok.apply_chat_template(
+        [user, {"role": "assistant", "content": "A", "reasoning_content": "r"}], tokenize=False
+    )
     expected = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\nA<|im_end|>\n"
     assert inline == field == expected
 
@@ -132,13 +135,17 @@ def test_save_reload_generate_round_trip(trained) -> None:
     _, result, trainer, _ = trained
     model, tok = load_student(result.output_dir)
     assert tok.chat_template == CHATML_TEMPLATE and tok.eos_token == IM_END
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 34?"}], tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 12 + 34?"}], tokenize=False, add_generation_prompt=True
+    )
     enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         a = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
-        b = trainer.model.to("cpu").eval().generate(**enc, max_new_tokens=12, do_sample=False,
-                                                     pad_token_id=tok.pad_token_id)
+        b = (
+            trainer.model.to("cpu")
+            .eval()
+            .generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        )
     assert model.config.use_cache is True
     assert a.shape[1] > enc["input_ids"].shape[1]
     assert torch.equal(a, b)  # the reloaded student is the trained one
@@ -151,16 +158,26 @@ def test_up_to_date_student_is_not_trained_again(trained) -> None:
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    recipe = recipe_for(tmp_path / "run", "sft.max_steps=2", "sft.save_strategy=steps", "sft.save_steps=2",
-                        "sft.per_device_train_batch_size=4")
+    recipe = recipe_for(
+        tmp_path / "run",
+        "sft.max_steps=2",
+        "sft.save_strategy=steps",
+        "sft.save_steps=2",
+        "sft.per_device_train_batch_size=4",
+    )
     make_dataset(recipe, problems(16, digits=2, seed=2))
     first = sft(recipe)
     out = Path(first.output_dir)
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
     for name in ("train.json", "config.json", "model.safetensors"):  # as if killed before the final save
         (out / name).unlink()
-    longer = recipe_for(tmp_path / "run", "sft.max_steps=4", "sft.save_strategy=steps", "sft.save_steps=2",
-                        "sft.per_device_train_batch_size=4")
+    longer = recipe_for(
+        tmp_path / "run",
+        "sft.max_steps=4",
+        "sft.save_strategy=steps",
+        "sft.save_steps=2",
+        "sft.per_device_train_batch_size=4",
+    )
     second = sft(longer)
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["sft"]["steps"] == 4
     assert second.train["resumed_from"].endswith("checkpoint-2")
@@ -186,14 +203,16 @@ def test_output_dir_for_variants(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tracesynth", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"run_dir: {tmp_path / 'run'}\nsource: {{kind: gym, name: chain_sum}}\n"
-                      "sft: {learnin_rate: 1.0e-5}\n")
+    recipe.write_text(
+        f"run_dir: {tmp_path / 'run'}\nsource: {{kind: gym, name: chain_sum}}\nsft: {{learnin_rate: 1.0e-5}}\n"
+    )
     res = _cli("recipe", "check", str(recipe), cwd=tmp_path)
     assert res.returncode == 2 and "sft.learnin_rate: unknown key" in res.stderr and "Traceback" not in res.stderr
     recipe.write_text(f"run_dir: {tmp_path / 'run'}\n")
@@ -208,11 +227,15 @@ def test_cli_sft_then_eval(tmp_path: Path) -> None:
     make_dataset(recipe, problems(16, digits=1, seed=5))
     eval_file = write_problems(tmp_path / "eval.jsonl", problems(6, digits=3, seed=6, prefix="e"))
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({
-        "run_dir": str(run),
-        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "disable_tqdm": True, "save_strategy": "no"},
-        "eval": {"source": {"kind": "jsonl", "path": str(eval_file)}, "max_new_tokens": 8},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(run),
+                "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "disable_tqdm": True, "save_strategy": "no"},
+                "eval": {"source": {"kind": "jsonl", "path": str(eval_file)}, "max_new_tokens": 8},
+            }
+        )
+    )
     res = _cli("sft", str(path), "--set", "sft.learning_rate=1e-3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sft: 2 steps" in res.stderr and json.loads((run / "student" / "train.json").read_text())["steps"] == 2
@@ -229,8 +252,7 @@ def test_prompt_completion_format_trains_on_the_completion_only(tmp_path: Path) 
     recipe = recipe_for(tmp_path / "run", "sft.max_steps=1", "sft.per_device_train_batch_size=4")
     make_dataset(recipe, problems(8, digits=1, seed=4))
     ds = datasets.load_dataset(str(tmp_path / "run" / "dataset"), split="train")
-    pc = ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
-                remove_columns=["messages"])
+    pc = ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}, remove_columns=["messages"])
     pc.save_to_disk(str(tmp_path / "pc"))
     trainer, plan = make_trainer(recipe, dataset_dir=tmp_path / "pc")
     assert plan.fmt == "prompt_completion" and plan.args["completion_only_loss"] is True

@@ -25,9 +25,16 @@ def run(problem: Problem, code: str, options: dict | None = None) -> tuple[str, 
     return v.status, v.tag, v.reason
 
 
-STDIO = Problem(id="p-1", prompt="Read two integers, print their sum.",
-                tests=[{"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6"},
-                       {"input": "5 5", "output": "10\n\n"}], domain="code")
+STDIO = Problem(
+    id="p-1",
+    prompt="Read two integers, print their sum.",
+    tests=[
+        {"input": "1 2\n", "output": "3\n"},
+        {"input": "10 -4\n", "output": "6"},
+        {"input": "5 5", "output": "10\n\n"},
+    ],
+    domain="code",
+)
 
 
 def test_stdio_right() -> None:
@@ -67,8 +74,11 @@ def test_apps_style_input_output() -> None:
     assert run(p, "print(int(input()) + 2)")[:2] == ("fail", "mismatch")
 
 
-FUNC = Problem(id="p-1", prompt="Write add(a, b).",
-               tests={"fn_name": "add", "inputs": [[1, 2], [-1, 1], [[1], [2]]], "outputs": [3, 0, [1, 2]]})
+FUNC = Problem(
+    id="p-1",
+    prompt="Write add(a, b).",
+    tests={"fn_name": "add", "inputs": [[1, 2], [-1, 1], [[1], [2]]], "outputs": [3, 0, [1, 2]]},
+)
 
 
 def test_function_right() -> None:
@@ -90,8 +100,12 @@ def test_function_slow() -> None:
 
 
 def test_livecodebench_functional_pairs() -> None:
-    p = Problem(id="p-1", prompt="f", metadata={"fn_name": "f"},
-                tests=[{"input": "[1, 2]\n3", "output": "6", "testtype": "functional"}])
+    p = Problem(
+        id="p-1",
+        prompt="f",
+        metadata={"fn_name": "f"},
+        tests=[{"input": "[1, 2]\n3", "output": "6", "testtype": "functional"}],
+    )
     assert run(p, "def f(xs, k):\n    return sum(xs) + k")[0] == "pass"
     assert plan_tests(p)[0] == "functional"
 
@@ -118,8 +132,10 @@ def test_no_code_block_and_no_tests() -> None:
 
 
 def test_last_python_block_is_the_answer() -> None:
-    content = ("First try:\n```python\nprint(0)\n```\nOutput:\n```text\n0\n```\nFixed:\n```python\n"
-               "a, b = map(int, input().split())\nprint(a + b)\n```")
+    content = (
+        "First try:\n```python\nprint(0)\n```\nOutput:\n```text\n0\n```\nFixed:\n```python\n"
+        "a, b = map(int, input().split())\nprint(a + b)\n```"
+    )
     s = Sample(id="s-1", problem_id="p-1", index=0, model="m", content=content, reasoning="r")
     assert score(STDIO, s, ["code"], FAST)[0].status == "pass"
 
@@ -133,8 +149,13 @@ def _humaneval() -> list[dict]:
 @pytest.mark.parametrize("index", [0, 2, 11])
 def test_humaneval_full_function_body_only_and_wrong(index: int) -> None:
     row = _humaneval()[index]
-    p = Problem(id=row["task_id"], prompt=row["prompt"], tests=row["test"], domain="code",
-                metadata={"entry_point": row["entry_point"]})
+    p = Problem(
+        id=row["task_id"],
+        prompt=row["prompt"],
+        tests=row["test"],
+        domain="code",
+        metadata={"entry_point": row["entry_point"]},
+    )
     full = row["prompt"] + row["canonical_solution"]
     assert run(p, full, {"code": {"time_limit_s": 3}})[0] == "pass"  # whole function, imports included
     body_only = row["canonical_solution"]

@@ -147,9 +147,14 @@ def test_writes_outside_the_working_directory_do_not_land(tmp_path: Path) -> Non
     open_dir.mkdir()
     open_dir.chmod(0o777)
     token = secrets.token_hex(6)
-    targets = [open_dir / "escaped.txt", Path(__file__).resolve().parent / f"escaped-{token}.txt",
-               Path(f"/tmp/tracesynth-escape-{token}"), Path(f"/var/tmp/tracesynth-escape-{token}"),
-               Path(f"/dev/shm/tracesynth-escape-{token}"), Path.home() / f"escaped-{token}.txt"]
+    targets = [
+        open_dir / "escaped.txt",
+        Path(__file__).resolve().parent / f"escaped-{token}.txt",
+        Path(f"/tmp/tracesynth-escape-{token}"),
+        Path(f"/var/tmp/tracesynth-escape-{token}"),
+        Path(f"/dev/shm/tracesynth-escape-{token}"),
+        Path.home() / f"escaped-{token}.txt",
+    ]
     prog = (
         "import json, os\n"
         "done = {}\n"
@@ -185,9 +190,11 @@ def test_parent_environment_secret_does_not_leak() -> None:
     )
     # the secret must be in the parent's *initial* environment (what /proc/<pid>/environ shows),
     # so the sandbox runs under an intermediary process started with it
-    runner = ("import json\nfrom tracesynth.stages.verify.verifiers import sandbox\n"
-              f"r = sandbox.run_python({prog!r}, limits=sandbox.Limits(cpu_s=2, wall_s=5))\n"
-              "print(json.dumps({'status': r.status, 'stdout': r.stdout, 'stderr': r.stderr}))\n")
+    runner = (
+        "import json\nfrom tracesynth.stages.verify.verifiers import sandbox\n"
+        f"r = sandbox.run_python({prog!r}, limits=sandbox.Limits(cpu_s=2, wall_s=5))\n"
+        "print(json.dumps({'status': r.status, 'stdout': r.stdout, 'stderr': r.stderr}))\n"
+    )
     env = {**os.environ, "TRACESYNTH_FAKE_SECRET": secret}
     out = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr[-500:]
@@ -245,9 +252,11 @@ def test_cannot_kill_the_parent_or_other_processes() -> None:
         "        print('refused', pid, e.errno)\n"
     )
     # the sandbox runs under an intermediary process, so a failure cannot take pytest down
-    runner = ("import json, sys\nfrom tracesynth.stages.verify.verifiers import sandbox\n"
-              f"r = sandbox.run_python({prog!r}, limits=sandbox.Limits(cpu_s=2, wall_s=5))\n"
-              "print(json.dumps({'status': r.status, 'stdout': r.stdout}))\n")
+    runner = (
+        "import json, sys\nfrom tracesynth.stages.verify.verifiers import sandbox\n"
+        f"r = sandbox.run_python({prog!r}, limits=sandbox.Limits(cpu_s=2, wall_s=5))\n"
+        "print(json.dumps({'status': r.status, 'stdout': r.stdout}))\n"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr[-500:]

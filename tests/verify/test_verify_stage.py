@@ -22,10 +22,15 @@ PROBLEMS = [
     Problem(id="k1", prompt="Echo the input.", domain="code", tests=[{"input": "7\n", "output": "7\n"}]),
 ]
 SAMPLES = [
-    ("m1", "so \\boxed{2}"), ("m1", "so \\boxed{3}"), ("m1", "I give up"),
-    ("m2", "\\boxed{0.5}"), ("m2", "\\boxed{\\frac{}{}}"),
-    ("c1", "Answer: (B)"), ("c1", "\\boxed{A}"),
-    ("k1", "```python\nprint(input())\n```"), ("k1", "```python\nprint(8)\n```"),
+    ("m1", "so \\boxed{2}"),
+    ("m1", "so \\boxed{3}"),
+    ("m1", "I give up"),
+    ("m2", "\\boxed{0.5}"),
+    ("m2", "\\boxed{\\frac{}{}}"),
+    ("c1", "Answer: (B)"),
+    ("c1", "\\boxed{A}"),
+    ("k1", "```python\nprint(input())\n```"),
+    ("k1", "```python\nprint(8)\n```"),
     ("gone", "\\boxed{1}"),  # its problem is not in problems.jsonl
 ]
 
@@ -35,14 +40,24 @@ def make_run(run_dir: Path, samples: list[tuple[str, str]] = SAMPLES, problems: 
         ps.extend(problems)
     with JsonlFile(run_dir / "samples.jsonl", Sample) as ss:
         for i, (pid, content) in enumerate(samples):
-            ss.append(Sample(id=f"s{i}", problem_id=pid, index=i, model="m", content=content, reasoning="r",
-                             finish_reason="stop"))
+            ss.append(
+                Sample(
+                    id=f"s{i}", problem_id=pid, index=i, model="m", content=content, reasoning="r", finish_reason="stop"
+                )
+            )
 
 
 def recipe(run_dir: Path, *extra: str):
-    return load_recipe(None, [f"run_dir={run_dir}", "verify.verifiers=[math, format]",
-                              "verify.by_domain={choice: [choice], code: [code, format]}",
-                              "verify.options={code: {time_limit_s: 2}}", *extra])
+    return load_recipe(
+        None,
+        [
+            f"run_dir={run_dir}",
+            "verify.verifiers=[math, format]",
+            "verify.by_domain={choice: [choice], code: [code, format]}",
+            "verify.options={code: {time_limit_s: 2}}",
+            *extra,
+        ],
+    )
 
 
 def verdicts(run_dir: Path) -> dict[tuple[str, str], Verdict]:
@@ -139,8 +154,10 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_worker_stuck_in_c_code_is_killed_and_the_run_goes_on(tmp_path: Path) -> None:
     make_run(tmp_path, samples=[("m1", "fine 1"), ("m1", "STUCK"), ("m1", "fine 2"), ("m1", "fine 3")])
     name = "verify_plugins:stuck_in_c"
-    r = load_recipe(None, [f"run_dir={tmp_path}", f"verify.verifiers=['{name}']",
-                           f"verify.options={{'{name}': {{timeout_s: 0.2}}}}"])
+    r = load_recipe(
+        None,
+        [f"run_dir={tmp_path}", f"verify.verifiers=['{name}']", f"verify.options={{'{name}': {{timeout_s: 0.2}}}}"],
+    )
     result = verify(r, workers=1, chunk_size=1)
     got = verdicts(tmp_path)
     assert (got[("s1", name)].status, got[("s1", name)].tag) == ("unverifiable", "timeout"), got[("s1", name)]
@@ -156,8 +173,17 @@ def test_superseded_rows_are_not_verified(tmp_path):
         st.append(Problem(id="p1", prompt="1+1?", answer="2"))
     with JsonlFile(run / "samples.jsonl", Sample) as st:
         st.append(Sample(id="s-old", problem_id="p1", index=0, model="m", content="\\boxed{", finish_reason="length"))
-        st.append(Sample(id="s-new", problem_id="p1", index=0, model="m", content="\\boxed{2}", finish_reason="stop",
-                         supersedes="s-old"))
+        st.append(
+            Sample(
+                id="s-new",
+                problem_id="p1",
+                index=0,
+                model="m",
+                content="\\boxed{2}",
+                finish_reason="stop",
+                supersedes="s-old",
+            )
+        )
     verify(load_recipe(None, [f"run_dir={run}", "verify.workers=1"]))
     rows = [json.loads(x) for x in (run / "verdicts.jsonl").read_text().splitlines()]
     assert [(r["sample_id"], r["status"]) for r in rows] == [("s-new", "pass")]

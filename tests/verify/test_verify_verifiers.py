@@ -150,7 +150,8 @@ def test_format_script_check_catches_language_mixing() -> None:
     p = Problem(id="p-1", prompt="q", answer="1")
     opts = {"format": {"scripts": ["latin"]}}
     assert score(p, sample("The answer is $\\alpha = 1$, so π r² works: \\boxed{1}"), ["format"], opts)[0].status == (
-        "pass")
+        "pass"
+    )
     (v,) = score(p, sample("所以答案是 \\boxed{1}"), ["format"], opts)
     assert (v.status, v.tag) == ("fail", "script")
     both = {"format": {"scripts": ["latin"], "script_fields": ["content", "reasoning"]}}
@@ -174,7 +175,10 @@ def test_a_raising_verifier_is_unverifiable_with_its_error(monkeypatch: pytest.M
     monkeypatch.setitem(VERIFIERS, "boom", boom)
     vs = score(Problem(id="p-1", prompt="q", answer="3"), sample("\\boxed{3}"), ["boom", "math", "nope"])
     assert [(v.verifier, v.status, v.tag) for v in vs] == [
-        ("boom", "unverifiable", "verifier_error"), ("math", "pass", ""), ("nope", "unverifiable", "verifier_error")]
+        ("boom", "unverifiable", "verifier_error"),
+        ("math", "pass", ""),
+        ("nope", "unverifiable", "verifier_error"),
+    ]
     assert "RuntimeError: disk on fire" in vs[0].reason and "unknown verifier" in vs[2].reason
 
 
@@ -219,8 +223,9 @@ def test_keep_policies(statuses: list[str], all_: bool, any_: bool, majority: bo
 def test_keep_with_a_fallback_judge() -> None:
     judge_pass = V("judge", "pass", fallback_for=["math"])
     assert keep([V("math", "unverifiable", "unparseable_answer"), judge_pass], "all")
-    assert not keep([V("math", "unverifiable", "unparseable_answer"), V("judge", "fail", "mismatch",
-                                                                        fallback_for=["math"])], "all")
+    assert not keep(
+        [V("math", "unverifiable", "unparseable_answer"), V("judge", "fail", "mismatch", fallback_for=["math"])], "all"
+    )
     assert keep([V("math", "pass"), V("judge", "unverifiable", "not_needed")], "all")
     assert not keep([V("math", "fail"), V("judge", "unverifiable", "not_needed")], "all")
     with pytest.raises(Exception, match="unknown policy"):
@@ -244,9 +249,14 @@ class _Judge(BaseHTTPRequestHandler):
         got = user.split("Student's final answer:\n", 1)[1].split("\n", 1)[0].strip()
         word = "CORRECT" if ref.replace(" ", "") == got.replace(" ", "") else "INCORRECT"
         text = "I cannot tell." if self.mode == "mumble" else f"Comparing the two.\n{word}"
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+        }
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -67,10 +67,12 @@ class CostEstimate:
         batch = "no batch API" if self.harvest_batch_usd is None else f"${self.harvest_batch_usd:,.2f} batch"
         cap = ""
         if self.budget_usd is not None:
-            cap = (f"\nbudget: teacher.budget_usd ${self.budget_usd:,.2f} — "
-                   + ("the harvest fits" if self.within_budget else
-                      f"the online harvest needs ${self.harvest_usd:,.2f}: it would stop at about "
-                      f"{100 * self.budget_usd / max(self.harvest_usd, 1e-9):.0f}% of the problems"))
+            cap = f"\nbudget: teacher.budget_usd ${self.budget_usd:,.2f} — " + (
+                "the harvest fits"
+                if self.within_budget
+                else f"the online harvest needs ${self.harvest_usd:,.2f}: it would stop at about "
+                f"{100 * self.budget_usd / max(self.harvest_usd, 1e-9):.0f}% of the problems"
+            )
         return (
             f"harvest: {self.requests:,} requests × ({self.prompt_tokens:,.0f} prompt + {self.completion_tokens:,.0f} "
             f"completion tokens) = ${self.harvest_usd:,.2f} online, {batch} (prices: {self.prices_source})\n"
@@ -156,10 +158,20 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     gpus = max(1, recipe.compute.gpus)
     batch = harvest * (1 - batch_discount(t.prices)) if prices.batch else None
     return CostEstimate(
-        problems=count, requests=requests, prompt_tokens=prompt_tokens, completion_tokens=completion,
-        harvest_usd=harvest, harvest_batch_usd=batch, budget_usd=t.budget_usd, train_examples=examples,
-        train_tokens=train_tokens, student_params_b=params_b, gpu_hours=gpu_hours, wall_hours=gpu_hours / gpus,
-        train_usd=gpu_hours * recipe.compute.gpu_hour_usd, basis=basis,
+        problems=count,
+        requests=requests,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        harvest_usd=harvest,
+        harvest_batch_usd=batch,
+        budget_usd=t.budget_usd,
+        train_examples=examples,
+        train_tokens=train_tokens,
+        student_params_b=params_b,
+        gpu_hours=gpu_hours,
+        wall_hours=gpu_hours / gpus,
+        train_usd=gpu_hours * recipe.compute.gpu_hour_usd,
+        basis=basis,
         prices_source=f"{prices.source}{f', as of {prices.as_of}' if prices.as_of else ''}",
     )
 

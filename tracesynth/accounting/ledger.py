@@ -46,9 +46,16 @@ class Ledger:
     @classmethod
     def from_spend(cls, spend: Spend, budget_usd: float | None) -> Ledger:
         """A ledger that starts where the run folder is (cumulative money, breakdown and tokens)."""
-        return cls(budget_usd, spent_usd=spend.spent_usd, possibly_billed_usd=spend.possibly_billed_usd,
-                   truncated_usd=spend.truncated_usd, failed_usd=spend.failed_usd, retried_usd=spend.retried_usd,
-                   estimated_usd=spend.estimated_usd, tokens=TokenCounts(**vars(spend.tokens)))
+        return cls(
+            budget_usd,
+            spent_usd=spend.spent_usd,
+            possibly_billed_usd=spend.possibly_billed_usd,
+            truncated_usd=spend.truncated_usd,
+            failed_usd=spend.failed_usd,
+            retried_usd=spend.retried_usd,
+            estimated_usd=spend.estimated_usd,
+            tokens=TokenCounts(**vars(spend.tokens)),
+        )
 
     def committed(self) -> float:
         return self.spent_usd + self.possibly_billed_usd + self.reserved_usd
@@ -76,8 +83,16 @@ class Ledger:
             return reserved_usd
         return 0.0
 
-    def charge(self, usage: Usage, cost_usd: float, *, truncated: bool = False, failed: bool = False,
-               retried: bool = False, estimated: bool = False) -> None:
+    def charge(
+        self,
+        usage: Usage,
+        cost_usd: float,
+        *,
+        truncated: bool = False,
+        failed: bool = False,
+        retried: bool = False,
+        estimated: bool = False,
+    ) -> None:
         self.spent_usd += cost_usd
         if truncated:
             self.truncated_usd += cost_usd
@@ -97,9 +112,11 @@ class Ledger:
         """Spend by kind and reasoning vs answer tokens, for progress lines."""
         t = self.tokens
         est = f", estimated ${self.estimated_usd:.4f}" if self.estimated_usd else ""
-        return (f"truncated ${self.truncated_usd:.4f}, failed ${self.failed_usd + self.possibly_billed_usd:.4f} "
-                f"(possibly billed), retried ${self.retried_usd:.4f}{est}; tokens: reasoning {t.reasoning:,}, "
-                f"answer {t.answer:,}")
+        return (
+            f"truncated ${self.truncated_usd:.4f}, failed ${self.failed_usd + self.possibly_billed_usd:.4f} "
+            f"(possibly billed), retried ${self.retried_usd:.4f}{est}; tokens: reasoning {t.reasoning:,}, "
+            f"answer {t.answer:,}"
+        )
 
     def summary(self) -> dict[str, Any]:
         return {

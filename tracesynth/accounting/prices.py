@@ -60,9 +60,16 @@ class Prices:
         return (prompt_tokens * self.input + output_tokens * out) / 1e6
 
     def as_dict(self) -> dict[str, object]:
-        return {"input": self.input, "output": self.output, "cached_input": self.cached_input,
-                "reasoning": self.reasoning, "source": self.source, "as_of": self.as_of, "batch": self.batch,
-                "self_hosted": self.self_hosted}
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cached_input": self.cached_input,
+            "reasoning": self.reasoning,
+            "source": self.source,
+            "as_of": self.as_of,
+            "batch": self.batch,
+            "self_hosted": self.self_hosted,
+        }
 
 
 def _row(i: float, o: float, cached: float | None, source: str, as_of: str, *, batch: bool) -> Prices:
@@ -77,13 +84,16 @@ PRICE_TABLE: dict[str, Prices] = {
     # 2026-07-24); OpenRouter routes R1 to several hosts and has no batch API; Together serves the full
     # weights and has a batch API.
     "deepseek/deepseek-r1": _row(0.70, 2.50, None, "openrouter.ai/deepseek/deepseek-r1", "2026-12-04", batch=False),
-    "deepseek-ai/deepseek-r1": _row(3.00, 7.00, None, "together.ai pricing (deepseek-ai/DeepSeek-R1)", "2026-12-04",
-                                    batch=True),
+    "deepseek-ai/deepseek-r1": _row(
+        3.00, 7.00, None, "together.ai pricing (deepseek-ai/DeepSeek-R1)", "2026-12-04", batch=True
+    ),
     # api-docs.deepseek.com/quick_start/pricing; DeepSeek has no batch API (and only n=1).
-    "deepseek-v4-flash": _row(0.14, 0.28, 0.0028, "api-docs.deepseek.com/quick_start/pricing", "2026-04-26",
-                              batch=False),
-    "deepseek-v4-pro": _row(0.435, 0.87, 0.003625, "api-docs.deepseek.com/quick_start/pricing", "2026-04-26",
-                            batch=False),
+    "deepseek-v4-flash": _row(
+        0.14, 0.28, 0.0028, "api-docs.deepseek.com/quick_start/pricing", "2026-04-26", batch=False
+    ),
+    "deepseek-v4-pro": _row(
+        0.435, 0.87, 0.003625, "api-docs.deepseek.com/quick_start/pricing", "2026-04-26", batch=False
+    ),
     # openai.com/api/pricing; the Batch API is half price; reasoning tokens are billed as output.
     "o3-mini": _row(1.10, 4.40, 0.55, "openai.com/api/pricing", "2025-04-16", batch=True),
     "o4-mini": _row(1.10, 4.40, 0.275, "openai.com/api/pricing", "2025-04-16", batch=True),
@@ -94,18 +104,39 @@ PRICE_TABLE: dict[str, Prices] = {
     "qwen/qwq-32b": _row(0.15, 0.40, None, "openrouter.ai/qwen/qwq-32b", "2026-12-04", batch=False),
     "qwen-qwq-32b": _row(0.29, 0.39, None, "groq.com/pricing (qwen-qwq-32b)", "2025-03-10", batch=True),
 }
-_ALIASES = {"deepseek-r1": "deepseek/deepseek-r1", "deepseek-r1-0528": "deepseek/deepseek-r1",
-            "deepseek/deepseek-r1-0528": "deepseek/deepseek-r1", "qwq-32b": "qwen/qwq-32b",
-            "claude-3-7-sonnet-latest": "claude-3-7-sonnet"}
+_ALIASES = {
+    "deepseek-r1": "deepseek/deepseek-r1",
+    "deepseek-r1-0528": "deepseek/deepseek-r1",
+    "deepseek/deepseek-r1-0528": "deepseek/deepseek-r1",
+    "qwq-32b": "qwen/qwq-32b",
+    "claude-3-7-sonnet-latest": "claude-3-7-sonnet",
+}
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 
 # hosts whose models are paid per token: an unknown model there has no price, never $0
 PROVIDER_HOSTS = (
-    "api.openai.com", "api.deepseek.com", "openrouter.ai", "api.together.xyz", "api.together.ai",
-    "api.fireworks.ai", "api.groq.com", "api.anthropic.com", "generativelanguage.googleapis.com", "api.mistral.ai",
-    "api.deepinfra.com", "api.hyperbolic.xyz", "api.novita.ai", "api.x.ai", "dashscope.aliyuncs.com",
-    "dashscope-intl.aliyuncs.com", "api.sambanova.ai", "api.cerebras.ai", "inference.baseten.co",
-    "router.huggingface.co", "api-inference.huggingface.co", "models.inference.ai.azure.com",
+    "api.openai.com",
+    "api.deepseek.com",
+    "openrouter.ai",
+    "api.together.xyz",
+    "api.together.ai",
+    "api.fireworks.ai",
+    "api.groq.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "api.mistral.ai",
+    "api.deepinfra.com",
+    "api.hyperbolic.xyz",
+    "api.novita.ai",
+    "api.x.ai",
+    "dashscope.aliyuncs.com",
+    "dashscope-intl.aliyuncs.com",
+    "api.sambanova.ai",
+    "api.cerebras.ai",
+    "inference.baseten.co",
+    "router.huggingface.co",
+    "api-inference.huggingface.co",
+    "models.inference.ai.azure.com",
 )
 
 
@@ -144,14 +175,25 @@ def prices_for(model: str, override: PricesConfig | None = None, base_urls: list
     urls = base_urls or []
     if urls and not any(is_provider_url(u) for u in urls):
         where = ", ".join(urls)
-        return Prices(0.0, 0.0, source=f"self-hosted: {model!r} at {where} is not a priced provider model; its "
-                                       f"tokens cost $0 here (set teacher.prices to charge them)",
-                      batch=False, self_hosted=True)
+        return Prices(
+            0.0,
+            0.0,
+            source=f"self-hosted: {model!r} at {where} is not a priced provider model; its "
+            f"tokens cost $0 here (set teacher.prices to charge them)",
+            batch=False,
+            self_hosted=True,
+        )
     return None
 
 
-def require_prices(model: str, override: PricesConfig | None, budget_usd: float | None,
-                   base_urls: list[str] | None = None, *, field: str = "teacher") -> Prices | None:
+def require_prices(
+    model: str,
+    override: PricesConfig | None,
+    budget_usd: float | None,
+    base_urls: list[str] | None = None,
+    *,
+    field: str = "teacher",
+) -> Prices | None:
     """:func:`prices_for`, refusing a budget that cannot be computed (one line naming the fix)."""
     prices = prices_for(model, override, base_urls)
     if prices is None and budget_usd is not None:
@@ -175,9 +217,26 @@ def batch_prices(prices: Prices | None, discount: float) -> Prices | None:
     def scale(v: float | None) -> float | None:
         return None if v is None else v * f
 
-    return replace(prices, input=prices.input * f, output=prices.output * f, cached_input=scale(prices.cached_input),
-                   reasoning=scale(prices.reasoning), source=f"{prices.source}, batch -{discount:.0%}")
+    return replace(
+        prices,
+        input=prices.input * f,
+        output=prices.output * f,
+        cached_input=scale(prices.cached_input),
+        reasoning=scale(prices.reasoning),
+        source=f"{prices.source}, batch -{discount:.0%}",
+    )
 
 
-__all__ = ["DEFAULT_BATCH_DISCOUNT", "PRICE_TABLE", "PROVIDER_HOSTS", "Prices", "batch_discount", "batch_prices",
-           "is_local_url", "is_provider_url", "lookup", "prices_for", "require_prices"]
+__all__ = [
+    "DEFAULT_BATCH_DISCOUNT",
+    "PRICE_TABLE",
+    "PROVIDER_HOSTS",
+    "Prices",
+    "batch_discount",
+    "batch_prices",
+    "is_local_url",
+    "is_provider_url",
+    "lookup",
+    "prices_for",
+    "require_prices",
+]

@@ -51,25 +51,34 @@ class Receipt:
         return "\n".join(rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lines": [x.__dict__ for x in self.lines], "tokens": self.tokens, "spend": self.spend,
-                "notes": self.notes, "total_usd": self.total_usd}
+        return {
+            "lines": [x.__dict__ for x in self.lines],
+            "tokens": self.tokens,
+            "spend": self.spend,
+            "notes": self.notes,
+            "total_usd": self.total_usd,
+        }
 
 
 def _harvest_lines(run: Path, receipt: Receipt) -> None:
     s = scan_spend(run)
     if s.samples or s.failure_rows:
         receipt.lines.append(Line("harvest", f"{s.complete:,} complete samples", s.complete_usd))
-        receipt.lines.append(Line("harvest", f"{s.truncated:,} truncated samples (finish_reason=length)",
-                                  s.truncated_usd))
+        receipt.lines.append(
+            Line("harvest", f"{s.truncated:,} truncated samples (finish_reason=length)", s.truncated_usd)
+        )
         receipt.lines.append(Line("harvest", f"{s.failure_rows:,} failed calls kept as item errors", s.failed_usd))
         receipt.tokens = s.tokens.as_dict()
         receipt.spend = s.summary()
     if s.possibly_billed_usd:
-        receipt.lines.append(Line("harvest", "timed-out or lost-body attempts (worst case; may be billed)",
-                                  s.possibly_billed_usd))
+        receipt.lines.append(
+            Line("harvest", "timed-out or lost-body attempts (worst case; may be billed)", s.possibly_billed_usd)
+        )
     if s.estimated:
-        receipt.notes.append(f"{s.estimated:,} samples were charged on estimated usage (${s.estimated_usd:,.4f}, "
-                             "included above): the server reported none, or implausible counts")
+        receipt.notes.append(
+            f"{s.estimated:,} samples were charged on estimated usage (${s.estimated_usd:,.4f}, "
+            "included above): the server reported none, or implausible counts"
+        )
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -91,8 +100,13 @@ def _train_lines(run: RunLayout, receipt: Receipt) -> None:
         gpu_h = gpus * wall / 3600
         device = info.get("device", "cpu")
         if gpus:
-            receipt.lines.append(Line(f"training {name}", f"{wall:,.0f} s × {gpus} {device} = {gpu_h:.2f} GPU-h"
-                                      f" × ${price:g}/GPU-h", gpu_h * price))
+            receipt.lines.append(
+                Line(
+                    f"training {name}",
+                    f"{wall:,.0f} s × {gpus} {device} = {gpu_h:.2f} GPU-h × ${price:g}/GPU-h",
+                    gpu_h * price,
+                )
+            )
         else:
             receipt.lines.append(Line(f"training {name}", f"{wall:,.0f} s on {device} (no GPU billed)", 0.0))
 

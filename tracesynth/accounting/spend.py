@@ -48,12 +48,21 @@ class Spend:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "spent_usd": round(self.spent_usd, 6), "possibly_billed_usd": round(self.possibly_billed_usd, 6),
-            "committed_usd": round(self.committed_usd, 6), "complete_usd": round(self.complete_usd, 6),
-            "truncated_usd": round(self.truncated_usd, 6), "failed_usd": round(self.failed_usd, 6),
-            "retried_usd": round(self.retried_usd, 6), "estimated_usd": round(self.estimated_usd, 6),
-            "rows": {"samples": self.samples, "complete": self.complete, "truncated": self.truncated,
-                     "failures": self.failure_rows, "usage_estimated": self.estimated},
+            "spent_usd": round(self.spent_usd, 6),
+            "possibly_billed_usd": round(self.possibly_billed_usd, 6),
+            "committed_usd": round(self.committed_usd, 6),
+            "complete_usd": round(self.complete_usd, 6),
+            "truncated_usd": round(self.truncated_usd, 6),
+            "failed_usd": round(self.failed_usd, 6),
+            "retried_usd": round(self.retried_usd, 6),
+            "estimated_usd": round(self.estimated_usd, 6),
+            "rows": {
+                "samples": self.samples,
+                "complete": self.complete,
+                "truncated": self.truncated,
+                "failures": self.failure_rows,
+                "usage_estimated": self.estimated,
+            },
             "tokens": self.tokens.as_dict(),
         }
 

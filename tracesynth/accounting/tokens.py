@@ -77,8 +77,9 @@ class TokenCounts:
         return {**asdict(self), "completion": self.completion}
 
 
-def trusted_usage(reported: Usage | None, *, text: str, prompt_estimate: int, max_tokens: int | None,
-                  choices: int = 1) -> tuple[Usage, str | None]:
+def trusted_usage(
+    reported: Usage | None, *, text: str, prompt_estimate: int, max_tokens: int | None, choices: int = 1
+) -> tuple[Usage, str | None]:
     """``(usage to charge, why it was estimated or None)`` for one reply (see the module docstring)."""
     why = _distrust(reported, prompt_estimate, max_tokens, choices)
     if why is None:
@@ -105,5 +106,13 @@ def _distrust(u: Usage | None, prompt_estimate: int, max_tokens: int | None, cho
     return None
 
 
-__all__ = ["CHARS_PER_TOKEN", "DEFAULT_WORST_OUTPUT_TOKENS", "PROMPT_MARGIN", "USAGE_ESTIMATED", "TokenCounts",
-           "prompt_tokens", "text_tokens", "trusted_usage"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "DEFAULT_WORST_OUTPUT_TOKENS",
+    "PROMPT_MARGIN",
+    "USAGE_ESTIMATED",
+    "TokenCounts",
+    "prompt_tokens",
+    "text_tokens",
+    "trusted_usage",
+]

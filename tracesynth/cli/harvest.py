@@ -39,8 +39,17 @@ def harvest_cmd(
     """Ask the teacher for every (problem, sample) not yet done; resumable, rate-limited, cost-capped."""
     from tracesynth.stages.harvest import harvest
 
-    result = harvest(load(recipe, set_), quiet=quiet, shard=shard, batch=batch, export_dir=export_batch,
-                     ingest=ingest, retry_truncated=retry_truncated, wait=wait, force=force)
+    result = harvest(
+        load(recipe, set_),
+        quiet=quiet,
+        shard=shard,
+        batch=batch,
+        export_dir=export_batch,
+        ingest=ingest,
+        retry_truncated=retry_truncated,
+        wait=wait,
+        force=force,
+    )
     typer.echo(result.summary_line(), err=True)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
@@ -64,8 +73,18 @@ def batches_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         c, ing = r.get("counts") or {}, r.get("ingested")
         ingested = f"{ing.get('new', 0)} new, {ing.get('failed', 0)} failed" if ing else "-"
-        table.append((r["local"], r["kind"], r.get("batch_id") or "-", str(r["status"]), str(r["requests"]),
-                      str(c.get("completed", "-")), str(c.get("failed", "-")), ingested))
+        table.append(
+            (
+                r["local"],
+                r["kind"],
+                r.get("batch_id") or "-",
+                str(r["status"]),
+                str(r["requests"]),
+                str(c.get("completed", "-")),
+                str(c.get("failed", "-")),
+                ingested,
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table)
 

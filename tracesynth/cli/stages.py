@@ -126,6 +126,13 @@ def run_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    for name, fn in (("verify", verify_cmd), ("curate", curate_cmd), ("export", export_cmd), ("sft", sft_cmd),
-                     ("eval", eval_cmd), ("report", report_cmd), ("run", run_cmd)):
+    for name, fn in (
+        ("verify", verify_cmd),
+        ("curate", curate_cmd),
+        ("export", export_cmd),
+        ("sft", sft_cmd),
+        ("eval", eval_cmd),
+        ("report", report_cmd),
+        ("run", run_cmd),
+    ):
         app.command(name)(fn)

@@ -35,11 +35,14 @@ class _RecipeLoader(yaml.SafeLoader):
 _RecipeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _RecipeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
+                    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -81,8 +84,10 @@ def yaml_load(text: str, where: str = "<recipe>") -> Any:
         if node is None:
             return None
         if _expanded_size(node, {}, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
-            raise ConfigError(f"{where}: its YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values; "
-                              "refusing it (write the values out, or use fewer aliases)")
+            raise ConfigError(
+                f"{where}: its YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values; "
+                "refusing it (write the values out, or use fewer aliases)"
+            )
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -111,8 +116,10 @@ def _no_missing_space(data: Any, origin: str) -> None:
     if where:
         key = where.rsplit(".", 1)[-1]
         name, _, value = key.partition(":")
-        raise ConfigError(f"{origin}: {where}: YAML reads {key!r} as a key with no value; write "
-                          f"'{name}: {value}' (a space after the colon)")
+        raise ConfigError(
+            f"{origin}: {where}: YAML reads {key!r} as a key with no value; write "
+            f"'{name}: {value}' (a space after the colon)"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

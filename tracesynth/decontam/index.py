@@ -220,5 +220,3 @@ def decontam_summary(cfg: DecontamConfig, hits: list[Hit], eval_sets: list[str] 
 
 
 __all__ = ["DecontamIndex", "Hit", "decontam_filter", "decontam_summary", "eval_sources", "ngrams", "words"]
-
-

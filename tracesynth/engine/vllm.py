@@ -67,8 +67,10 @@ def base_command(module: str = SERVER_MODULE, command: list[str] | None = None) 
         return list(command)
     py = vllm_python()
     if py is None:
-        raise ConfigError("eval.backend: vllm: no vLLM environment found; run `make vllm` (it builds .venv-vllm), "
-                          "or set TRACESYNTH_VLLM_VENV / eval.vllm_command")
+        raise ConfigError(
+            "eval.backend: vllm: no vLLM environment found; run `make vllm` (it builds .venv-vllm), "
+            "or set TRACESYNTH_VLLM_VENV / eval.vllm_command"
+        )
     return [py, "-m", module]
 
 
@@ -78,10 +80,28 @@ def check_vllm(cfg: Any) -> list[str]:
     return []
 
 
-def server_args(checkpoint: str, served_name: str, port: int, *, dtype: str = "auto",
-                reasoning_parser: str | None = REASONING_PARSER, extra_args: list[str] | None = None) -> list[str]:
-    args = ["--model", str(checkpoint), "--served-model-name", served_name, "--host", "127.0.0.1",
-            "--port", str(port), "--enforce-eager", "--dtype", _dtype(dtype)]
+def server_args(
+    checkpoint: str,
+    served_name: str,
+    port: int,
+    *,
+    dtype: str = "auto",
+    reasoning_parser: str | None = REASONING_PARSER,
+    extra_args: list[str] | None = None,
+) -> list[str]:
+    args = [
+        "--model",
+        str(checkpoint),
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--dtype",
+        _dtype(dtype),
+    ]
     if reasoning_parser:
         args += ["--reasoning-parser", reasoning_parser]
     return args + list(extra_args or [])
@@ -120,18 +140,32 @@ def _term_with_parent() -> None:  # runs in the child before exec: SIGTERM lets 
 class VllmServer:
     """One vLLM OpenAI server on one checkpoint (see the module docstring)."""
 
-    def __init__(self, checkpoint: str | Path, *, served_name: str = "model", port: int | None = None,
-                 command: list[str] | None = None, extra_args: list[str] | None = None, dtype: str = "auto",
-                 reasoning_parser: str | None = REASONING_PARSER, start_timeout_s: float = 600.0,
-                 log_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        served_name: str = "model",
+        port: int | None = None,
+        command: list[str] | None = None,
+        extra_args: list[str] | None = None,
+        dtype: str = "auto",
+        reasoning_parser: str | None = REASONING_PARSER,
+        start_timeout_s: float = 600.0,
+        log_path: str | Path | None = None,
+    ) -> None:
         self.checkpoint = str(checkpoint)
         if not Path(self.checkpoint).is_dir():
             raise ConfigError(f"{self.checkpoint}: no checkpoint folder to serve")
         self.served_name = served_name
         self.port = port or _free_port()
         self.cmd = base_command(command=command) + server_args(
-            self.checkpoint, served_name, self.port, dtype=dtype, reasoning_parser=reasoning_parser,
-            extra_args=extra_args)
+            self.checkpoint,
+            served_name,
+            self.port,
+            dtype=dtype,
+            reasoning_parser=reasoning_parser,
+            extra_args=extra_args,
+        )
         self.start_timeout_s = start_timeout_s
         self.log_path = Path(log_path) if log_path else Path(self.checkpoint) / "vllm-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -144,8 +178,15 @@ class VllmServer:
     def start(self) -> VllmServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=engine_env(), start_new_session=True, preexec_fn=_term_with_parent)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=engine_env(),
+            start_new_session=True,
+            preexec_fn=_term_with_parent,
+        )
         try:
             self.wait_ready()
         except BaseException:
@@ -161,8 +202,10 @@ class VllmServer:
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
-                raise TeacherError(f"vLLM exited ({code}) while starting on {self.checkpoint}: "
-                                   f"{self.log_tail()} (log: {self.log_path})")
+                raise TeacherError(
+                    f"vLLM exited ({code}) while starting on {self.checkpoint}: "
+                    f"{self.log_tail()} (log: {self.log_path})"
+                )
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
                     if r.status == 200:
@@ -171,8 +214,10 @@ class VllmServer:
                 pass
             time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
-        raise TeacherError(f"vLLM did not answer /health within {self.start_timeout_s:g}s on {self.checkpoint} "
-                           f"(log: {self.log_path}): {self.log_tail()}")
+        raise TeacherError(
+            f"vLLM did not answer /health within {self.start_timeout_s:g}s on {self.checkpoint} "
+            f"(log: {self.log_path}): {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 3) -> str:
         try:
@@ -213,13 +258,44 @@ class VllmServer:
         self.stop()
 
 
-def run_batch_command(checkpoint: str, input_path: str, output_path: str, *, served_name: str,
-                      dtype: str = "auto", extra_args: list[str] | None = None) -> list[str]:
+def run_batch_command(
+    checkpoint: str,
+    input_path: str,
+    output_path: str,
+    *,
+    served_name: str,
+    dtype: str = "auto",
+    extra_args: list[str] | None = None,
+) -> list[str]:
     """The ``run_batch`` command for a batch file exported by ``harvest --export-batch``."""
-    return [*base_command(BATCH_MODULE), "-i", str(input_path), "-o", str(output_path), "--model", str(checkpoint),
-            "--served-model-name", served_name, "--enforce-eager", "--dtype", _dtype(dtype),
-            "--reasoning-parser", REASONING_PARSER, *(extra_args or [])]
+    return [
+        *base_command(BATCH_MODULE),
+        "-i",
+        str(input_path),
+        "-o",
+        str(output_path),
+        "--model",
+        str(checkpoint),
+        "--served-model-name",
+        served_name,
+        "--enforce-eager",
+        "--dtype",
+        _dtype(dtype),
+        "--reasoning-parser",
+        REASONING_PARSER,
+        *(extra_args or []),
+    ]
 
 
-__all__ = ["BATCH_MODULE", "REASONING_PARSER", "SERVER_MODULE", "VllmServer", "base_command", "check_vllm",
-           "engine_env", "run_batch_command", "server_args", "vllm_python"]
+__all__ = [
+    "BATCH_MODULE",
+    "REASONING_PARSER",
+    "SERVER_MODULE",
+    "VllmServer",
+    "base_command",
+    "check_vllm",
+    "engine_env",
+    "run_batch_command",
+    "server_args",
+    "vllm_python",
+]

@@ -26,11 +26,30 @@ RECORD_FILES: dict[str, tuple[str | None, str | tuple[str, ...] | None]] = {
     "batches": (None, None),  # the batch event log
 }
 # what a variant folder links from the run it belongs to (it shares the harvest and the verdicts)
-SHARED_WITH_VARIANTS = ("problems.jsonl", "samples.jsonl", "failures.jsonl", "verdicts.jsonl", "harvest.json",
-                        "verify.json")
+SHARED_WITH_VARIANTS = (
+    "problems.jsonl",
+    "samples.jsonl",
+    "failures.jsonl",
+    "verdicts.jsonl",
+    "harvest.json",
+    "verify.json",
+)
 _OURS = {f"{n}.jsonl" for n in RECORD_FILES} | {
-    "manifest.json", "recipe.json", ".lock", "harvest.json", "verify.json", "curate.json", "eval.json",
-    "report.md", "dataset", "student", "plots", "variants", "shards", "batches", "receipt.json",
+    "manifest.json",
+    "recipe.json",
+    ".lock",
+    "harvest.json",
+    "verify.json",
+    "curate.json",
+    "eval.json",
+    "report.md",
+    "dataset",
+    "student",
+    "plots",
+    "variants",
+    "shards",
+    "batches",
+    "receipt.json",
 }
 
 

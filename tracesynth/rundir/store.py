@@ -65,9 +65,7 @@ os.register_at_fork(after_in_child=_close_locks_in_child)
 class JsonlFile(Generic[M]):
     """One append-only JSONL file of records, optionally unique by ``key``."""
 
-    def __init__(
-        self, path: str | Path, model: type[M] | None = None, key: str | tuple[str, ...] | None = "id"
-    ):
+    def __init__(self, path: str | Path, model: type[M] | None = None, key: str | tuple[str, ...] | None = "id"):
         self.path = Path(path)
         self.model = model
         self.key = (key,) if isinstance(key, str) else key
@@ -235,8 +233,10 @@ class RunStore:
         self.dir = self.layout.root
         if not force and not is_run_folder(self.dir):
             shown = ", ".join(sorted(e.name for e in self.dir.iterdir())[:3])
-            raise UserError(f"run_dir {self.dir}: an existing folder that is not a tracesynth run folder (it holds "
-                            f"{shown}, ...); choose another run_dir, or pass --force to use it anyway")
+            raise UserError(
+                f"run_dir {self.dir}: an existing folder that is not a tracesynth run folder (it holds "
+                f"{shown}, ...); choose another run_dir, or pass --force to use it anyway"
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
         self._files: dict[str, JsonlFile[Any]] = {}
@@ -254,8 +254,10 @@ class RunStore:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 if holder.isdigit() and not _alive(int(holder)) and _take_over(path, holder):
-                    note = (f"{self.dir}: took over the lock of pid {holder}, which is dead (a process it started "
-                            f"still held the lock file; it is moved aside as {path.name}.stale-{holder})")
+                    note = (
+                        f"{self.dir}: took over the lock of pid {holder}, which is dead (a process it started "
+                        f"still held the lock file; it is moved aside as {path.name}.stale-{holder})"
+                    )
                     log.warning(note)
                     self.notes.append(note)
                     continue

@@ -12,8 +12,12 @@ from typing import Any
 
 from tracesynth.sim.options import SimOptions
 
-_LAZY = {"SimTeacher": "tracesynth.sim.runner", "SimProcess": "tracesynth.sim.runner",
-         "serve": "tracesynth.sim.runner", "Solver": "tracesynth.sim.solver"}
+_LAZY = {
+    "SimTeacher": "tracesynth.sim.runner",
+    "SimProcess": "tracesynth.sim.runner",
+    "serve": "tracesynth.sim.runner",
+    "Solver": "tracesynth.sim.solver",
+}
 
 __all__ = ["SimOptions", "SimProcess", "SimTeacher", "Solver", "serve"]
 

@@ -57,9 +57,17 @@ class SimFile:
     created_at: int
 
     def obj(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
-                "filename": self.filename, "purpose": self.purpose, "status": "processed", "expires_at": None,
-                "status_details": None}
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
 
 
 @dataclass
@@ -82,15 +90,26 @@ class SimBatch:
     def obj(self) -> dict[str, Any]:
         t = self.times
         return {
-            "id": self.id, "object": "batch", "endpoint": self.endpoint, "errors": (
-                {"object": "list", "data": self.errors} if self.errors else None),
-            "input_file_id": self.input_file_id, "completion_window": self.completion_window,
-            "status": self.status, "output_file_id": self.output_file_id, "error_file_id": self.error_file_id,
-            "created_at": self.created_at, "in_progress_at": t.get("in_progress_at"),
-            "expires_at": self.created_at + 86_400, "finalizing_at": t.get("finalizing_at"),
-            "completed_at": t.get("completed_at"), "failed_at": t.get("failed_at"), "expired_at": t.get("expired_at"),
-            "cancelling_at": t.get("cancelling_at"), "cancelled_at": t.get("cancelled_at"),
-            "request_counts": dict(self.counts), "metadata": self.metadata,
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "errors": ({"object": "list", "data": self.errors} if self.errors else None),
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "in_progress_at": t.get("in_progress_at"),
+            "expires_at": self.created_at + 86_400,
+            "finalizing_at": t.get("finalizing_at"),
+            "completed_at": t.get("completed_at"),
+            "failed_at": t.get("failed_at"),
+            "expired_at": t.get("expired_at"),
+            "cancelling_at": t.get("cancelling_at"),
+            "cancelled_at": t.get("cancelled_at"),
+            "request_counts": dict(self.counts),
+            "metadata": self.metadata,
         }
 
 
@@ -147,7 +166,8 @@ class BatchService:
         if not ctype.startswith("multipart/form-data"):
             raise ApiError(400, "Uploads must be multipart/form-data with 'purpose' and 'file'.")
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + req.body)
+            b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + req.body
+        )
         fields: dict[str, tuple[str | None, bytes]] = {}
         for part in msg.iter_parts():
             name = part.get_param("name", header="content-disposition")
@@ -192,8 +212,13 @@ class BatchService:
         ids = [x.id for x in items]
         start = ids.index(q["after"]) + 1 if q.get("after") in ids else 0
         page = items[start : start + limit]
-        return {"object": "list", "data": [x.obj() for x in page], "first_id": page[0].id if page else None,
-                "last_id": page[-1].id if page else None, "has_more": start + limit < len(items)}
+        return {
+            "object": "list",
+            "data": [x.obj() for x in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": start + limit < len(items),
+        }
 
     # -- batches -------------------------------------------------------------------------------
     def create(self, req: Request, conn: Connection) -> bytes:
@@ -211,8 +236,9 @@ class BatchService:
         if window != "24h":
             raise ApiError(400, "completion_window must be '24h'.", "completion_window")
         meta = body.get("metadata")
-        if meta is not None and (not isinstance(meta, dict) or len(meta) > 16
-                                 or not all(isinstance(v, str) for v in meta.values())):
+        if meta is not None and (
+            not isinstance(meta, dict) or len(meta) > 16 or not all(isinstance(v, str) for v in meta.values())
+        ):
             raise ApiError(400, "metadata must be at most 16 string key-value pairs.", "metadata")
         now = int(time.time())
         b = SimBatch(f"batch_sim{next(self._batch_ids):06d}", fid, endpoint, window, meta, now, time.monotonic(), [])
@@ -283,14 +309,16 @@ class BatchService:
             rid = f"batch_req_sim{next(self._req_ids):08d}"
             if pos >= done:
                 if status == "expired":
-                    err.append(_line(rid, line["custom_id"], None, {"code": "batch_expired",
-                                                                     "message": EXPIRED_MESSAGE}))
+                    err.append(
+                        _line(rid, line["custom_id"], None, {"code": "batch_expired", "message": EXPIRED_MESSAGE})
+                    )
                     b.counts["failed"] += 1
                 continue
             status_code, body = self._answer(b, line)
             target = out if status_code == 200 else err
-            target.append(_line(rid, line["custom_id"], {"status_code": status_code, "request_id": rid,
-                                                         "body": body}, None))
+            target.append(
+                _line(rid, line["custom_id"], {"status_code": status_code, "request_id": rid, "body": body}, None)
+            )
             b.counts["completed" if status_code == 200 else "failed"] += 1
         now = int(time.time())
         if out:
@@ -309,8 +337,14 @@ class BatchService:
         key = f"{self.opts.seed}:{b.id}:{line['custom_id']}".encode()
         u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
         if u < self.opts.batch_error_rate:
-            return 500, {"error": {"message": "The server had an error while processing your request.",
-                                   "type": "server_error", "param": None, "code": None}}
+            return 500, {
+                "error": {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
         body = line["body"]
         app = self.app
         try:
@@ -320,22 +354,35 @@ class BatchService:
                 if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                     raise ApiError(400, "'messages' must be a non-empty list of message objects", "messages")
                 users = [m for m in messages if m.get("role") == "user"] or messages
-                choices = engine.chat_choices(app.solver, message_text(users[-1].get("content")), self.opts.reasoning,
-                                              p["n"], p["max_tokens"], p["stop"], p["seed"], p["temperature"])
+                choices = engine.chat_choices(
+                    app.solver,
+                    message_text(users[-1].get("content")),
+                    self.opts.reasoning,
+                    p["n"],
+                    p["max_tokens"],
+                    p["stop"],
+                    p["seed"],
+                    p["temperature"],
+                )
                 kind, prompt_tokens = "chat", count_chat_prompt(messages)
             else:
                 prompt = body.get("prompt")
                 if not isinstance(prompt, str):
                     raise ApiError(400, "'prompt' must be a string", "prompt")
-                choices = engine.completion_choices(app.solver, prompt, p["n"], p["max_tokens"], p["stop"], p["seed"],
-                                                    p["temperature"])
+                choices = engine.completion_choices(
+                    app.solver, prompt, p["n"], p["max_tokens"], p["stop"], p["seed"], p["temperature"]
+                )
                 kind, prompt_tokens = "text", count_tokens(prompt)
         except ApiError as exc:
-            return exc.status, {"error": {"message": exc.message, "type": exc.type, "param": exc.param,
-                                          "code": exc.code}}
+            return exc.status, {
+                "error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+            }
         completion = sum(c.completion_tokens for c in choices)
-        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                                 "total_tokens": prompt_tokens + completion}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        }
         if kind == "chat":
             usage["completion_tokens_details"] = {"reasoning_tokens": sum(c.reasoning_tokens for c in choices)}
         st = app.stats.c
@@ -360,21 +407,40 @@ def _parse_input(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list
         try:
             obj = json.loads(raw)
         except ValueError:
-            errors.append({"code": "invalid_json_line", "line": no, "message": "This line is not valid JSON.",
-                           "param": None})
+            errors.append(
+                {"code": "invalid_json_line", "line": no, "message": "This line is not valid JSON.", "param": None}
+            )
             continue
         cid = obj.get("custom_id") if isinstance(obj, dict) else None
         if not isinstance(cid, str) or obj.get("method") != "POST" or not isinstance(obj.get("body"), dict):
-            errors.append({"code": "invalid_request", "line": no, "param": None,
-                           "message": "Each line needs custom_id (string), method POST, url and body (object)."})
+            errors.append(
+                {
+                    "code": "invalid_request",
+                    "line": no,
+                    "param": None,
+                    "message": "Each line needs custom_id (string), method POST, url and body (object).",
+                }
+            )
             continue
         if obj.get("url") != endpoint:
-            errors.append({"code": "mismatched_endpoint", "line": no, "param": "url",
-                           "message": f"url {obj.get('url')!r} does not match the batch endpoint {endpoint!r}."})
+            errors.append(
+                {
+                    "code": "mismatched_endpoint",
+                    "line": no,
+                    "param": "url",
+                    "message": f"url {obj.get('url')!r} does not match the batch endpoint {endpoint!r}.",
+                }
+            )
             continue
         if cid in seen:
-            errors.append({"code": "duplicate_custom_id", "line": no, "param": "custom_id",
-                           "message": f"The custom_id {cid!r} is not unique in this file."})
+            errors.append(
+                {
+                    "code": "duplicate_custom_id",
+                    "line": no,
+                    "param": "custom_id",
+                    "message": f"The custom_id {cid!r} is not unique in this file.",
+                }
+            )
             continue
         seen.add(cid)
         lines.append(obj)

@@ -47,11 +47,15 @@ def _parameters() -> list[inspect.Parameter]:
         flag = "--" + name.replace("_", "-")
         decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
         opt = typer.Option(*decls, help=field.description, show_default=default is not None and default != [])
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=Annotated[kind, opt]))
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, opt])
+        )
     opt = typer.Option("--api-key-env", help="Require a Bearer key, read from this environment variable.")
-    params.append(inspect.Parameter("api_key_env", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                    annotation=Annotated[Optional[str], opt]))  # noqa: UP045
+    params.append(
+        inspect.Parameter(
+            "api_key_env", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, opt]
+        )
+    )
     return params
 
 

@@ -42,8 +42,7 @@ def chat_pieces(sol: Solution, placement: str) -> list[tuple[str, str, bool]]:
     if placement in ("reasoning_content", "reasoning"):
         return [(placement, sol.reasoning, True), ("content", sol.content, False)]
     if placement == "think":
-        return [("content", OPEN, False), ("content", sol.reasoning, True),
-                ("content", CLOSE + sol.content, False)]
+        return [("content", OPEN, False), ("content", sol.reasoning, True), ("content", CLOSE + sol.content, False)]
     return [("content", sol.reasoning, True), ("content", CLOSE + sol.content, False)]
 
 
@@ -60,7 +59,7 @@ def continuation(sol: Solution, prompt: str) -> str:
         more, content = sol.continue_after_wait(len(_WAIT.findall(thought)))
         return more + CLOSE + content
     if thought and sol.reasoning.startswith(thought):
-        return sol.reasoning[len(thought):] + CLOSE + sol.content
+        return sol.reasoning[len(thought) :] + CLOSE + sol.content
     return ("" if after.endswith("\n") else "\n") + sol.reasoning + CLOSE + sol.content
 
 
@@ -108,8 +107,16 @@ def variant(request_seed: object, index: int, temperature: float | None) -> tupl
     return (request_seed, 0 if temperature == 0 else index)
 
 
-def chat_choices(solver: Solver, text: str, placement: str, n: int, max_tokens: int | None, stop: list[str],
-                 seed: object, temperature: float | None) -> list[Choice]:
+def chat_choices(
+    solver: Solver,
+    text: str,
+    placement: str,
+    n: int,
+    max_tokens: int | None,
+    stop: list[str],
+    seed: object,
+    temperature: float | None,
+) -> list[Choice]:
     out = []
     for i in range(n):
         sol = solver.solve(text, variant(seed, i, temperature))
@@ -119,8 +126,15 @@ def chat_choices(solver: Solver, text: str, placement: str, n: int, max_tokens: 
     return out
 
 
-def completion_choices(solver: Solver, prompt: str, n: int, max_tokens: int | None, stop: list[str],
-                       seed: object, temperature: float | None) -> list[Choice]:
+def completion_choices(
+    solver: Solver,
+    prompt: str,
+    n: int,
+    max_tokens: int | None,
+    stop: list[str],
+    seed: object,
+    temperature: float | None,
+) -> list[Choice]:
     user = user_text_of_prompt(prompt)
     out = []
     for i in range(n):

@@ -54,8 +54,12 @@ class FaultPlan:
             self.attempts.clear()
         k = self.attempts.get(digest, 0) + 1
         self.attempts[digest] = k
-        rng = random.Random(int.from_bytes(hashlib.blake2b(
-            digest + k.to_bytes(4, "big") + str(self.opts.seed).encode(), digest_size=8).digest(), "big"))
+        rng = random.Random(
+            int.from_bytes(
+                hashlib.blake2b(digest + k.to_bytes(4, "big") + str(self.opts.seed).encode(), digest_size=8).digest(),
+                "big",
+            )
+        )
         u = rng.random()
         fault = "ok"
         acc = 0.0

@@ -62,8 +62,9 @@ def head(status: int, headers: list[tuple[str, str]] | tuple = (), length: int |
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def response(status: int, body: bytes, headers: list[tuple[str, str]] | tuple = (),
-             content_type: str = "application/json") -> bytes:
+def response(
+    status: int, body: bytes, headers: list[tuple[str, str]] | tuple = (), content_type: str = "application/json"
+) -> bytes:
     """A complete response with a Content-Length."""
     return head(status, [("content-type", content_type), *headers], len(body)) + body
 
@@ -227,6 +228,9 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, status: int) -> None:
         self.buf.clear()
-        self.write(response(status, b'{"error":{"message":"bad request","type":"invalid_request_error"}}',
-                            [("connection", "close")]))
+        self.write(
+            response(
+                status, b'{"error":{"message":"bad request","type":"invalid_request_error"}}', [("connection", "close")]
+            )
+        )
         self.close()

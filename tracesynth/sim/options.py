@@ -19,12 +19,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Placement = Literal["reasoning_content", "reasoning", "think", "r1_distill"]
-FaultKind = Literal[
-    "ok", "429", "500", "502", "503", "hang", "drop_body", "drop_stream", "malformed", "empty_choices"
-]
+FaultKind = Literal["ok", "429", "500", "502", "503", "hang", "drop_body", "drop_stream", "malformed", "empty_choices"]
 # the order in which fault rates are drawn (part of the reproducibility contract)
 FAULT_KINDS: tuple[str, ...] = (
-    "429", "500", "502", "503", "hang", "drop_body", "drop_stream", "malformed", "empty_choices"
+    "429",
+    "500",
+    "502",
+    "503",
+    "hang",
+    "drop_body",
+    "drop_stream",
+    "malformed",
+    "empty_choices",
 )
 
 
@@ -110,9 +116,7 @@ class SimOptions(BaseModel):
     rate_500: Rate = Field(0.0, ge=0, le=1, description="Probability of a 500.")
     rate_502: Rate = Field(0.0, ge=0, le=1, description="Probability of a 502.")
     rate_503: Rate = Field(0.0, ge=0, le=1, description="Probability of a 503.")
-    rate_hang: Rate = Field(
-        0.0, ge=0, le=1, description="Probability that a request hangs until the client gives up."
-    )
+    rate_hang: Rate = Field(0.0, ge=0, le=1, description="Probability that a request hangs until the client gives up.")
     rate_drop_body: Rate = Field(0.0, ge=0, le=1, description="Probability of dropping the connection mid-body.")
     rate_drop_stream: Rate = Field(0.0, ge=0, le=1, description="Probability of dropping a stream mid-way.")
     rate_malformed: Rate = Field(0.0, ge=0, le=1, description="Probability of a 200 with a malformed JSON body.")
@@ -131,7 +135,9 @@ class SimOptions(BaseModel):
         0.0, ge=0, le=1, description="Batches API: share of requests that end in the error file (HTTP 500)."
     )
     batch_expire_s: float | None = Field(
-        None, gt=0, description="Batches API: a batch still running after this many seconds expires (requests "
+        None,
+        gt=0,
+        description="Batches API: a batch still running after this many seconds expires (requests "
         "done by then are in the output file, the rest in the error file as batch_expired).",
     )
 

@@ -224,8 +224,9 @@ class SimProcess:
             env[_KEY_ENV] = self.options.api_key.get_secret_value()
             cmd += ["--api-key-env", _KEY_ENV]
         # the server dies with whoever started it, kill -9 included (tracesynth.children)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
-                                     preexec_fn=preexec_die_with_parent)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=preexec_die_with_parent
+        )
         line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
         if not line.startswith("http"):
             self.stop()

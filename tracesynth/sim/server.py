@@ -42,8 +42,15 @@ _BAD_GATEWAY = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str = "invalid_request_error", headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str = "invalid_request_error",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
         self.headers = headers or []
@@ -57,9 +64,17 @@ class Stats:
     """Request and fault counters (read from any thread via :meth:`snapshot`)."""
 
     def __init__(self) -> None:
-        self.c: dict[str, Any] = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "prompt_tokens": 0,
-                                  "completion_tokens": 0, "routes": {}, "status": {}, "faults": {},
-                                  "rate_limited": {}}
+        self.c: dict[str, Any] = {
+            "requests": 0,
+            "in_flight": 0,
+            "max_in_flight": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "routes": {},
+            "status": {},
+            "faults": {},
+            "rate_limited": {},
+        }
 
     def bump(self, group: str, key: str | int, by: int = 1) -> None:
         d = self.c[group]
@@ -99,6 +114,7 @@ class SimApp:
             else:
                 self.routes[(method, path)] = fn
             return fn
+
         return register
 
     # -- entry -----------------------------------------------------------------------------
@@ -155,8 +171,9 @@ class SimApp:
         p = self._params(body)
         users = [m for m in messages if m.get("role") == "user"] or messages
         text = message_text(users[-1].get("content"))
-        choices = engine.chat_choices(self.solver, text, self.opts.reasoning, p["n"], p["max_tokens"], p["stop"],
-                                      p["seed"], p["temperature"])
+        choices = engine.chat_choices(
+            self.solver, text, self.opts.reasoning, p["n"], p["max_tokens"], p["stop"], p["seed"], p["temperature"]
+        )
         return self._reply(req, conn, "chat", p, count_chat_prompt(messages), choices)
 
     def completions(self, req: Request, conn: Connection) -> Any:
@@ -167,8 +184,9 @@ class SimApp:
         if not isinstance(prompt, str):
             raise ApiError(400, "'prompt' must be a string (token ids and batches are not simulated)", "prompt")
         p = self._params(body)
-        choices = engine.completion_choices(self.solver, prompt, p["n"], p["max_tokens"], p["stop"], p["seed"],
-                                            p["temperature"])
+        choices = engine.completion_choices(
+            self.solver, prompt, p["n"], p["max_tokens"], p["stop"], p["seed"], p["temperature"]
+        )
         return self._reply(req, conn, "text", p, count_tokens(prompt), choices)
 
     def _params(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -190,13 +208,27 @@ class SimApp:
         if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2):
             raise ApiError(400, "'temperature' must be a number between 0 and 2", "temperature")
         opts = body.get("stream_options") or {}
-        return {"model": model, "n": n, "max_tokens": max_tokens, "stop": stop, "seed": body.get("seed"),
-                "temperature": temperature, "stream": bool(body.get("stream")),
-                "include_usage": bool(isinstance(opts, dict) and opts.get("include_usage"))}
+        return {
+            "model": model,
+            "n": n,
+            "max_tokens": max_tokens,
+            "stop": stop,
+            "seed": body.get("seed"),
+            "temperature": temperature,
+            "stream": bool(body.get("stream")),
+            "include_usage": bool(isinstance(opts, dict) and opts.get("include_usage")),
+        }
 
     # -- replies ---------------------------------------------------------------------------
-    def _reply(self, req: Request, conn: Connection, kind: str, p: dict[str, Any], prompt_tokens: int,
-               choices: list[engine.Choice]) -> Any:
+    def _reply(
+        self,
+        req: Request,
+        conn: Connection,
+        kind: str,
+        p: dict[str, Any],
+        prompt_tokens: int,
+        choices: list[engine.Choice],
+    ) -> Any:
         st = self.stats
         completion = sum(c.completion_tokens for c in choices)
         decision = self.faults.decide(req.body)
@@ -220,15 +252,32 @@ class SimApp:
         st.c["prompt_tokens"] += prompt_tokens
         st.c["completion_tokens"] += completion
         reasoning = sum(c.reasoning_tokens for c in choices)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": prompt_tokens + completion}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        }
         if kind == "chat":
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-sim{next(self._ids):010d}"
         if p["stream"]:
             st.bump("status", 200)
-            return self._run(conn, stream_reply(conn, self.opts, kind, rid, p["model"], choices, usage,
-                                                p["include_usage"], headers, decision.latency_s, fault))
+            return self._run(
+                conn,
+                stream_reply(
+                    conn,
+                    self.opts,
+                    kind,
+                    rid,
+                    p["model"],
+                    choices,
+                    usage,
+                    p["include_usage"],
+                    headers,
+                    decision.latency_s,
+                    fault,
+                ),
+            )
         delay = decision.latency_s + self.opts.token_delay_s * completion
         body = _dumps(_full_body(kind, rid, p["model"], choices, usage, fault))
         if fault == "malformed":
@@ -257,8 +306,9 @@ class SimApp:
         finally:
             st["in_flight"] -= 1
 
-    async def _later(self, conn: Connection, body: bytes, headers: list[tuple[str, str]], delay: float,
-                     fault: str) -> None:
+    async def _later(
+        self, conn: Connection, body: bytes, headers: list[tuple[str, str]], delay: float, fault: str
+    ) -> None:
         if fault == "hang":
             await asyncio.wait([conn.closed], timeout=self.opts.hang_s)
             conn.close()
@@ -299,8 +349,9 @@ def _too_many(wait: float, which: str, headers: list[tuple[str, str]]) -> ApiErr
     return ApiError(429, msg, code="rate_limit_exceeded", type_=which, headers=headers + retry)
 
 
-def _full_body(kind: str, rid: str, model: str, choices: list[engine.Choice], usage: dict[str, Any],
-               fault: str) -> dict[str, Any]:
+def _full_body(
+    kind: str, rid: str, model: str, choices: list[engine.Choice], usage: dict[str, Any], fault: str
+) -> dict[str, Any]:
     out = []
     if fault != "empty_choices":
         for i, c in enumerate(choices):
@@ -311,7 +362,8 @@ def _full_body(kind: str, rid: str, model: str, choices: list[engine.Choice], us
                         msg[name] = c.fields[name]
                 out.append({"index": i, "message": msg, "logprobs": None, "finish_reason": c.finish_reason})
             else:
-                out.append({"index": i, "text": c.fields.get("text", ""), "logprobs": None,
-                            "finish_reason": c.finish_reason})
+                out.append(
+                    {"index": i, "text": c.fields.get("text", ""), "logprobs": None, "finish_reason": c.finish_reason}
+                )
     obj = "chat.completion" if kind == "chat" else "text_completion"
     return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": out, "usage": usage}

@@ -254,8 +254,16 @@ class Solver:
         else:
             recheck = f", let me check that result again. It still comes out as {answer}."
             after = answer
-        return Solution("answer_key", key_id, reasoning, _final(answer), answer, truth, answer != truth,
-                        lambda: (recheck, _final(after)))
+        return Solution(
+            "answer_key",
+            key_id,
+            reasoning,
+            _final(answer),
+            answer,
+            truth,
+            answer != truth,
+            lambda: (recheck, _final(after)),
+        )
 
 
 def _final(answer: str) -> str:
@@ -274,8 +282,16 @@ def _unknown(text: str) -> Solution:
         "I should not guess."
     )
     content = "I cannot solve this problem."
-    return Solution("unknown", normalize(text)[:200], reasoning, content, None, None, False,
-                    lambda: (", I still cannot solve it.", content))
+    return Solution(
+        "unknown",
+        normalize(text)[:200],
+        reasoning,
+        content,
+        None,
+        None,
+        False,
+        lambda: (", I still cannot solve it.", content),
+    )
 
 
 def _same_number(a: str, b: arith.Num) -> bool:
@@ -331,18 +347,26 @@ def _write_steps(expr: str, steps: list[arith.Step], value: arith.Num) -> str:
 
 
 def _recheck(
-    steps: list[arith.Step], good: list[arith.Step], bad_at: int | None, value: arith.Num, truth: arith.Num,
+    steps: list[arith.Step],
+    good: list[arith.Step],
+    bad_at: int | None,
+    value: arith.Num,
+    truth: arith.Num,
     rng: random.Random,
 ) -> tuple[str, str]:
     """The re-check after 'Wait': finds the deliberate mistake with probability CATCH_RATE."""
     if value == truth or (bad_at is not None and rng.random() >= CATCH_RATE) or bad_at is None:
         lines = [f"Step {i}: {s.header} = {arith.fmt(s.result)}, checks out." for i, s in enumerate(steps, 1)]
-        return ", let me check the steps again.\n" + "\n".join(lines) + f"\nSo the result is {arith.fmt(value)}.", \
-            _final(arith.fmt(value))
+        return ", let me check the steps again.\n" + "\n".join(
+            lines
+        ) + f"\nSo the result is {arith.fmt(value)}.", _final(arith.fmt(value))
     lines = [f"Step {i}: {s.header} = {arith.fmt(s.result)}, checks out." for i, s in enumerate(steps[: bad_at - 1], 1)]
     bad = steps[bad_at - 1]
-    lines.append(f"Step {bad_at}: {bad.header} is {arith.fmt(bad.true_result)}, not {arith.fmt(bad.result)}. "
-                 "I made a mistake there; redoing from this step:")
+    lines.append(
+        f"Step {bad_at}: {bad.header} is {arith.fmt(bad.true_result)}, not {arith.fmt(bad.result)}. "
+        "I made a mistake there; redoing from this step:"
+    )
     lines.extend(f"Step {i}: {s.header} = {arith.fmt(s.result)}" for i, s in enumerate(good, 1) if i > bad_at)
-    return ", let me check the steps again.\n" + "\n".join(lines) + f"\nSo the result is {arith.fmt(truth)}.", \
-        _final(arith.fmt(truth))
+    return ", let me check the steps again.\n" + "\n".join(lines) + f"\nSo the result is {arith.fmt(truth)}.", _final(
+        arith.fmt(truth)
+    )

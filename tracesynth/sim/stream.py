@@ -44,8 +44,17 @@ def _events(kind: str, choices: list[Choice], k: int) -> list[tuple[list[dict[st
     for i, c in enumerate(choices):
         seq: list[tuple[dict[str, Any], int]] = []
         if kind == "chat":
-            seq.append(({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                         "finish_reason": None}, 0))
+            seq.append(
+                (
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    },
+                    0,
+                )
+            )
         for name, text, _ in c.pieces:
             for part, n in split_tokens(text, k):
                 body = {"delta": {name: part}} if kind == "chat" else {"text": part}
@@ -60,9 +69,19 @@ def _events(kind: str, choices: list[Choice], k: int) -> list[tuple[list[dict[st
     return rounds
 
 
-async def stream_reply(conn: Connection, opts: SimOptions, kind: str, rid: str, model: str, choices: list[Choice],
-                       usage: dict[str, Any], include_usage: bool, headers: list[tuple[str, str]],
-                       latency_s: float, fault: str) -> None:
+async def stream_reply(
+    conn: Connection,
+    opts: SimOptions,
+    kind: str,
+    rid: str,
+    model: str,
+    choices: list[Choice],
+    usage: dict[str, Any],
+    include_usage: bool,
+    headers: list[tuple[str, str]],
+    latency_s: float,
+    fault: str,
+) -> None:
     conn.write(head(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *headers]))
     if fault == "hang":
         await asyncio.wait([conn.closed], timeout=opts.hang_s)

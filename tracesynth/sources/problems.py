@@ -54,9 +54,7 @@ _DEFAULT_COLUMNS = {
     "id": ("id", "task_id", "problem_id", "unique_id"),
     "messages": ("messages",),
 }
-_FIGURE = re.compile(
-    r"\[asy\]|!\[[^\]]*\]\([^)]*\)|<img\b|https?://\S+?\.(?:png|jpe?g|gif|svg|webp)\b", re.IGNORECASE
-)
+_FIGURE = re.compile(r"\[asy\]|!\[[^\]]*\]\([^)]*\)|<img\b|https?://\S+?\.(?:png|jpe?g|gif|svg|webp)\b", re.IGNORECASE)
 
 
 def iter_problems(
@@ -184,11 +182,15 @@ def _resolve_columns(
         else:
             mapping[fld] = next((c for c in _DEFAULT_COLUMNS[fld] if c in row), None)
     if mapping["question"] is None and mapping["messages"] is None:
-        raise SourceError(f"{file}: no question column (looked for {', '.join(_DEFAULT_COLUMNS['question'])}); "
-                          f"map one with source.columns.question; columns are: {', '.join(keys)}")
+        raise SourceError(
+            f"{file}: no question column (looked for {', '.join(_DEFAULT_COLUMNS['question'])}); "
+            f"map one with source.columns.question; columns are: {', '.join(keys)}"
+        )
     if hygiene.require_answer and mapping["answer"] is None and mapping["tests"] is None:
-        raise SourceError(f"{file}: no answer column (looked for {', '.join(_DEFAULT_COLUMNS['answer'])}); "
-                          "map one with source.columns.answer or set source.hygiene.require_answer: false")
+        raise SourceError(
+            f"{file}: no answer column (looked for {', '.join(_DEFAULT_COLUMNS['answer'])}); "
+            "map one with source.columns.answer or set source.hygiene.require_answer: false"
+        )
     return mapping
 
 

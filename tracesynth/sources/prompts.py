@@ -137,8 +137,10 @@ def _parse(path: str, _mtime_ns: int, _size: int, name: str) -> Template:
         raise TemplateError(f"template {name}: the user message is empty")
     if not any(m.group(1) == "question" for m in _FIELD.finditer(user)):
         # every request would be paid for without the problem in it
-        raise TemplateError(f"prompt.template: {path}: the user message has no {{{{ question }}}} placeholder, so "
-                            "the problem would never be sent")
+        raise TemplateError(
+            f"prompt.template: {path}: the user message has no {{{{ question }}}} placeholder, so "
+            "the problem would never be sent"
+        )
     return Template(name, system or None, user)
 
 

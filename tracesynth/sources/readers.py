@@ -169,18 +169,22 @@ def _gym_rows(src: SourceConfig) -> Iterator[Row]:
     gym_config = {"size": size, "seed": src.seed, "config": src.config}
     for i in order:
         entry = ds[i]
-        yield f"gym {src.name} #{i}", {
-            "question": entry["question"],
-            "answer": entry["answer"],
-            "gym_task": src.name,
-            "gym_entry": _jsonable(entry),
-            "gym_index": i,
-            "gym_config": gym_config,
-        }
+        yield (
+            f"gym {src.name} #{i}",
+            {
+                "question": entry["question"],
+                "answer": entry["answer"],
+                "gym_task": src.name,
+                "gym_entry": _jsonable(entry),
+                "gym_index": i,
+                "gym_config": gym_config,
+            },
+        )
 
 
 def _jsonable(value: Any) -> Any:
     """A JSON-round-trippable copy (tuples → lists, sets → sorted lists, other objects → str)."""
+
     def default(o: Any) -> Any:
         return sorted(o, key=str) if isinstance(o, (set, frozenset)) else str(o)
 

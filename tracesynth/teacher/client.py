@@ -103,8 +103,9 @@ class AttemptGate(Protocol):
         ...
 
 
-def sampling_params(sampling: SamplingConfig | dict[str, Any] | None, *, n: int = 1, seed_offset: int = 0,
-                    model: str = "") -> dict[str, Any]:
+def sampling_params(
+    sampling: SamplingConfig | dict[str, Any] | None, *, n: int = 1, seed_offset: int = 0, model: str = ""
+) -> dict[str, Any]:
     """Request parameters from a recipe's sampling block (None values dropped, extra_body merged last)."""
     if sampling is None:
         data: dict[str, Any] = {}
@@ -150,8 +151,9 @@ class TeacherClient:
         self._secret = api_key or ""
         self.flow = flow or FlowControl(concurrency)
         self.pool = EndpointPool(urls, bench_after=bench_after, bench_s=bench_s)
-        self.transport = make_transport(http, api_key=api_key, timeout_s=timeout_s,
-                                        max_connections=max(concurrency, self.flow.limit.max_limit))
+        self.transport = make_transport(
+            http, api_key=api_key, timeout_s=timeout_s, max_connections=max(concurrency, self.flow.limit.max_limit)
+        )
         self.max_attempts = max_attempts
         self._wait = WaitRetryAfter(backoff_base_s, backoff_max_s)
         self.backing_off = 0  # calls sleeping before a retry right now
@@ -159,27 +161,54 @@ class TeacherClient:
         self.events: Counter[str] = Counter()  # transient and item error kinds seen, for progress
 
     @classmethod
-    def from_config(cls, teacher: TeacherConfig, *, base_urls: list[str] | None = None,
-                    flow: FlowControl | None = None) -> TeacherClient:
+    def from_config(
+        cls, teacher: TeacherConfig, *, base_urls: list[str] | None = None, flow: FlowControl | None = None
+    ) -> TeacherClient:
         """Build from a recipe's ``teacher:`` section (the key read from ``teacher.api_key_env``)."""
         key = os.environ.get(teacher.api_key_env) if teacher.api_key_env else None
-        flow = flow or FlowControl(teacher.concurrency, rpm=teacher.rpm, rps=teacher.rps, tpm=teacher.tpm,
-                                   input_tpm=teacher.input_tpm, output_tpm=teacher.output_tpm,
-                                   adaptive=teacher.adaptive)
-        return cls(base_urls or teacher.base_urls, model=teacher.model, api_key=key or None,
-                   api_key_env=teacher.api_key_env, timeout_s=teacher.timeout_s, concurrency=teacher.concurrency,
-                   max_attempts=teacher.max_attempts, flow=flow, http=teacher.http,
-                   backoff_base_s=teacher.backoff_base_s, backoff_max_s=teacher.backoff_max_s,
-                   bench_after=teacher.bench_after, bench_s=teacher.bench_s)
+        flow = flow or FlowControl(
+            teacher.concurrency,
+            rpm=teacher.rpm,
+            rps=teacher.rps,
+            tpm=teacher.tpm,
+            input_tpm=teacher.input_tpm,
+            output_tpm=teacher.output_tpm,
+            adaptive=teacher.adaptive,
+        )
+        return cls(
+            base_urls or teacher.base_urls,
+            model=teacher.model,
+            api_key=key or None,
+            api_key_env=teacher.api_key_env,
+            timeout_s=teacher.timeout_s,
+            concurrency=teacher.concurrency,
+            max_attempts=teacher.max_attempts,
+            flow=flow,
+            http=teacher.http,
+            backoff_base_s=teacher.backoff_base_s,
+            backoff_max_s=teacher.backoff_max_s,
+            bench_after=teacher.bench_after,
+            bench_s=teacher.bench_s,
+        )
 
     # -- public calls ------------------------------------------------------------------------
-    async def chat(self, messages: list[dict[str, Any]], *, n: int = 1,
-                   sampling: SamplingConfig | dict[str, Any] | None = None, seed_offset: int = 0,
-                   gate: AttemptGate | None = None, **params: Any) -> ChatResult:
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        n: int = 1,
+        sampling: SamplingConfig | dict[str, Any] | None = None,
+        seed_offset: int = 0,
+        gate: AttemptGate | None = None,
+        **params: Any,
+    ) -> ChatResult:
         """POST /chat/completions; ``params`` (temperature, max_tokens, ...) override ``sampling``."""
-        body = {"model": self.model, "messages": messages,
-                **sampling_params(sampling, n=n, seed_offset=seed_offset, model=self.model),
-                **{k: v for k, v in params.items() if v is not None}}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            **sampling_params(sampling, n=n, seed_offset=seed_offset, model=self.model),
+            **{k: v for k, v in params.items() if v is not None},
+        }
         return await self._call("/chat/completions", body, parse_chat, estimate_tokens(messages), n, gate)
 
     async def request(self, body: dict[str, Any], *, gate: AttemptGate | None = None) -> ChatResult:
@@ -187,8 +216,15 @@ class TeacherClient:
         n = int(body.get("n") or 1)
         return await self._call("/chat/completions", body, parse_chat, estimate_tokens(body["messages"]), n, gate)
 
-    async def complete(self, prompt: str, *, n: int = 1, sampling: SamplingConfig | dict[str, Any] | None = None,
-                       gate: AttemptGate | None = None, **params: Any) -> ChatResult:
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        n: int = 1,
+        sampling: SamplingConfig | dict[str, Any] | None = None,
+        gate: AttemptGate | None = None,
+        **params: Any,
+    ) -> ChatResult:
         """POST /completions (raw continuation, e.g. budget forcing); text is in ``choices[i].content``."""
         sp = sampling_params(sampling, n=n)
         sp.pop("max_completion_tokens", None)
@@ -208,8 +244,15 @@ class TeacherClient:
         return status, ids
 
     # -- machinery ---------------------------------------------------------------------------
-    async def _call(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
-                    n: int, gate: AttemptGate | None = None) -> ChatResult:
+    async def _call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parser: Callable[..., Any],
+        est_in: int,
+        n: int,
+        gate: AttemptGate | None = None,
+    ) -> ChatResult:
         max_out = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_WORST_OUTPUT_TOKENS
         est_out = float(max_out) * max(1, int(body.get("n", n) or 1))
         state = _CallState(gate=gate)
@@ -225,8 +268,13 @@ class TeacherClient:
             exc.attempts, exc.possibly_billed = state.attempts, state.possibly_billed
             raise
         # tenacity replays the first failure (no request) so its stop and wait rules see every attempt
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
-                                 retry=retry_if_exception(is_retryable), reraise=True, sleep=self._backoff)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(is_retryable),
+            reraise=True,
+            sleep=self._backoff,
+        )
         try:
             async for attempt in retrying:
                 with attempt:
@@ -252,16 +300,32 @@ class TeacherClient:
 
     def _gave_up(self, exc: Transient, state: _CallState) -> NoReturn:
         self.events[exc.kind + ":gave_up"] += 1
-        raise ItemError(exc.kind, f"gave up after {state.attempts} attempts: {exc}", status=exc.status,
-                        possibly_billed=state.possibly_billed, attempts=state.attempts,
-                        endpoint=state.last_endpoint) from None
+        raise ItemError(
+            exc.kind,
+            f"gave up after {state.attempts} attempts: {exc}",
+            status=exc.status,
+            possibly_billed=state.possibly_billed,
+            attempts=state.attempts,
+            endpoint=state.last_endpoint,
+        ) from None
 
-    async def _attempt(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
-                       est_out: float, state: _CallState) -> ChatResult:
+    async def _attempt(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parser: Callable[..., Any],
+        est_in: int,
+        est_out: float,
+        state: _CallState,
+    ) -> ChatResult:
         gate = state.gate
         if gate is not None and not await gate.admit():
-            raise BudgetRefused(f"the budget has no room for attempt {state.attempts + 1}", attempts=state.attempts,
-                                last_kind=state.last_kind, endpoint=state.last_endpoint)
+            raise BudgetRefused(
+                f"the budget has no room for attempt {state.attempts + 1}",
+                attempts=state.attempts,
+                last_kind=state.last_kind,
+                endpoint=state.last_endpoint,
+            )
         try:
             result = await self._attempt_once(path, body, parser, est_in, est_out, state)
         except Transient as exc:
@@ -276,8 +340,15 @@ class TeacherClient:
             gate.settle(possibly_billed=False)
         return result
 
-    async def _attempt_once(self, path: str, body: dict[str, Any], parser: Callable[..., Any], est_in: int,
-                            est_out: float, state: _CallState) -> ChatResult:
+    async def _attempt_once(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parser: Callable[..., Any],
+        est_in: int,
+        est_out: float,
+        state: _CallState,
+    ) -> ChatResult:
         state.attempts += 1
         permit = await self.flow.acquire(est_in, est_out, retry=state.attempts > 1)
         ep = self.pool.pick()
@@ -299,8 +370,12 @@ class TeacherClient:
                     choices, usage, model = parser(orjson.loads(raw))
                 except (ValueError, MalformedResponse) as exc:  # JSONDecodeError is a ValueError
                     kind = exc.kind if isinstance(exc, MalformedResponse) else "malformed"
-                    t = Transient(kind, f"HTTP {status} with an unusable body: {self._scrub(str(exc))[:200]}",
-                                  status=status, possibly_billed=True)
+                    t = Transient(
+                        kind,
+                        f"HTTP {status} with an unusable body: {self._scrub(str(exc))[:200]}",
+                        status=status,
+                        possibly_billed=True,
+                    )
                     self._transient(t, state)
                     raise t from None
                 self.flow.observe_headers(headers)
@@ -311,8 +386,9 @@ class TeacherClient:
             raise self._status_error(status, headers, raw, ep, state)
         finally:
             ep.in_flight -= 1
-            self.flow.release(permit, usage.prompt_tokens if usage else None,
-                              usage.completion_tokens if usage else None)
+            self.flow.release(
+                permit, usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None
+            )
 
     def _transient(self, exc: Transient, state: _CallState) -> None:
         self.events[exc.kind] += 1
@@ -336,8 +412,13 @@ class TeacherClient:
                 self.flow.on_rate_limited()
             else:
                 self.pool.fail(ep)
-            exc = Transient(kind, f"HTTP {status}{self._detail(raw)}", status=status,
-                            retry_after=retry_after_s(headers), endpoint_fault=status != 429)
+            exc = Transient(
+                kind,
+                f"HTTP {status}{self._detail(raw)}",
+                status=status,
+                retry_after=retry_after_s(headers),
+                endpoint_fault=status != 429,
+            )
             self._transient(exc, state)
             return exc
         self.events[kind] += 1
@@ -372,5 +453,13 @@ class TeacherClient:
         await self.aclose()
 
 
-__all__ = ["AttemptGate", "ChatResult", "Choice", "ItemError", "TeacherClient", "estimate_tokens",
-           "sampling_params", "split_reasoning"]
+__all__ = [
+    "AttemptGate",
+    "ChatResult",
+    "Choice",
+    "ItemError",
+    "TeacherClient",
+    "estimate_tokens",
+    "sampling_params",
+    "split_reasoning",
+]

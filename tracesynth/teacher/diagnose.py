@@ -24,8 +24,11 @@ async def explain(client: TeacherClient, exc: ItemError, teacher: Any) -> str:
         return f"{head}; {await _not_found(client, base, teacher.model)}"
     if exc.status in (400, 422):
         s = teacher.sampling
-        sent = ", ".join(f"{k}={v}" for k, v in (("max_tokens", s.max_tokens), ("temperature", s.temperature),
-                                                 ("top_p", s.top_p)) if v is not None)
+        sent = ", ".join(
+            f"{k}={v}"
+            for k, v in (("max_tokens", s.max_tokens), ("temperature", s.temperature), ("top_p", s.top_p))
+            if v is not None
+        )
         return f"{head}; check teacher.sampling ({sent}) and teacher.model against what the server accepts"
     return head
 

@@ -121,8 +121,12 @@ class OpenAITransport:
         c = self._clients.get(base_url)
         if c is None:
             c = self._openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=base_url, max_retries=0, timeout=self._timeout_s,
-                http_client=self._http, default_headers={"User-Agent": f"tracesynth/{__version__}"},
+                api_key=self._api_key,
+                base_url=base_url,
+                max_retries=0,
+                timeout=self._timeout_s,
+                http_client=self._http,
+                default_headers={"User-Agent": f"tracesynth/{__version__}"},
             )
             self._clients[base_url] = c
         return c

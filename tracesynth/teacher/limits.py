@@ -154,9 +154,17 @@ class Permit:
 class FlowControl:
     """The concurrency limit plus every configured rate bucket, shared by all requests of a client."""
 
-    def __init__(self, concurrency: int, *, rpm: float | None = None, rps: float | None = None,
-                 tpm: float | None = None, input_tpm: float | None = None, output_tpm: float | None = None,
-                 adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        rpm: float | None = None,
+        rps: float | None = None,
+        tpm: float | None = None,
+        input_tpm: float | None = None,
+        output_tpm: float | None = None,
+        adaptive: bool = True,
+    ) -> None:
         self.limit = AdaptiveLimit(concurrency, adaptive=adaptive)
         self.configured = {"rpm": rpm, "rps": rps, "tpm": tpm, "input_tpm": input_tpm, "output_tpm": output_tpm}
         self.buckets: dict[str, TokenBucket] = {}
@@ -214,8 +222,11 @@ class FlowControl:
             return
         a_in = permit.est_in if actual_in is None else actual_in
         a_out = 0.0 if actual_out is None else actual_out
-        refunds = {"tpm": permit.est_in + permit.est_out - a_in - a_out,
-                   "input_tpm": permit.est_in - a_in, "output_tpm": permit.est_out - a_out}
+        refunds = {
+            "tpm": permit.est_in + permit.est_out - a_in - a_out,
+            "input_tpm": permit.est_in - a_in,
+            "output_tpm": permit.est_out - a_out,
+        }
         for name, amount in refunds.items():
             if name in self.buckets:
                 self.buckets[name].refund(amount)
@@ -242,8 +253,10 @@ class FlowControl:
             if limit > 0 and (mine is None or limit < mine) and self.learned.get(name) != limit:
                 self.learned[name] = limit
                 self._set(name, limit)
-            remaining, reset = headers.get(f"x-ratelimit-remaining-{unit}"), parse_reset(
-                headers.get(f"x-ratelimit-reset-{unit}"))
+            remaining, reset = (
+                headers.get(f"x-ratelimit-remaining-{unit}"),
+                parse_reset(headers.get(f"x-ratelimit-reset-{unit}")),
+            )
             if remaining is not None and reset and name in self.buckets:
                 try:
                     if float(remaining) <= 0:
@@ -252,5 +265,9 @@ class FlowControl:
                     continue
 
     def snapshot(self) -> dict[str, float]:
-        return {"concurrency": self.concurrency, "in_flight": self.in_flight, "decreases": self.limit.decreases,
-                **{f"learned_{k}": v for k, v in self.learned.items()}}
+        return {
+            "concurrency": self.concurrency,
+            "in_flight": self.in_flight,
+            "decreases": self.limit.decreases,
+            **{f"learned_{k}": v for k, v in self.learned.items()},
+        }

@@ -120,8 +120,12 @@ def parse_usage(usage: Any) -> Usage | None:
     cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None
     if cached is None:
         cached = usage.get("prompt_cache_hit_tokens")  # DeepSeek API
-    counts = [_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(reasoning),
-              _count(cached)]
+    counts = [
+        _count(usage.get("prompt_tokens")),
+        _count(usage.get("completion_tokens")),
+        _count(reasoning),
+        _count(cached),
+    ]
     if any(c is None for c in counts) or ("prompt_tokens" not in usage and "completion_tokens" not in usage):
         return None
     p, c, r, k = (int(x or 0) for x in counts)

@@ -36,16 +36,25 @@ from tracesynth.errors import TeacherError
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 AUTH_STATUS = frozenset({401, 403})
 STATUS_KIND = {
-    400: "bad_request", 404: "not_found", 408: "timeout", 409: "conflict", 413: "too_large",
-    422: "unprocessable", 429: "rate_limited", 500: "server_error", 502: "bad_gateway",
-    503: "unavailable", 504: "gateway_timeout",
+    400: "bad_request",
+    404: "not_found",
+    408: "timeout",
+    409: "conflict",
+    413: "too_large",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "server_error",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "gateway_timeout",
 }
 
 
 TRANSPORT_KINDS = frozenset({"connection", "dropped", "timeout", "protocol"})
 BODY_KINDS = frozenset({"malformed", "error_body", "empty_choices"})
-UNHEALTHY_KINDS = TRANSPORT_KINDS | frozenset({"server_error", "bad_gateway", "unavailable", "gateway_timeout",
-                                               "rate_limited"})
+UNHEALTHY_KINDS = TRANSPORT_KINDS | frozenset(
+    {"server_error", "bad_gateway", "unavailable", "gateway_timeout", "rate_limited"}
+)
 # 4xx kinds that come from the request itself (model name, parameters, route): the same for every item
 REQUEST_KINDS = frozenset({"bad_request", "not_found", "unprocessable", "http_405", "too_large"})
 BATCH_ERROR = "batch_error"  # a batch result line with an error and no status we know
@@ -55,8 +64,16 @@ BUDGET_STOP = "budget"  # the budget had no room for another attempt after one t
 class ItemError(TeacherError):
     """One request failed in a way that is kept on its Sample (``kind``, a short reason)."""
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None, possibly_billed: int = 0,
-                 attempts: int = 1, endpoint: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        possibly_billed: int = 0,
+        attempts: int = 1,
+        endpoint: str = "",
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
@@ -78,8 +95,16 @@ class BudgetRefused(TeacherError):
 class Transient(TeacherError):
     """A retryable failure of one attempt (never escapes the client: becomes an ItemError)."""
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 possibly_billed: bool = False, endpoint_fault: bool = True) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        possibly_billed: bool = False,
+        endpoint_fault: bool = True,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status

@@ -57,9 +57,16 @@ class Progress:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._bar = Progress(TextColumn(f"[bold]{self.stage}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             TextColumn("{task.fields[info]}"), console=self.console, refresh_per_second=4,
-                             transient=False)
+        self._bar = Progress(
+            TextColumn(f"[bold]{self.stage}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+        )
         self._task = self._bar.add_task(self.stage, total=total, info="")
         self._bar.start()
 

@@ -26,8 +26,17 @@ from tracesynth.sources.prompts import render_messages
 from tracesynth.stages.curate.steps import Context, Info
 
 
-def build_report(recipe: Recipe, funnel: Any, infos: list[Info], ctx: Context, counter: Any, run_dir: Path,
-                 local: bool, n_problems: int, started: float) -> dict[str, Any]:
+def build_report(
+    recipe: Recipe,
+    funnel: Any,
+    infos: list[Info],
+    ctx: Context,
+    counter: Any,
+    run_dir: Path,
+    local: bool,
+    n_problems: int,
+    started: float,
+) -> dict[str, Any]:
     cfg = recipe.curate
     domains, hits, dedup_pairs, passes, totals = ctx.domains, ctx.hits, ctx.dedup_pairs, ctx.passes, ctx.totals
     max_len = sft_max_length(recipe)
@@ -41,13 +50,20 @@ def build_report(recipe: Recipe, funnel: Any, infos: list[Info], ctx: Context, c
         "ended_at": time.time(),
         "wall_time_s": round(time.time() - started, 3),
         "inputs": {"problems": n_problems, "samples": read["in"]},
-        "policy": {"curate.keep": cfg.keep, "verify.keep": recipe.verify.keep,
-                   "keep_rule": "tracesynth.stages.curate.filters.local_keep" if local
-                   else "tracesynth.stages.verify.registry.keep"},
+        "policy": {
+            "curate.keep": cfg.keep,
+            "verify.keep": recipe.verify.keep,
+            "keep_rule": "tracesynth.stages.curate.filters.local_keep"
+            if local
+            else "tracesynth.stages.verify.registry.keep",
+        },
         "steps": funnel.steps,
         "decontam": {"pre_harvest": pre, "curate": decontam_summary(cfg.decontam, hits)},
-        "dedup": {"exact": dedup_pairs["exact"], "near": dedup_pairs["near"],
-                  "near_threshold": cfg.near_threshold if cfg.near_dedup else None},
+        "dedup": {
+            "exact": dedup_pairs["exact"],
+            "near": dedup_pairs["near"],
+            "near_threshold": cfg.near_threshold if cfg.near_dedup else None,
+        },
         "pass_rates": {
             "samples": sum(totals.values()),
             "passing_samples": sum(passes.values()),
@@ -66,14 +82,21 @@ def build_report(recipe: Recipe, funnel: Any, infos: list[Info], ctx: Context, c
         "output": {
             "traces": len(infos),
             "problems": len({i.problem_id for i in infos}),
-            "domains": dict(Counter(domains.get(i.problem_id, ctx.problems[i.problem_id].domain)
-                                    for i in infos).most_common()),
+            "domains": dict(
+                Counter(domains.get(i.problem_id, ctx.problems[i.problem_id].domain) for i in infos).most_common()
+            ),
         },
     }
 
 
-def write_traces(store: RunStore, infos: list[Info], problems: dict[str, Problem], verdicts: dict[str, Any],
-                 ctx: Context, recipe: Recipe) -> Path:
+def write_traces(
+    store: RunStore,
+    infos: list[Info],
+    problems: dict[str, Problem],
+    verdicts: dict[str, Any],
+    ctx: Context,
+    recipe: Recipe,
+) -> Path:
     final = {i.id: i for i in infos}
     domains, passes, totals = ctx.domains, ctx.passes, ctx.totals
     path = store.layout.traces
@@ -86,18 +109,36 @@ def write_traces(store: RunStore, infos: list[Info], problems: dict[str, Problem
             if info is None:
                 continue
             p = problems[s.problem_id]
-            out.append(Trace(
-                sample_id=s.id, problem_id=p.id, prompt=p.prompt, messages=render_messages(p, recipe.prompt),
-                answer=p.answer, reasoning=s.reasoning, content=s.content, source=p.source, domain=p.domain,
-                teacher=s.model, finish_reason=s.finish_reason, verdicts=verdicts.get(s.id, []), usage=s.usage,
-                cost_usd=s.cost_usd,
-                metadata={
-                    "index": s.index, "tokens": info.tokens, "prompt_tokens": info.prompt_tokens,
-                    "passes": passes[p.id], "samples": totals[p.id], "pass_rate": _ratio(passes[p.id], totals[p.id]),
-                    "select_domain": domains.get(p.id, p.domain), "endpoint": s.endpoint, "latency_s": s.latency_s,
-                    "problem": {k: v for k, v in p.metadata.items() if isinstance(v, (str, int, float, bool))},
-                },
-            ))
+            out.append(
+                Trace(
+                    sample_id=s.id,
+                    problem_id=p.id,
+                    prompt=p.prompt,
+                    messages=render_messages(p, recipe.prompt),
+                    answer=p.answer,
+                    reasoning=s.reasoning,
+                    content=s.content,
+                    source=p.source,
+                    domain=p.domain,
+                    teacher=s.model,
+                    finish_reason=s.finish_reason,
+                    verdicts=verdicts.get(s.id, []),
+                    usage=s.usage,
+                    cost_usd=s.cost_usd,
+                    metadata={
+                        "index": s.index,
+                        "tokens": info.tokens,
+                        "prompt_tokens": info.prompt_tokens,
+                        "passes": passes[p.id],
+                        "samples": totals[p.id],
+                        "pass_rate": _ratio(passes[p.id], totals[p.id]),
+                        "select_domain": domains.get(p.id, p.domain),
+                        "endpoint": s.endpoint,
+                        "latency_s": s.latency_s,
+                        "problem": {k: v for k, v in p.metadata.items() if isinstance(v, (str, int, float, bool))},
+                    },
+                )
+            )
         out.sync()
     os.replace(tmp, path)
     return path
@@ -125,8 +166,13 @@ def _ratio(a: int, b: int) -> float | None:
 def _describe(xs: list[int]) -> dict[str, Any]:
     if not xs:
         return {"count": 0}
-    return {"count": len(xs), "min": min(xs), "mean": round(statistics.fmean(xs), 1),
-            "median": statistics.median(xs), "max": max(xs)}
+    return {
+        "count": len(xs),
+        "min": min(xs),
+        "mean": round(statistics.fmean(xs), 1),
+        "median": statistics.median(xs),
+        "max": max(xs),
+    }
 
 
 __all__ = ["build_report", "sft_max_length", "write_report", "write_traces"]

@@ -59,11 +59,16 @@ class Funnel:
         """Drop the samples whose id is in ``drop`` (id → reason); record the step."""
         kept = [i for i in infos if i.id not in drop]
         reasons = Counter(drop[i.id] for i in infos if i.id in drop)
-        self.steps.append({
-            "step": name, "in": len(infos), "out": len(kept),
-            "problems_in": len({i.problem_id for i in infos}), "problems_out": len({i.problem_id for i in kept}),
-            "dropped": dict(sorted(reasons.items())),
-        })
+        self.steps.append(
+            {
+                "step": name,
+                "in": len(infos),
+                "out": len(kept),
+                "problems_in": len({i.problem_id for i in infos}),
+                "problems_out": len({i.problem_id for i in kept}),
+                "dropped": dict(sorted(reasons.items())),
+            }
+        )
         return kept
 
 
@@ -72,8 +77,9 @@ def check_steps(recipe: Recipe) -> list[str]:
     names = list(recipe.curate.steps or DEFAULT_STEPS)
     for n in names:
         if get_step(n) is None:
-            raise ConfigError(f"curate.steps: unknown step {n!r} (known: {', '.join(DEFAULT_STEPS)}, or "
-                              f"package.module:function)")
+            raise ConfigError(
+                f"curate.steps: unknown step {n!r} (known: {', '.join(DEFAULT_STEPS)}, or package.module:function)"
+            )
     return names
 
 
@@ -96,22 +102,43 @@ def curate(recipe: Recipe) -> CurateResult:
             counter = TokenCounter(cfg.tokenizer)
             keep = keep_fn()
             infos, read_drop, n_samples = _read(store, problems, verdicts, counter, keep, recipe)
-            ctx = Context(recipe, problems, Counter(i.problem_id for i in infos if i.passed),
-                          Counter(i.problem_id for i in infos), weak_solved, random.Random(f"pick:{cfg.seed}"))
+            ctx = Context(
+                recipe,
+                problems,
+                Counter(i.problem_id for i in infos if i.passed),
+                Counter(i.problem_id for i in infos),
+                weak_solved,
+                random.Random(f"pick:{cfg.seed}"),
+            )
             funnel = Funnel()
-            funnel.steps.append({"step": "read", "in": n_samples, "out": len(infos), "problems_in": len(problems),
-                                 "problems_out": len(ctx.totals), "dropped": dict(read_drop)})
+            funnel.steps.append(
+                {
+                    "step": "read",
+                    "in": n_samples,
+                    "out": len(infos),
+                    "problems_in": len(problems),
+                    "problems_out": len(ctx.totals),
+                    "dropped": dict(read_drop),
+                }
+            )
             for name in names:
                 step = get_step(name)
                 assert step is not None
                 infos = funnel.apply(step_label(name, recipe), infos, step(ctx, infos))
-            report = outputs.build_report(recipe, funnel, infos, ctx, counter, run_dir, keep is local_keep,
-                                          len(problems), started)
+            report = outputs.build_report(
+                recipe, funnel, infos, ctx, counter, run_dir, keep is local_keep, len(problems), started
+            )
             traces_path = outputs.write_traces(store, infos, problems, verdicts, ctx, recipe)
             report_path = outputs.write_report(layout.curate_json, report)
             mark.update(traces=len(infos))
-    return CurateResult(traces=len(infos), problems=len({i.problem_id for i in infos}), steps=funnel.steps,
-                        decontam_removed=len(ctx.hits), traces_path=str(traces_path), report_path=str(report_path))
+    return CurateResult(
+        traces=len(infos),
+        problems=len({i.problem_id for i in infos}),
+        steps=funnel.steps,
+        decontam_removed=len(ctx.hits),
+        traces_path=str(traces_path),
+        report_path=str(report_path),
+    )
 
 
 def _verdicts(store: RunStore, weak_verifier: str | None) -> tuple[dict[str, list[Verdict]], set[str]]:
@@ -137,14 +164,22 @@ def weak_runs_solved(runs: list[str]) -> set[str]:
     for run in runs:
         path = Path(run) / "verdicts.jsonl"
         if not path.is_file():
-            raise UserError(f"curate.select.weak_runs: {path}: no verdicts; harvest the weak model into {run} "
-                            "and run `tracesynth verify` on it first")
+            raise UserError(
+                f"curate.select.weak_runs: {path}: no verdicts; harvest the weak model into {run} "
+                "and run `tracesynth verify` on it first"
+            )
         solved.update(v.problem_id for v in read_jsonl(path, Verdict) if v.status == "pass")
     return solved
 
 
-def _read(store: RunStore, problems: dict[str, Problem], verdicts: dict[str, list[Verdict]], counter: TokenCounter,
-          keep: Any, recipe: Recipe) -> tuple[list[Info], Counter[str], int]:
+def _read(
+    store: RunStore,
+    problems: dict[str, Problem],
+    verdicts: dict[str, list[Verdict]],
+    counter: TokenCounter,
+    keep: Any,
+    recipe: Recipe,
+) -> tuple[list[Info], Counter[str], int]:
     """Decide about every live sample of the current recipe (stale and superseded samples are counted)."""
     infos: list[Info] = []
     drop: Counter[str] = Counter()
@@ -174,12 +209,18 @@ def _read(store: RunStore, problems: dict[str, Problem], verdicts: dict[str, lis
         if s.problem_id not in prompt_tokens or not counter.exact:
             text = "\n".join(str(m.get("content", "")) for m in render_messages(problem, recipe.prompt, template))
             prompt_tokens[s.problem_id] = counter.count(text, s.usage.prompt_tokens)
-        infos.append(Info(
-            id=s.id, problem_id=s.problem_id, tokens=counter.count(completion_text(s), s.usage.completion_tokens),
-            prompt_tokens=prompt_tokens[s.problem_id], passed=passed,
-            why="" if passed else why_not_passing(s, vs), truncated=s.finish_reason == "length",
-            empty=not (s.reasoning or "").strip() and not (s.content or "").strip(),
-        ))
+        infos.append(
+            Info(
+                id=s.id,
+                problem_id=s.problem_id,
+                tokens=counter.count(completion_text(s), s.usage.completion_tokens),
+                prompt_tokens=prompt_tokens[s.problem_id],
+                passed=passed,
+                why="" if passed else why_not_passing(s, vs),
+                truncated=s.finish_reason == "length",
+                empty=not (s.reasoning or "").strip() and not (s.content or "").strip(),
+            )
+        )
     return infos, drop, n
 
 

@@ -128,8 +128,9 @@ def near_dedup(ctx: Context, infos: list[Info]) -> dict[str, str]:
     if not cfg.near_dedup:
         return {}
     items = [(pid, _text(ctx.problems[pid])) for pid in ctx.ordered_pids(infos, problems_order=True)]
-    dups = dedup.near_duplicates(items, cfg.near_threshold, num_perm=cfg.num_perm, seed=cfg.seed + 1,
-                                 workers=min(2, os.cpu_count() or 1))
+    dups = dedup.near_duplicates(
+        items, cfg.near_threshold, num_perm=cfg.num_perm, seed=cfg.seed + 1, workers=min(2, os.cpu_count() or 1)
+    )
     ctx.dedup_pairs["near"] = [{"problem_id": a, "duplicate_of": b} for a, b in dups.items()]
     return {i.id: "near_duplicate" for i in infos if i.problem_id in dups}
 
@@ -139,21 +140,27 @@ def per_problem(ctx: Context, infos: list[Info]) -> dict[str, str]:
     groups: dict[str, list[Info]] = defaultdict(list)
     for i in infos:
         groups[i.problem_id].append(i)
-    kept = {i.id for g in groups.values()
-            for i in select.pick_per_problem(g, cfg.per_problem, cfg.pick, lambda x: (x.tokens, x.id), ctx.rng)}
+    kept = {
+        i.id
+        for g in groups.values()
+        for i in select.pick_per_problem(g, cfg.per_problem, cfg.pick, lambda x: (x.tokens, x.id), ctx.rng)
+    }
     return {i.id: "extra_sample" for i in infos if i.id not in kept}
 
 
 def select_problems(ctx: Context, infos: list[Info]) -> dict[str, str]:
     sel = ctx.recipe.curate.select
     labels = select.labels_from_run(sel.domain_from_run) if sel.domain_from_run else None
-    ctx.domains = {pid: select.domain_of(ctx.problems[pid], sel.domain_key, labels)
-                   for pid in {i.problem_id for i in infos}}
+    ctx.domains = {
+        pid: select.domain_of(ctx.problems[pid], sel.domain_key, labels) for pid in {i.problem_id for i in infos}
+    }
     longest: dict[str, int] = defaultdict(int)
     for i in infos:
         longest[i.problem_id] = max(longest[i.problem_id], i.tokens)
-    cands = [select.Candidate(pid, ctx.domains[pid], longest[pid], ctx.passes[pid], ctx.totals[pid])
-             for pid in ctx.ordered_pids(infos)]
+    cands = [
+        select.Candidate(pid, ctx.domains[pid], longest[pid], ctx.passes[pid], ctx.totals[pid])
+        for pid in ctx.ordered_pids(infos)
+    ]
     reasons = {c.problem_id: r for c in cands if (r := select.difficulty_reason(c, sel, ctx.weak_solved))}
     cands = [c for c in cands if c.problem_id not in reasons]
     if sel.size is not None:
@@ -197,4 +204,3 @@ def get_step(name: str) -> Step | None:
 
 
 __all__ = ["DEFAULT_STEPS", "STEPS", "Context", "Info", "Step", "get_step", "step_label"]
-

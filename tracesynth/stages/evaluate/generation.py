@@ -95,8 +95,7 @@ class _State:
 class LocalGenerator:
     """Batched generation with a transformers model (left padding; greedy when temperature is 0)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32, seed: int = 0,
-                 threads: int | None = None):
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 32, seed: int = 0, threads: int | None = None):
         self.model = model
         self.threads = threads
         self.start_id: int | None = None
@@ -131,8 +130,9 @@ class LocalGenerator:
         end_id = self._single_id(spec.think_end)
         self.start_id = self._single_id(spec.think_start)
         wait_ids = self.tok.encode(spec.wait_text, add_special_tokens=False)
-        close_ids = self.tok.encode(spec.think_end + ("\n\n" + spec.answer_prefix if spec.answer_prefix else "\n\n"),
-                                    add_special_tokens=False)
+        close_ids = self.tok.encode(
+            spec.think_end + ("\n\n" + spec.answer_prefix if spec.answer_prefix else "\n\n"), add_special_tokens=False
+        )
         if spec.forcing and end_id is None:
             raise ValueError(f"budget forcing needs {spec.think_end!r} to be one token of this tokenizer")
         while True:
@@ -255,8 +255,9 @@ class EndpointGenerator:
         self.client = client
         self.seed = seed
 
-    async def chat(self, conversations: list[list[dict[str, Any]]], spec: GenerationSpec,
-                   seeds: list[int | None] | None = None) -> list[Generation]:
+    async def chat(
+        self, conversations: list[list[dict[str, Any]]], spec: GenerationSpec, seeds: list[int | None] | None = None
+    ) -> list[Generation]:
         seeds = seeds or [self.seed] * len(conversations)
         calls = (self._guard(self._chat_one(m, spec, s)) for m, s in zip(conversations, seeds, strict=True))
         return list(await asyncio.gather(*calls))
@@ -272,29 +273,37 @@ class EndpointGenerator:
             return Generation(finish_reason="error", meta={"error": str(exc), "error_kind": exc.kind})
 
     async def _chat_one(self, messages: list[dict[str, Any]], spec: GenerationSpec, seed: int | None) -> Generation:
-        res = await self.client.chat(messages, max_tokens=spec.max_new_tokens, temperature=spec.temperature,
-                                     top_p=spec.top_p, seed=seed)
+        res = await self.client.chat(
+            messages, max_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p, seed=seed
+        )
         choice = res.choices[0]
         used, thinking = res.usage.completion_tokens, res.usage.reasoning_tokens
         text = choice.content
         if choice.reasoning is not None:
             text = f"{spec.think_start}\n{choice.reasoning}\n{spec.think_end}\n\n{choice.content}"
         return Generation(
-            text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
-            completion_tokens=used, thinking_tokens=thinking, answer_tokens=max(used - thinking, 0),
-            ended_thinking=choice.reasoning is not None, meta={"flags": list(choice.flags)},
+            text=text,
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            completion_tokens=used,
+            thinking_tokens=thinking,
+            answer_tokens=max(used - thinking, 0),
+            ended_thinking=choice.reasoning is not None,
+            meta={"flags": list(choice.flags)},
         )
 
-    async def generate(self, prompts: list[str], spec: GenerationSpec,
-                       seeds: list[int | None] | None = None) -> list[Generation]:
+    async def generate(
+        self, prompts: list[str], spec: GenerationSpec, seeds: list[int | None] | None = None
+    ) -> list[Generation]:
         seeds = seeds or [self.seed] * len(prompts)
         calls = (self._guard(self._one(p, spec, s)) for p, s in zip(prompts, seeds, strict=True))
         return list(await asyncio.gather(*calls))
 
-    async def _complete(self, prompt: str, max_tokens: int, stop: list[str] | None, spec: GenerationSpec,
-                        seed: int | None) -> tuple[str, str | None, int]:
-        res = await self.client.complete(prompt, max_tokens=max_tokens, stop=stop, temperature=spec.temperature,
-                                         top_p=spec.top_p, seed=seed)
+    async def _complete(
+        self, prompt: str, max_tokens: int, stop: list[str] | None, spec: GenerationSpec, seed: int | None
+    ) -> tuple[str, str | None, int]:
+        res = await self.client.complete(
+            prompt, max_tokens=max_tokens, stop=stop, temperature=spec.temperature, top_p=spec.top_p, seed=seed
+        )
         choice = res.choices[0]
         return choice.content, choice.finish_reason, res.usage.completion_tokens
 

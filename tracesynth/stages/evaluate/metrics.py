@@ -146,11 +146,20 @@ def metrics(rows: list[dict[str, Any]], confidence: float, seed: int) -> dict[st
     }
 
 
-def block(target: Any, protocol: dict[str, Any], rows_by_setting: dict[Any, list[dict[str, Any]]],
-          confidence: float, seed: int) -> dict[str, Any]:
+def block(
+    target: Any,
+    protocol: dict[str, Any],
+    rows_by_setting: dict[Any, list[dict[str, Any]]],
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
     (_, plain_rows), *rest = rows_by_setting.items()
-    out: dict[str, Any] = {"label": target.label, "model": target.name, "protocol": protocol,
-                           **metrics(plain_rows, confidence, seed)}
+    out: dict[str, Any] = {
+        "label": target.label,
+        "model": target.name,
+        "protocol": protocol,
+        **metrics(plain_rows, confidence, seed),
+    }
     for key in ("domain", "subject", "level"):
         groups = group(plain_rows, key, confidence, seed)
         if groups:
@@ -158,13 +167,28 @@ def block(target: Any, protocol: dict[str, Any], rows_by_setting: dict[Any, list
     caps = []
     for (mode, spec), rows in rest:
         m = metrics(rows, confidence, seed)
-        caps.append({
-            "mode": mode, "thinking_cap": spec.thinking_cap, "waits": spec.waits,
-            # the x-axis of s1's figure: a cap row plots at its cap, a Wait row at its mean thinking length
-            "thinking_tokens": spec.thinking_cap if mode == "cap" else round(m["mean_thinking_tokens"]),
-            **{k: m[k] for k in ("pass@1", "ci", "n_problems", "stop_rate", "mean_thinking_tokens",
-                                 "mean_completion_tokens", "forced_rate", "mean_waits")},
-        })
+        caps.append(
+            {
+                "mode": mode,
+                "thinking_cap": spec.thinking_cap,
+                "waits": spec.waits,
+                # the x-axis of s1's figure: a cap row plots at its cap, a Wait row at its mean thinking length
+                "thinking_tokens": spec.thinking_cap if mode == "cap" else round(m["mean_thinking_tokens"]),
+                **{
+                    k: m[k]
+                    for k in (
+                        "pass@1",
+                        "ci",
+                        "n_problems",
+                        "stop_rate",
+                        "mean_thinking_tokens",
+                        "mean_completion_tokens",
+                        "forced_rate",
+                        "mean_waits",
+                    )
+                },
+            }
+        )
     if caps:
         out["thinking_caps"] = caps
     return out

@@ -64,11 +64,15 @@ class EvalResult:
         lines = []
         for label, b in self.blocks.items():
             lo, hi = b["ci"]
-            lines.append(f"eval {label}: pass@1 {100 * b['pass@1']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] "
-                         f"on {b['n_problems']} problems, stopped {100 * b['stop_rate']:.0f}% ({b['model']})")
+            lines.append(
+                f"eval {label}: pass@1 {100 * b['pass@1']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] "
+                f"on {b['n_problems']} problems, stopped {100 * b['stop_rate']:.0f}% ({b['model']})"
+            )
             for row in b.get("thinking_caps", []):
-                lines.append(f"  {row['mode']} {row.get('thinking_cap') or row.get('waits')}: "
-                             f"pass@1 {100 * row['pass@1']:.1f}%, {row['mean_thinking_tokens']:.0f} thinking tokens")
+                lines.append(
+                    f"  {row['mode']} {row.get('thinking_cap') or row.get('waits')}: "
+                    f"pass@1 {100 * row['pass@1']:.1f}%, {row['mean_thinking_tokens']:.0f} thinking tokens"
+                )
         return "\n".join(lines)
 
 
@@ -147,14 +151,19 @@ def evaluate(
     convs = [_messages(p, recipe, tpl["system_prompt"], use_saved_system) for p in problems]
     verifiers = eval_verifiers(recipe)
     think_start, think_end = tpl["thinking_delimiters"][:2]
-    base = GenerationSpec(max_new_tokens=cfg.max_new_tokens, think_start=think_start, think_end=think_end,
-                          wait_text=cfg.wait_text, answer_prefix=cfg.answer_prefix, temperature=cfg.temperature,
-                          top_p=cfg.top_p)
+    base = GenerationSpec(
+        max_new_tokens=cfg.max_new_tokens,
+        think_start=think_start,
+        think_end=think_end,
+        wait_text=cfg.wait_text,
+        answer_prefix=cfg.answer_prefix,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+    )
     blocks: dict[str, dict[str, Any]] = {}
     errored: Counter[str] = Counter()
     first_error = ""
-    with RunStore(recipe.run_dir) as store, store.stage_run("eval", problems=len(problems),
-                                                            excluded=excluded) as mark:
+    with RunStore(recipe.run_dir) as store, store.stage_run("eval", problems=len(problems), excluded=excluded) as mark:
         items = store.file("eval_items")
         for target in chosen:
             t0 = time.perf_counter()
@@ -167,8 +176,9 @@ def evaluate(
             with _runner(recipe, target) as runner:
                 for mode, spec in settings:
                     phash = stable_hash(protocol, mode, spec.describe())
-                    rows, errs = _run_setting(runner, items, problems, convs, spec, mode, phash, target, verifiers,
-                                              recipe)
+                    rows, errs = _run_setting(
+                        runner, items, problems, convs, spec, mode, phash, target, verifiers, recipe
+                    )
                     rows_by_setting[(mode, spec)] = rows
                     for kind, msg in errs:
                         errored[kind] += 1
@@ -182,15 +192,18 @@ def evaluate(
             n = sum(errored.values())
             kinds = ", ".join(f"{k} {v}" for k, v in errored.most_common())
             mark.update(status="failed", errored=n)
-            raise TeacherError(f"eval: {n} items errored ({kinds}; first: {first_error[:200]}); they are not "
-                               f"results, so eval.json was left as it was. Fix the cause and re-run: the items "
-                               f"that did answer are kept")
+            raise TeacherError(
+                f"eval: {n} items errored ({kinds}; first: {first_error[:200]}); they are not "
+                f"results, so eval.json was left as it was. Fix the cause and re-run: the items "
+                f"that did answer are kept"
+            )
         _write_eval_json(store.layout, blocks, warnings, excluded, tpl)
     return EvalResult(str(store.layout.eval_json), blocks, warnings, excluded)
 
 
-def _protocol(recipe: Recipe, target: Target, tpl: dict[str, Any], verifiers: list[str],
-              n_problems: int) -> dict[str, Any]:
+def _protocol(
+    recipe: Recipe, target: Target, tpl: dict[str, Any], verifiers: list[str], n_problems: int
+) -> dict[str, Any]:
     cfg = recipe.eval
     src = cfg.source.model_dump(mode="json") if cfg.source else None
     versions = package_versions()
@@ -238,8 +251,13 @@ class _Runner:
             assert self.target.loader is not None
             model, tok = self.target.loader()
             self._tokenizer = tok
-            self._local = LocalGenerator(model, tok, batch_size=self.recipe.eval.batch_size, seed=self.recipe.eval.seed,
-                                         threads=self.recipe.compute.cpu_threads)
+            self._local = LocalGenerator(
+                model,
+                tok,
+                batch_size=self.recipe.eval.batch_size,
+                seed=self.recipe.eval.seed,
+                threads=self.recipe.compute.cpu_threads,
+            )
         return self._local
 
     def generate(self, convs: list[list[dict[str, Any]]], spec: GenerationSpec, indices: list[int]) -> list[Generation]:
@@ -249,17 +267,24 @@ class _Runner:
             return gen.generate(prompts, spec)  # type: ignore[no-any-return]
         return asyncio.run(self._served(convs, spec, indices))
 
-    async def _served(self, convs: list[list[dict[str, Any]]], spec: GenerationSpec,
-                      indices: list[int]) -> list[Generation]:
+    async def _served(
+        self, convs: list[list[dict[str, Any]]], spec: GenerationSpec, indices: list[int]
+    ) -> list[Generation]:
         from tracesynth.stages.evaluate.generation import EndpointGenerator
         from tracesynth.teacher.client import TeacherClient
 
         cfg = self.recipe.eval
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         assert self.base_url is not None
-        async with TeacherClient([self.base_url], model=self.served, api_key=key or None,
-                                 api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s, concurrency=cfg.concurrency,
-                                 max_attempts=cfg.max_attempts) as client:
+        async with TeacherClient(
+            [self.base_url],
+            model=self.served,
+            api_key=key or None,
+            api_key_env=cfg.api_key_env,
+            timeout_s=cfg.timeout_s,
+            concurrency=cfg.concurrency,
+            max_attempts=cfg.max_attempts,
+        ) as client:
             gen = EndpointGenerator(client, seed=cfg.seed)
             seeds: list[int | None] = [cfg.seed + i for i in indices]
             if not spec.forcing:
@@ -295,15 +320,30 @@ def _runner(recipe: Recipe, target: Target) -> Iterator[_Runner]:
     cfg = recipe.eval
     if target.loader is not None:
         target.loader()  # writes the checkpoint the server loads (the untrained twin)
-    with VllmServer(target.checkpoint, served_name=target.name, command=cfg.vllm_command, extra_args=cfg.vllm_args,
-                    dtype=cfg.dtype, start_timeout_s=cfg.vllm_start_timeout_s,
-                    log_path=RunLayout(recipe.run_dir).root / f"vllm-{target.label}.log") as server:
+    with VllmServer(
+        target.checkpoint,
+        served_name=target.name,
+        command=cfg.vllm_command,
+        extra_args=cfg.vllm_args,
+        dtype=cfg.dtype,
+        start_timeout_s=cfg.vllm_start_timeout_s,
+        log_path=RunLayout(recipe.run_dir).root / f"vllm-{target.label}.log",
+    ) as server:
         yield _Runner(recipe, target, base_url=server.base_url, served=target.name)
 
 
-def _run_setting(runner: _Runner, items: JsonlFile[Any], problems: list[Problem], convs: list[list[dict[str, Any]]],
-                 spec: GenerationSpec, mode: str, phash: str, target: Target, verifiers: list[str],
-                 recipe: Recipe) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+def _run_setting(
+    runner: _Runner,
+    items: JsonlFile[Any],
+    problems: list[Problem],
+    convs: list[list[dict[str, Any]]],
+    spec: GenerationSpec,
+    mode: str,
+    phash: str,
+    target: Target,
+    verifiers: list[str],
+    recipe: Recipe,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Generate and score the items of one setting not yet in eval_items.jsonl; return all its rows and the
     (kind, message) of every item that errored (not written: a re-run asks it again)."""
     from tracesynth.stages.verify.registry import score
@@ -327,27 +367,51 @@ def _run_setting(runner: _Runner, items: JsonlFile[Any], problems: list[Problem]
                 continue
             p = problems[pi]
             reasoning, content = g.split(spec.think_start, spec.think_end)
-            sample = Sample(id=item_id, problem_id=p.id, index=k, model=target.name, reasoning=reasoning,
-                            content=content, finish_reason=g.finish_reason, endpoint=target.backend,
-                            usage=Usage(completion_tokens=g.completion_tokens, reasoning_tokens=g.thinking_tokens))
+            sample = Sample(
+                id=item_id,
+                problem_id=p.id,
+                index=k,
+                model=target.name,
+                reasoning=reasoning,
+                content=content,
+                finish_reason=g.finish_reason,
+                endpoint=target.backend,
+                usage=Usage(completion_tokens=g.completion_tokens, reasoning_tokens=g.thinking_tokens),
+            )
             verdicts = score(p, sample, verifiers, options)
-            items.append({
-                "id": item_id, "label": target.label, "protocol_hash": phash, "mode": mode,
-                "thinking_cap": spec.thinking_cap, "waits_requested": spec.waits,
-                "problem_id": p.id, "index": k, "domain": p.domain,
-                "subject": p.metadata.get("subject"), "level": p.metadata.get("level"),
-                "answer": p.answer, "reasoning": reasoning, "content": content,
-                "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens,
-                "thinking_tokens": g.thinking_tokens, "answer_tokens": g.answer_tokens, "waits": g.waits,
-                "forced": g.forced, "verdicts": [v.model_dump(mode="json") for v in verdicts],
-                "passed": bool(verdicts) and all(v.status == "pass" for v in verdicts),
-            })
+            items.append(
+                {
+                    "id": item_id,
+                    "label": target.label,
+                    "protocol_hash": phash,
+                    "mode": mode,
+                    "thinking_cap": spec.thinking_cap,
+                    "waits_requested": spec.waits,
+                    "problem_id": p.id,
+                    "index": k,
+                    "domain": p.domain,
+                    "subject": p.metadata.get("subject"),
+                    "level": p.metadata.get("level"),
+                    "answer": p.answer,
+                    "reasoning": reasoning,
+                    "content": content,
+                    "finish_reason": g.finish_reason,
+                    "completion_tokens": g.completion_tokens,
+                    "thinking_tokens": g.thinking_tokens,
+                    "answer_tokens": g.answer_tokens,
+                    "waits": g.waits,
+                    "forced": g.forced,
+                    "verdicts": [v.model_dump(mode="json") for v in verdicts],
+                    "passed": bool(verdicts) and all(v.status == "pass" for v in verdicts),
+                }
+            )
     want = {"e-" + stable_hash(phash, p.id, k) for p in problems for k in range(n)}
     return [row for row in items.iter() if row.get("protocol_hash") == phash and row["id"] in want], errors
 
 
-def _write_eval_json(layout: RunLayout, blocks: dict[str, dict[str, Any]], warnings: list[str], excluded: int,
-                     tpl: dict[str, Any]) -> None:
+def _write_eval_json(
+    layout: RunLayout, blocks: dict[str, dict[str, Any]], warnings: list[str], excluded: int, tpl: dict[str, Any]
+) -> None:
     data = read_json(layout.eval_json, bad_ok=True)
     data = data if isinstance(data, dict) else {}
     for label, b in blocks.items():

@@ -101,11 +101,18 @@ def targets(recipe: Recipe, model: str | None, label: str | None, baseline: bool
             out.append(Target("before", "vllm", _served_name("before"), base_fp, checkpoint=base))
         elif baseline and is_dir:
             folder = layout.root / "untrained"  # vLLM serves folders: the untrained twin is saved once
-            out.append(Target("before", "vllm", _served_name("before"), f"untrained:{fp}:{cfg.seed}",
-                              checkpoint=str(folder), loader=lambda: _save_untrained(name, folder, cfg.seed)))
+            out.append(
+                Target(
+                    "before",
+                    "vllm",
+                    _served_name("before"),
+                    f"untrained:{fp}:{cfg.seed}",
+                    checkpoint=str(folder),
+                    loader=lambda: _save_untrained(name, folder, cfg.seed),
+                )
+            )
         return out
-    out = [Target(label or "after", "local", name, fp,
-                  lambda: load_student(name, dtype=cfg.dtype, revision=revision))]
+    out = [Target(label or "after", "local", name, fp, lambda: load_student(name, dtype=cfg.dtype, revision=revision))]
     if baseline:
         if recipe.student.model:
             base = recipe.student.model
@@ -113,8 +120,15 @@ def targets(recipe: Recipe, model: str | None, label: str | None, baseline: bool
             base_fp = model_fingerprint(Path(base)) if base_dir else f"hub:{base}"
             out.append(Target("before", "local", base, base_fp, lambda: load_student(base, dtype=cfg.dtype)))
         elif is_dir:
-            out.append(Target("before", "local", f"untrained({name})", f"untrained:{fp}:{cfg.seed}",
-                              lambda: untrained_like(name, seed=cfg.seed)))
+            out.append(
+                Target(
+                    "before",
+                    "local",
+                    f"untrained({name})",
+                    f"untrained:{fp}:{cfg.seed}",
+                    lambda: untrained_like(name, seed=cfg.seed),
+                )
+            )
     return out
 
 
@@ -145,20 +159,25 @@ def training_template(recipe: Recipe, target: Target) -> tuple[dict[str, Any], l
             if saved:
                 break
     warnings = []
-    delims = saved.get("thinking_delimiters") or [saved.get("think_start") or THINK.start,
-                                                  saved.get("think_end") or THINK.end]
+    delims = saved.get("thinking_delimiters") or [
+        saved.get("think_start") or THINK.start,
+        saved.get("think_end") or THINK.end,
+    ]
     system = saved.get("system_prompt")
     cfg = recipe.eval
     if cfg.system_prompt is not None and saved and cfg.system_prompt != system:
-        warnings.append(f"system prompt mismatch: the student was trained with {system!r}, eval uses "
-                        f"{cfg.system_prompt!r}")
+        warnings.append(
+            f"system prompt mismatch: the student was trained with {system!r}, eval uses {cfg.system_prompt!r}"
+        )
     if cfg.thinking_delimiters is not None and saved and list(cfg.thinking_delimiters) != list(delims):
         warnings.append(f"thinking delimiters mismatch: trained with {delims}, eval uses {cfg.thinking_delimiters}")
     ours = template_hash(recipe.prompt)
     theirs = saved.get("template_hash")
     if theirs and theirs != ours:
-        warnings.append(f"prompt template mismatch: the student was trained with {saved.get('prompt_template', '?')} "
-                        f"(hash {theirs}), eval renders {recipe.prompt.template} (hash {ours})")
+        warnings.append(
+            f"prompt template mismatch: the student was trained with {saved.get('prompt_template', '?')} "
+            f"(hash {theirs}), eval renders {recipe.prompt.template} (hash {ours})"
+        )
     return {
         "system_prompt": cfg.system_prompt if cfg.system_prompt is not None else system,
         "thinking_delimiters": list(cfg.thinking_delimiters or delims),
@@ -166,7 +185,6 @@ def training_template(recipe: Recipe, target: Target) -> tuple[dict[str, Any], l
         "template_hash": ours,
         "trained_template": saved or None,
     }, warnings
-
 
 
 __all__ = ["Target", "check_eval", "model_fingerprint", "targets", "training_template"]

@@ -29,8 +29,15 @@ from tracesynth.rundir.store import JsonlFile
 _BAR = 40
 
 
-def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows: int,
-                refused_markup: list[str] | None = None, data_files: list[str] | None = None) -> str:
+def render_card(
+    recipe: Recipe,
+    run_dir: Path,
+    template: dict[str, Any],
+    *,
+    rows: int,
+    refused_markup: list[str] | None = None,
+    data_files: list[str] | None = None,
+) -> str:
     layout = RunLayout(run_dir)
     traces = _trace_stats(layout.traces)
     spend = scan_spend(layout)
@@ -52,7 +59,7 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         f"# {recipe.name}: reasoning traces distilled from {', '.join(sorted(traces['teachers'])) or 'a teacher'}",
         "",
         f"{rows} verified chain-of-thought traces built by tracesynth {__version__} on "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}. Load with `datasets.load_dataset(\"<this folder>\")` "
+        f'{time.strftime("%Y-%m-%d", time.gmtime())}. Load with `datasets.load_dataset("<this folder>")` '
         "(or train on it with `trl sft --dataset_name <this folder>`).",
         "",
         "## Provenance",
@@ -73,9 +80,14 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         "## Counts through every stage",
         "",
         *_stage_counts(harvest, verify, curate),
-        *([f"- refused at export: {len(refused_markup)} trace(s) whose text holds chat-template markup "
-           f"(it would become special tokens in training): {', '.join(refused_markup[:10])}"] if refused_markup
-          else []),
+        *(
+            [
+                f"- refused at export: {len(refused_markup)} trace(s) whose text holds chat-template markup "
+                f"(it would become special tokens in training): {', '.join(refused_markup[:10])}"
+            ]
+            if refused_markup
+            else []
+        ),
         "",
         "## Trace length (tokens)",
         "",
@@ -87,10 +99,12 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         "",
         "## Domain and source mix",
         "",
-        "| domain | traces |", "|---|---|",
+        "| domain | traces |",
+        "|---|---|",
         *[f"| {d} | {n} |" for d, n in traces["domains"].most_common()],
         "",
-        "| source | traces |", "|---|---|",
+        "| source | traces |",
+        "|---|---|",
         *[f"| {s} | {n} |" for s, n in traces["sources"].most_common()],
         "",
         "## Decontamination",
@@ -103,8 +117,11 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
         f"${spend.complete_usd + spend.truncated_usd:.4f} ({spend.samples} calls, "
         f"{spend.truncated} cut at max_tokens), "
         f"failed calls ${spend.failed_usd:.4f} ({spend.failure_rows} calls)"
-        + (f"; up to ${spend.possibly_billed_usd:.4f} more possibly billed by attempts that timed out"
-           if spend.possibly_billed_usd else ""),
+        + (
+            f"; up to ${spend.possibly_billed_usd:.4f} more possibly billed by attempts that timed out"
+            if spend.possibly_billed_usd
+            else ""
+        ),
         f"- tokens: {spend.tokens.prompt:,} prompt, {spend.tokens.completion:,} completion "
         f"({spend.tokens.reasoning:,} of them reasoning)"
         + (f"; {spend.estimated} samples charged on estimated usage" if spend.estimated else ""),
@@ -121,8 +138,14 @@ def render_card(recipe: Recipe, run_dir: Path, template: dict[str, Any], *, rows
 
 
 def _trace_stats(path: Path) -> dict[str, Any]:
-    st: dict[str, Any] = {"teachers": set(), "endpoints": set(), "domains": Counter(), "sources": Counter(),
-                          "lengths": [], "cost": 0.0}
+    st: dict[str, Any] = {
+        "teachers": set(),
+        "endpoints": set(),
+        "domains": Counter(),
+        "sources": Counter(),
+        "lengths": [],
+        "cost": 0.0,
+    }
     for t in JsonlFile(path, Trace, key="sample_id").iter():
         st["teachers"].add(t.teacher)
         ep = t.metadata.get("endpoint")
@@ -142,9 +165,11 @@ def _stage_counts(harvest, verify, curate) -> list[str]:
     if harvest:
         c = harvest.get("counts", {})
         src = harvest.get("source", {})
-        lines.append(f"- harvest: {c.get('problems', harvest.get('problems', '?'))} problems asked, "
-                     f"{c.get('done_total', harvest.get('done', '?'))} samples, {c.get('failed', '?')} item errors"
-                     + (f"; source rows read {src.get('rows')}" if src.get("rows") is not None else ""))
+        lines.append(
+            f"- harvest: {c.get('problems', harvest.get('problems', '?'))} problems asked, "
+            f"{c.get('done_total', harvest.get('done', '?'))} samples, {c.get('failed', '?')} item errors"
+            + (f"; source rows read {src.get('rows')}" if src.get("rows") is not None else "")
+        )
         dropped = {k[5:]: v for k, v in src.items() if k.startswith("drop:")}
         if dropped:
             lines.append(f"- problems dropped before harvesting: {json.dumps(dropped, sort_keys=True)}")
@@ -178,8 +203,10 @@ def _histogram(lengths: list[int], counted_with: str) -> list[str]:
         bar = "#" * max(1 if n else 0, round(_BAR * n / top))
         lines.append(f"{edges[i]:>7}-{edges[i + 1] - 1:<7} {bar:<{_BAR}} {n}")
     lines.append("```")
-    lines.append(f"min {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}; "
-                 f"counted with {counted_with or 'teacher usage counts'}")
+    lines.append(
+        f"min {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}; "
+        f"counted with {counted_with or 'teacher usage counts'}"
+    )
     return lines
 
 
@@ -187,13 +214,17 @@ def _pass_rates(verify, curate) -> list[str]:
     lines = []
     pr = (curate or {}).get("pass_rates")
     if pr:
-        lines.append(f"- samples passing the keep policy: {pr['passing_samples']} of {pr['samples']} "
-                     f"({_pct(pr['sample_pass_rate'])}); problems solved at least once: {pr['solved_problems']} of "
-                     f"{pr['problems']} ({_pct(pr['problem_solve_rate'])})")
+        lines.append(
+            f"- samples passing the keep policy: {pr['passing_samples']} of {pr['samples']} "
+            f"({_pct(pr['sample_pass_rate'])}); problems solved at least once: {pr['solved_problems']} of "
+            f"{pr['problems']} ({_pct(pr['problem_solve_rate'])})"
+        )
     lengths = (curate or {}).get("lengths")
     if lengths:
-        lines.append(f"- traces longer than the SFT max length ({lengths['sft_max_length']} tokens): "
-                     f"{lengths['over_sft_max_length']} ({_pct(lengths['share_over_sft_max_length'])})")
+        lines.append(
+            f"- traces longer than the SFT max length ({lengths['sft_max_length']} tokens): "
+            f"{lengths['over_sft_max_length']} ({_pct(lengths['share_over_sft_max_length'])})"
+        )
     if not lines:
         lines.append("- no curate.json in the run folder")
     return lines
@@ -202,23 +233,30 @@ def _pass_rates(verify, curate) -> list[str]:
 def _decontam(recipe: Recipe, curate) -> list[str]:
     cfg = recipe.curate.decontam
     if not cfg.enabled:
-        return ["**Decontamination was turned OFF** (`curate.decontam.enabled: false` in the recipe): rows were NOT "
-                "checked against evaluation sets; do not report benchmark numbers of a model trained on them without "
-                "checking."]
+        return [
+            "**Decontamination was turned OFF** (`curate.decontam.enabled: false` in the recipe): rows were NOT "
+            "checked against evaluation sets; do not report benchmark numbers of a model trained on them without "
+            "checking."
+        ]
     dc = (curate or {}).get("decontam", {})
     cur = dc.get("curate") or {}
     pre = dc.get("pre_harvest") or {}
-    lines = [f"Word {cfg.n}-gram overlap (lowercased `\\w+` tokens) against: "
-             f"{', '.join(cur.get('eval_sets') or pre.get('eval_sets') or []) or 'the configured eval sets'}"
-             + (f"; allow-list: {len(cfg.allow)} phrase(s)" if cfg.allow else "") + ".",
-             f"Removed before harvesting: {pre.get('removed_count', 0)}; removed at curation: "
-             f"{cur.get('removed_count', 0)}.", ""]
+    lines = [
+        f"Word {cfg.n}-gram overlap (lowercased `\\w+` tokens) against: "
+        f"{', '.join(cur.get('eval_sets') or pre.get('eval_sets') or []) or 'the configured eval sets'}"
+        + (f"; allow-list: {len(cfg.allow)} phrase(s)" if cfg.allow else "")
+        + ".",
+        f"Removed before harvesting: {pre.get('removed_count', 0)}; removed at curation: "
+        f"{cur.get('removed_count', 0)}.",
+        "",
+    ]
     removed = [("before harvest", r) for r in pre.get("removed", [])]
     removed += [("curation", r) for r in cur.get("removed", [])]
     if removed:
         lines += ["| when | problem | eval set | eval item | matched n-gram |", "|---|---|---|---|---|"]
-        lines += [f"| {when} | {r['problem_id']} | {r['eval_set']} | {r['eval_id']} | {r['ngram']} |"
-                  for when, r in removed]
+        lines += [
+            f"| {when} | {r['problem_id']} | {r['eval_set']} | {r['eval_id']} | {r['ngram']} |" for when, r in removed
+        ]
     return lines
 
 

@@ -65,8 +65,7 @@ class ExportResult:
     refused_markup: list[str] = field(default_factory=list)  # sample ids of traces holding chat markup
 
     def summary(self) -> str:
-        refused = (f"; refused {len(self.refused_markup)} trace(s) holding chat markup" if self.refused_markup
-                   else "")
+        refused = f"; refused {len(self.refused_markup)} trace(s) holding chat markup" if self.refused_markup else ""
         return (
             f"export: {self.rows} rows ({self.format}, reasoning {self.reasoning}) -> {self.dataset_dir} "
             f"({len(self.parquet_files)} parquet shard(s), README.md, template.json){refused}"
@@ -202,8 +201,9 @@ def export(recipe: Recipe) -> ExportResult:
         refused = _refused(recipe, traces_path)
         n = total - len(refused)
         if n == 0:
-            raise UserError(f"{traces_path}: every trace holds chat-template markup (e.g. {refused[0]}); "
-                            "nothing to export")
+            raise UserError(
+                f"{traces_path}: every trace holds chat-template markup (e.g. {refused[0]}); nothing to export"
+            )
         final = layout.dataset
         work = final.with_name(final.name + ".tmp")
         shutil.rmtree(work, ignore_errors=True)
@@ -293,5 +293,14 @@ def _push(dataset_dir: Path, repo_id: str) -> None:  # pragma: no cover - needs 
     DatasetCard((dataset_dir / "README.md").read_text(encoding="utf-8")).push_to_hub(repo_id)
 
 
-__all__ = ["DATA_DIR", "ExportResult", "assistant_message", "export", "features", "load_exported", "markup_of", "row",
-           "template_info"]
+__all__ = [
+    "DATA_DIR",
+    "ExportResult",
+    "assistant_message",
+    "export",
+    "features",
+    "load_exported",
+    "markup_of",
+    "row",
+    "template_info",
+]

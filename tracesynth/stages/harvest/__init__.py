@@ -33,19 +33,30 @@ if TYPE_CHECKING:
     from tracesynth.stages.harvest.result import HarvestResult, Mode
 
 
-def _mode(recipe: Recipe, *, batch: bool, export_dir: Any, ingest: Any, retry_truncated: bool, wait: bool | None,
-          shard: Any) -> Mode:
+def _mode(
+    recipe: Recipe, *, batch: bool, export_dir: Any, ingest: Any, retry_truncated: bool, wait: bool | None, shard: Any
+) -> Mode:
     """The one place the mode is decided and flag combinations are checked."""
     batch = batch or recipe.teacher.mode == "batch"
     if export_dir is not None and ingest is not None:
         raise UserError("--export-batch and --ingest: one at a time (export, run vllm run-batch, then ingest)")
     if ingest is not None and retry_truncated:
         raise UserError("--ingest takes in any exported results; drop --retry-truncated")
-    mode: Mode = ("ingest" if ingest is not None else "export" if export_dir is not None else "batch" if batch
-                  else "retry" if retry_truncated else "online")
+    mode: Mode = (
+        "ingest"
+        if ingest is not None
+        else "export"
+        if export_dir is not None
+        else "batch"
+        if batch
+        else "retry"
+        if retry_truncated
+        else "online"
+    )
     if shard and mode != "online":
-        raise UserError("--shard: only for online harvesting (not with batch mode, --export-batch, --ingest or "
-                        "--retry-truncated)")
+        raise UserError(
+            "--shard: only for online harvesting (not with batch mode, --export-batch, --ingest or --retry-truncated)"
+        )
     if wait is not None and mode != "batch":
         raise UserError("--wait/--no-wait: only with batch mode (--batch or teacher.mode: batch)")
     return mode
@@ -67,10 +78,21 @@ def teacher_endpoint(recipe: Recipe, base_url: str | None = None) -> Iterator[li
         yield [sim.base_url]
 
 
-def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, quiet: bool = False,
-            shard: str | tuple[int, int] | None = None, progress: bool | None = None, batch: bool = False,
-            export_dir: str | Path | None = None, ingest: str | Path | None = None, retry_truncated: bool = False,
-            wait: bool | None = None, base_url: str | None = None, force: bool = False) -> HarvestResult:
+def harvest(
+    recipe: Recipe | str | Path,
+    *,
+    overrides: list[str] | None = None,
+    quiet: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    progress: bool | None = None,
+    batch: bool = False,
+    export_dir: str | Path | None = None,
+    ingest: str | Path | None = None,
+    retry_truncated: bool = False,
+    wait: bool | None = None,
+    base_url: str | None = None,
+    force: bool = False,
+) -> HarvestResult:
     """Run (or resume) the harvest of ``recipe`` in the mode the arguments ask for (see the module docstring)."""
     from tracesynth.rundir.store import RunStore
     from tracesynth.stages.harvest.run import HarvestRun
@@ -79,8 +101,15 @@ def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, 
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides or [])
-    mode = _mode(recipe, batch=batch, export_dir=export_dir, ingest=ingest, retry_truncated=retry_truncated,
-                 wait=wait, shard=shard)
+    mode = _mode(
+        recipe,
+        batch=batch,
+        export_dir=export_dir,
+        ingest=ingest,
+        retry_truncated=retry_truncated,
+        wait=wait,
+        shard=shard,
+    )
     sh = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     run_dir = shard_dir(recipe.run_dir, sh) if sh else Path(recipe.run_dir)
     view = Progress("harvest", quiet=quiet, live=progress, every_s=10.0 if mode == "online" else 2.0)
@@ -89,10 +118,10 @@ def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, 
         for msg in [*store.recovered, *store.notes]:
             view.say(f"recovered: {msg}")
         endpoint = (urls or recipe.teacher.base_urls)[0] if asks else f"file:{Path(str(ingest or export_dir)).name}"
-        with store.stage_run("harvest", mode=mode, retry_truncated=retry_truncated,
-                             recipe_hash=recipe.hash()) as mark:
-            run = HarvestRun(recipe, store, mode=mode, retry_truncated=retry_truncated, view=view,
-                             endpoint=endpoint, shard=sh)
+        with store.stage_run("harvest", mode=mode, retry_truncated=retry_truncated, recipe_hash=recipe.hash()) as mark:
+            run = HarvestRun(
+                recipe, store, mode=mode, retry_truncated=retry_truncated, view=view, endpoint=endpoint, shard=sh
+            )
             if asks:
                 run.write_summary(run.result("running"))
             result = _run_mode(run, mode, urls, export_dir=export_dir, ingest=ingest, wait=wait)
@@ -100,8 +129,9 @@ def harvest(recipe: Recipe | str | Path, *, overrides: list[str] | None = None, 
     return result
 
 
-def _run_mode(run: Any, mode: Mode, urls: list[str] | None, *, export_dir: Any, ingest: Any,
-              wait: bool | None) -> HarvestResult:
+def _run_mode(
+    run: Any, mode: Mode, urls: list[str] | None, *, export_dir: Any, ingest: Any, wait: bool | None
+) -> HarvestResult:
     if mode in ("online", "retry"):
         from tracesynth.stages.harvest.online import harvest_online
 
@@ -116,8 +146,14 @@ def _run_mode(run: Any, mode: Mode, urls: list[str] | None, *, export_dir: Any, 
 
 
 # -- the public API's names for the other modes --------------------------------------------------
-def harvest_batch(recipe: Recipe, *, retry_truncated: bool = False, wait: bool | None = None, quiet: bool = False,
-                  base_url: str | None = None) -> HarvestResult:
+def harvest_batch(
+    recipe: Recipe,
+    *,
+    retry_truncated: bool = False,
+    wait: bool | None = None,
+    quiet: bool = False,
+    base_url: str | None = None,
+) -> HarvestResult:
     """``harvest(recipe, batch=True, ...)``: the provider's batch API."""
     return harvest(recipe, batch=True, retry_truncated=retry_truncated, wait=wait, quiet=quiet, base_url=base_url)
 
@@ -132,8 +168,9 @@ def ingest_results(recipe: Recipe, path: str | Path) -> HarvestResult:
     return harvest(recipe, ingest=path, quiet=True)
 
 
-def retry_truncated(recipe: Recipe, *, batch: bool = False, quiet: bool = False,
-                    base_url: str | None = None) -> HarvestResult:
+def retry_truncated(
+    recipe: Recipe, *, batch: bool = False, quiet: bool = False, base_url: str | None = None
+) -> HarvestResult:
     """``harvest(recipe, retry_truncated=True)``: re-ask the samples cut at max_tokens, with the current one."""
     return harvest(recipe, retry_truncated=True, batch=batch, quiet=quiet, base_url=base_url)
 

@@ -197,9 +197,13 @@ class Engine:
             self.run.left_for_budget += k
             if gate.billed:  # earlier attempts may have been billed: keep that money on a row
                 for r in job.reqs:
-                    self.writer.failure(r.entry(), exc.last_kind or BUDGET_STOP, f"stopped for the budget after "
-                                        f"{exc.attempts} attempts that may have been billed", endpoint=exc.endpoint,
-                                        billed_usd=gate.billed / k)
+                    self.writer.failure(
+                        r.entry(),
+                        exc.last_kind or BUDGET_STOP,
+                        f"stopped for the budget after {exc.attempts} attempts that may have been billed",
+                        endpoint=exc.endpoint,
+                        billed_usd=gate.billed / k,
+                    )
             self.trigger_stop("budget")
             return
         except ItemError as exc:
@@ -227,9 +231,16 @@ class Engine:
         k = min(len(r.choices), len(job.reqs))
         shares = _split_usage(r.usage, max(1, k))
         for pos in range(k):
-            self.writer.sample(job.reqs[pos].entry(), r.choices[pos], shares[pos], served=r.model,
-                               endpoint=r.endpoint, latency_s=r.latency_s, attempts=r.attempts,
-                               billed_usd=billed / max(1, k))
+            self.writer.sample(
+                job.reqs[pos].entry(),
+                r.choices[pos],
+                shares[pos],
+                served=r.model,
+                endpoint=r.endpoint,
+                latency_s=r.latency_s,
+                attempts=r.attempts,
+                billed_usd=billed / max(1, k),
+            )
         return k
 
     def _after_failure(self, exc: ItemError) -> None:
@@ -247,8 +258,10 @@ class Engine:
         self.unhealthy_streak += 1
         if self.unhealthy_streak >= max(10, 2 * self.t.concurrency) and self.fatal is None:
             urls = ", ".join(e.url for e in self.client.pool.endpoints)
-            self.fatal = TeacherError(f"{self.unhealthy_streak} requests in a row failed ({exc.kind}: {exc}); "
-                                      f"the teacher at {urls} looks down. Nothing is lost: re-run to resume")
+            self.fatal = TeacherError(
+                f"{self.unhealthy_streak} requests in a row failed ({exc.kind}: {exc}); "
+                f"the teacher at {urls} looks down. Nothing is lost: re-run to resume"
+            )
             self.trigger_stop("error", hard=True)
 
     # -- control --------------------------------------------------------------------------
@@ -274,16 +287,26 @@ class Engine:
         if self.stop_reason in ("SIGINT", "SIGTERM"):
             self.trigger_stop(name, hard=True)  # second signal: stop now
             return
-        self.view.say(f"{name}: no new requests; waiting up to {self.t.stop_grace_s:g}s "
-                      f"for {self.client.flow.in_flight} in flight (again to stop now)")
+        self.view.say(
+            f"{name}: no new requests; waiting up to {self.t.stop_grace_s:g}s "
+            f"for {self.client.flow.in_flight} in flight (again to stop now)"
+        )
         self.trigger_stop(name)
         asyncio.get_running_loop().call_later(self.t.stop_grace_s, self._cancel_workers)
 
     def status(self) -> str:
         st, c = self.run.planner.stats, self.writer.counts
-        return status_text(st["done_before"] + c["new"], st["expected"], self.run.planner.source_done, c["new"],
-                           self.ledger.tokens.completion - self._tokens_before, self.stats.elapsed, self.ledger,
-                           self.client.flow, self.client.events)
+        return status_text(
+            st["done_before"] + c["new"],
+            st["expected"],
+            self.run.planner.source_done,
+            c["new"],
+            self.ledger.tokens.completion - self._tokens_before,
+            self.stats.elapsed,
+            self.ledger,
+            self.client.flow,
+            self.client.events,
+        )
 
     async def ticker(self) -> None:
         last_summary = self.stats.elapsed
@@ -292,8 +315,9 @@ class Engine:
             c = self.writer.counts
             self.stats.tick(c["new"], c["failed"], self.ledger, self.client.flow)
             st = self.run.planner.stats
-            self.view.update(st["done_before"] + c["new"], st["expected"] if self.run.planner.source_done else None,
-                             self.status())
+            self.view.update(
+                st["done_before"] + c["new"], st["expected"] if self.run.planner.source_done else None, self.status()
+            )
             self.view.line(self.status())
             if self.stats.elapsed - last_summary > 30:
                 last_summary = self.stats.elapsed
@@ -365,25 +389,35 @@ class Engine:
         led = self.ledger
         if status == "budget":
             st = self.run.planner.stats
-            msg = (f"budget ${led.budget_usd:g} reached: spent ${led.spent_usd:.4f}"
-                   f" (+${led.possibly_billed_usd:.4f} possibly billed); {st['done_before'] + c['new']} of "
-                   f"{st['expected']}{'' if self.run.planner.source_done else '+'} samples done, raise "
-                   f"teacher.budget_usd and re-run to continue")
+            msg = (
+                f"budget ${led.budget_usd:g} reached: spent ${led.spent_usd:.4f}"
+                f" (+${led.possibly_billed_usd:.4f} possibly billed); {st['done_before'] + c['new']} of "
+                f"{st['expected']}{'' if self.run.planner.source_done else '+'} samples done, raise "
+                f"teacher.budget_usd and re-run to continue"
+            )
         elif status == "interrupted":
             msg = f"interrupted by {reason}: re-run the same command to resume"
         elif self.fatal is not None:
             msg = " ".join(str(self.fatal).split())[:500]
         elif status == "failed" and self.fatal is None and not c["failed"]:
-            msg = (f"every pending sample was given up after teacher.item_retries ({self.t.item_retries}); "
-                   f"see failures.jsonl for why, or raise teacher.item_retries")
+            msg = (
+                f"every pending sample was given up after teacher.item_retries ({self.t.item_retries}); "
+                f"see failures.jsonl for why, or raise teacher.item_retries"
+            )
         elif status == "failed" and self.fatal is None:
             kinds = self.writer.errors_by_kind()
             top = max(kinds, key=lambda k: kinds[k]) if kinds else "error"
             msg = f"every request failed ({top}); nothing was harvested"
         else:
             msg = ""
-        return self.run.result(status, message=msg, signal=reason if reason in ("SIGINT", "SIGTERM") else None,
-                               requests=self.stats.requests, submitted=self.stats.requests, abandoned=self.abandoned)
+        return self.run.result(
+            status,
+            message=msg,
+            signal=reason if reason in ("SIGINT", "SIGTERM") else None,
+            requests=self.stats.requests,
+            submitted=self.stats.requests,
+            abandoned=self.abandoned,
+        )
 
     def _nothing_left(self) -> bool:
         """Nothing of the recipe is done and everything was given up: a run that cannot make progress."""
@@ -391,15 +425,21 @@ class Engine:
         return self.run.planner.source_done and st["done_before"] == 0 and 0 < st["gave_up"] == st["expected"]
 
     def extras(self) -> dict[str, Any]:
-        return {"endpoints": [e.as_dict() for e in self.client.pool.endpoints],
-                "retries_by_kind": dict(self.client.events), "flow": self.client.flow.snapshot(),
-                "throughput": self._throughput(), "timeline": self.stats.timeline}
+        return {
+            "endpoints": [e.as_dict() for e in self.client.pool.endpoints],
+            "retries_by_kind": dict(self.client.events),
+            "flow": self.client.flow.snapshot(),
+            "throughput": self._throughput(),
+            "timeline": self.stats.timeline,
+        }
 
     def _throughput(self) -> dict[str, float]:
         el = max(self.stats.elapsed, 1e-9)
-        return {"samples_per_s": round(self.writer.counts["new"] / el, 3),
-                "requests_per_s": round(self.stats.requests / el, 3),
-                "completion_tokens_per_s": round((self.ledger.tokens.completion - self._tokens_before) / el, 1)}
+        return {
+            "samples_per_s": round(self.writer.counts["new"] / el, 3),
+            "requests_per_s": round(self.stats.requests / el, 3),
+            "completion_tokens_per_s": round((self.ledger.tokens.completion - self._tokens_before) / el, 1),
+        }
 
 
 def _split_usage(u: Usage | None, k: int) -> list[Usage | None]:

@@ -60,9 +60,16 @@ class PendingRequest:
 
     def entry(self) -> dict[str, Any]:
         """What writing the answer needs besides the answer (and what a batch map file holds)."""
-        return {"id": self.id, "problem_id": self.problem_id, "index": self.index, "attempt": self.attempt,
-                "supersedes": self.supersedes, "max_tokens": self.max_tokens, "meta": self.meta,
-                "prompt_tokens": self.prompt_tokens}
+        return {
+            "id": self.id,
+            "problem_id": self.problem_id,
+            "index": self.index,
+            "attempt": self.attempt,
+            "supersedes": self.supersedes,
+            "max_tokens": self.max_tokens,
+            "meta": self.meta,
+            "prompt_tokens": self.prompt_tokens,
+        }
 
     map_entry = entry
 
@@ -97,8 +104,11 @@ class Planner:
         self.source_done = False
 
     def body(self, messages: list[dict[str, Any]], index: int, n: int = 1) -> dict[str, Any]:
-        return {"model": self.t.model, "messages": messages,
-                **sampling_params(self.t.sampling, n=n, seed_offset=index, model=self.t.model)}
+        return {
+            "model": self.t.model,
+            "messages": messages,
+            **sampling_params(self.t.sampling, n=n, seed_offset=index, model=self.t.model),
+        }
 
     @staticmethod
     def worst_usd(req: PendingRequest, prices: Prices | None, choices: int = 1) -> float:
@@ -173,8 +183,14 @@ class Planner:
                     yield req
         self.source_done = True
 
-    def _re_ask(self, s: Sample, problem: Problem | None, reserved: set[str] | frozenset[str],
-                render: Any, edges: dict[str, str]) -> PendingRequest | None:
+    def _re_ask(
+        self,
+        s: Sample,
+        problem: Problem | None,
+        reserved: set[str] | frozenset[str],
+        render: Any,
+        edges: dict[str, str],
+    ) -> PendingRequest | None:
         st = self.stats
         depth = int(s.metadata.get("retry", 0)) + 1
         new = retry_id(s.id, depth)
@@ -190,8 +206,15 @@ class Planner:
             return None
         st["expected"] += 1
         meta = {"root": root_id(s, edges), "retry": depth}
-        return PendingRequest(new, s.problem_id, s.index, attempt, self.body(render(problem, self.recipe.prompt),
-                              s.index), supersedes=s.id, meta=meta)
+        return PendingRequest(
+            new,
+            s.problem_id,
+            s.index,
+            attempt,
+            self.body(render(problem, self.recipe.prompt), s.index),
+            supersedes=s.id,
+            meta=meta,
+        )
 
 
 __all__ = ["PendingRequest", "Planner", "problems_to_ask", "retry_id"]

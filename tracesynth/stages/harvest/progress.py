@@ -35,11 +35,18 @@ class HarvestStats:
         if t < self._next_point:
             return
         self._next_point = t + self._interval
-        self.timeline.append({
-            "t": round(t, 2), "done": new, "failed": failed, "requests": self.requests,
-            "completion_tokens": ledger.tokens.completion, "spent_usd": round(ledger.spent_usd, 6),
-            "concurrency": flow.concurrency, "in_flight": flow.in_flight,
-        })
+        self.timeline.append(
+            {
+                "t": round(t, 2),
+                "done": new,
+                "failed": failed,
+                "requests": self.requests,
+                "completion_tokens": ledger.tokens.completion,
+                "spent_usd": round(ledger.spent_usd, 6),
+                "concurrency": flow.concurrency,
+                "in_flight": flow.in_flight,
+            }
+        )
         if len(self.timeline) > _MAX_POINTS:
             self.timeline = self.timeline[::2]
             self._interval *= 2
@@ -51,14 +58,25 @@ def _fmt_errors(events: Counter[str]) -> str:
     return " ".join(f"{k}={v}" for k, v in events.most_common(4))
 
 
-def status_text(done: int, expected: int, source_done: bool, new: int, new_tokens: int, elapsed: float, ledger: Any,
-                flow: Any, events: Counter[str]) -> str:
+def status_text(
+    done: int,
+    expected: int,
+    source_done: bool,
+    new: int,
+    new_tokens: int,
+    elapsed: float,
+    ledger: Any,
+    flow: Any,
+    events: Counter[str],
+) -> str:
     el = max(elapsed, 1e-9)
     total = f"{expected}" if source_done else f"{expected}+"
     cap = f" of ${ledger.budget_usd:g}" if ledger.budget_usd else ""
-    return (f"{done}/{total} samples, {new / el:.1f}/s, {new_tokens / el:,.0f} tok/s, "
-            f"${ledger.spent_usd:.4f}{cap} ({ledger.spend_line()}), errors: {_fmt_errors(events)}, "
-            f"concurrency {flow.in_flight}/{flow.concurrency}")
+    return (
+        f"{done}/{total} samples, {new / el:.1f}/s, {new_tokens / el:,.0f} tok/s, "
+        f"${ledger.spent_usd:.4f}{cap} ({ledger.spend_line()}), errors: {_fmt_errors(events)}, "
+        f"concurrency {flow.in_flight}/{flow.concurrency}"
+    )
 
 
 __all__ = ["HarvestStats", "status_text"]

@@ -72,13 +72,17 @@ class HarvestResult(BaseModel):
         head = f"harvest{'' if self.mode == 'online' else f' ({self.mode})'} {self.status}"
         if self.mode in ("online", "retry"):
             rate = self.new / self.wall_s if self.wall_s > 0 else 0.0
-            body = (f"{self.done}/{self.samples_expected} samples ({self.new} new, {self.truncated} cut at max_tokens, "
-                    f"{self.failed} item errors, {self.gave_up} given up, {self.pending} pending) in "
-                    f"{self.wall_s:.1f}s ({rate:.1f}/s)")
+            body = (
+                f"{self.done}/{self.samples_expected} samples ({self.new} new, {self.truncated} cut at max_tokens, "
+                f"{self.failed} item errors, {self.gave_up} given up, {self.pending} pending) in "
+                f"{self.wall_s:.1f}s ({rate:.1f}/s)"
+            )
         else:
-            body = (f"{self.new} new samples ({self.truncated} truncated), {self.failed} item errors, "
-                    f"{self.submitted} requests submitted, {self.in_batches} in batches still running, "
-                    f"{self.returned} returned to pending")
+            body = (
+                f"{self.new} new samples ({self.truncated} truncated), {self.failed} item errors, "
+                f"{self.submitted} requests submitted, {self.in_batches} in batches still running, "
+                f"{self.returned} returned to pending"
+            )
         money = f"spent ${self.spent_usd:.4f} (${self.run_spent_usd:.4f} this run"
         if self.possibly_billed_usd:
             money += f", +${self.possibly_billed_usd:.4f} possibly billed"
@@ -92,12 +96,23 @@ class HarvestResult(BaseModel):
 def write_summary(layout: RunLayout, result: HarvestResult, **extra: Any) -> dict[str, Any]:
     """Write ``harvest.json``: the result, its counts block, and the mode's extra blocks (atomically)."""
     data = {
-        **result.model_dump(), **extra,
-        "counts": {"problems": result.problems, "samples_expected": result.samples_expected,
-                   "done_total": result.done, "done_before": result.done_before, "new": result.new,
-                   "truncated": result.truncated, "failed": result.failed, "gave_up": result.gave_up,
-                   "pending": result.pending, "submitted": result.submitted, "in_batches": result.in_batches,
-                   "returned": result.returned, "usage_estimated": result.usage_estimated},
+        **result.model_dump(),
+        **extra,
+        "counts": {
+            "problems": result.problems,
+            "samples_expected": result.samples_expected,
+            "done_total": result.done,
+            "done_before": result.done_before,
+            "new": result.new,
+            "truncated": result.truncated,
+            "failed": result.failed,
+            "gave_up": result.gave_up,
+            "pending": result.pending,
+            "submitted": result.submitted,
+            "in_batches": result.in_batches,
+            "returned": result.returned,
+            "usage_estimated": result.usage_estimated,
+        },
     }
     write_json(layout.harvest_json, data)
     return data

@@ -91,8 +91,9 @@ def merge(run_dir: str | Path) -> MergeResult:
     return MergeResult(run_dir=str(root.root), shards=[p.name for p in shard_dirs], added=added)
 
 
-def _write_summary(root: RunLayout, shard_dirs: list[Path], summaries: list[tuple[str, dict[str, Any]]], samples: int,
-                   problems: int) -> None:
+def _write_summary(
+    root: RunLayout, shard_dirs: list[Path], summaries: list[tuple[str, dict[str, Any]]], samples: int, problems: int
+) -> None:
     def total(path: tuple[str, ...]) -> float:
         s = 0.0
         for _, d in summaries:
@@ -109,10 +110,16 @@ def _write_summary(root: RunLayout, shard_dirs: list[Path], summaries: list[tupl
     merged = {
         "status": "merged",
         "shards": [p.name for p in shard_dirs],
-        "counts": {"problems": problems, "done_total": samples,
-                   "failed": int(total(("counts", "failed"))), "gave_up": int(total(("counts", "gave_up")))},
-        "ledger": {"spent_usd": total(("ledger", "spent_usd")),
-                   "possibly_billed_usd": total(("ledger", "possibly_billed_usd"))},
+        "counts": {
+            "problems": problems,
+            "done_total": samples,
+            "failed": int(total(("counts", "failed"))),
+            "gave_up": int(total(("counts", "gave_up"))),
+        },
+        "ledger": {
+            "spent_usd": total(("ledger", "spent_usd")),
+            "possibly_billed_usd": total(("ledger", "possibly_billed_usd")),
+        },
         "errors_by_kind": errors,
         "per_shard": dict(summaries),
     }

@@ -34,8 +34,16 @@ from tracesynth.teacher.parse import Choice
 class Writer:
     """Append the rows of one harvest to the run store (see the module docstring)."""
 
-    def __init__(self, store: RunStore, *, model: str, prices: Prices | None, ledger: Ledger, endpoint: str,
-                 say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        model: str,
+        prices: Prices | None,
+        ledger: Ledger,
+        endpoint: str,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.samples: JsonlFile[Sample] = store.samples
         self.failures: JsonlFile[Sample] = store.failures
         self.model, self.prices, self.ledger, self.endpoint = model, prices, ledger, endpoint
@@ -45,13 +53,30 @@ class Writer:
         self._warned = False
 
     # -- samples --------------------------------------------------------------------------------
-    def sample(self, entry: dict[str, Any], choice: Choice, usage: Usage | None, *, served: str | None = None,
-               tag: str | None = None, meta: dict[str, Any] | None = None, endpoint: str | None = None,
-               latency_s: float = 0.0, attempts: int = 1, billed_usd: float = 0.0, choices: int = 1) -> Sample | None:
+    def sample(
+        self,
+        entry: dict[str, Any],
+        choice: Choice,
+        usage: Usage | None,
+        *,
+        served: str | None = None,
+        tag: str | None = None,
+        meta: dict[str, Any] | None = None,
+        endpoint: str | None = None,
+        latency_s: float = 0.0,
+        attempts: int = 1,
+        billed_usd: float = 0.0,
+        choices: int = 1,
+    ) -> Sample | None:
         """Append the Sample of one answered request and charge the ledger (None: written as a failure)."""
         text = (choice.reasoning or "") + (choice.content or "")
-        usage, why = trusted_usage(usage, text=text, prompt_estimate=int(entry.get("prompt_tokens") or 0),
-                                   max_tokens=entry.get("max_tokens"), choices=choices)
+        usage, why = trusted_usage(
+            usage,
+            text=text,
+            prompt_estimate=int(entry.get("prompt_tokens") or 0),
+            max_tokens=entry.get("max_tokens"),
+            choices=choices,
+        )
         cost = self.prices.cost(usage) if self.prices else 0.0
         md: dict[str, Any] = {**(meta or {}), **({"batch": tag} if tag else {}), **(entry.get("meta") or {})}
         if entry.get("max_tokens"):
@@ -70,21 +95,41 @@ class Writer:
         if served and served != self.model:
             md["served_model"] = served
         try:
-            s = Sample(id=entry["id"], problem_id=entry["problem_id"], index=entry["index"], model=self.model,
-                       reasoning=choice.reasoning, content=choice.content, finish_reason=choice.finish_reason,
-                       usage=usage, latency_s=round(latency_s, 4), cost_usd=cost, endpoint=endpoint or self.endpoint,
-                       attempt=entry.get("attempt", 1), supersedes=entry.get("supersedes"), metadata=md)
+            s = Sample(
+                id=entry["id"],
+                problem_id=entry["problem_id"],
+                index=entry["index"],
+                model=self.model,
+                reasoning=choice.reasoning,
+                content=choice.content,
+                finish_reason=choice.finish_reason,
+                usage=usage,
+                latency_s=round(latency_s, 4),
+                cost_usd=cost,
+                endpoint=endpoint or self.endpoint,
+                attempt=entry.get("attempt", 1),
+                supersedes=entry.get("supersedes"),
+                metadata=md,
+            )
         except ValidationError as exc:  # a reply no Sample can hold: an item error, never a crashed run
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
-            self.failure(entry, "malformed", f"unusable reply: {where}: {err['msg']}", tag=tag, meta=meta,
-                         endpoint=endpoint, billed_usd=billed_usd + cost)
+            self.failure(
+                entry,
+                "malformed",
+                f"unusable reply: {where}: {err['msg']}",
+                tag=tag,
+                meta=meta,
+                endpoint=endpoint,
+                billed_usd=billed_usd + cost,
+            )
             self.ledger.charge(usage, cost, failed=True, estimated=why is not None)
             return None
         self.samples.append(s)
         truncated = choice.finish_reason == "length"
-        self.ledger.charge(usage, cost, truncated=truncated, retried=entry.get("supersedes") is not None,
-                           estimated=why is not None)
+        self.ledger.charge(
+            usage, cost, truncated=truncated, retried=entry.get("supersedes") is not None, estimated=why is not None
+        )
         self.counts["new"] += 1
         if truncated:
             self.counts["truncated"] += 1
@@ -95,8 +140,10 @@ class Writer:
     def _warn_estimated(self, why: str) -> None:
         if not self._warned:
             self._warned = True
-            self.say(f"warning: the teacher's usage cannot be trusted ({why}); charging an estimate from the text "
-                     f"(the request's worst case when there is none) and flagging such samples {USAGE_ESTIMATED}")
+            self.say(
+                f"warning: the teacher's usage cannot be trusted ({why}); charging an estimate from the text "
+                f"(the request's worst case when there is none) and flagging such samples {USAGE_ESTIMATED}"
+            )
 
     # -- failures -------------------------------------------------------------------------------
     def _failed(self) -> set[tuple[str, str]]:
@@ -109,8 +156,17 @@ class Writer:
                     self._failed_keys.add((row.id, tag))
         return self._failed_keys
 
-    def failure(self, entry: dict[str, Any], kind: str, reason: str, *, tag: str | None = None,
-                meta: dict[str, Any] | None = None, endpoint: str | None = None, billed_usd: float = 0.0) -> None:
+    def failure(
+        self,
+        entry: dict[str, Any],
+        kind: str,
+        reason: str,
+        *,
+        tag: str | None = None,
+        meta: dict[str, Any] | None = None,
+        endpoint: str | None = None,
+        billed_usd: float = 0.0,
+    ) -> None:
         """Append a failure row; with a batch ``tag``, at most one per (sample id, batch)."""
         if tag is not None:
             key = (entry["id"], tag)
@@ -121,10 +177,20 @@ class Writer:
         md = {**(meta or {}), **({"batch": tag} if tag else {}), **(entry.get("meta") or {})}
         if billed_usd:
             md["possibly_billed_usd"] = billed_usd
-        self.failures.append(Sample(
-            id=entry["id"], problem_id=entry["problem_id"], index=entry["index"], model=self.model,
-            error=" ".join(str(reason).split())[:500], error_kind=kind, endpoint=endpoint or self.endpoint,
-            attempt=entry.get("attempt", 1), supersedes=entry.get("supersedes"), metadata=md))
+        self.failures.append(
+            Sample(
+                id=entry["id"],
+                problem_id=entry["problem_id"],
+                index=entry["index"],
+                model=self.model,
+                error=" ".join(str(reason).split())[:500],
+                error_kind=kind,
+                endpoint=endpoint or self.endpoint,
+                attempt=entry.get("attempt", 1),
+                supersedes=entry.get("supersedes"),
+                metadata=md,
+            )
+        )
         self.counts["failed"] += 1
         self.counts[f"error:{kind}"] += 1
 

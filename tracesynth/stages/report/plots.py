@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any
 
 
-def draw_all(plt: Any, out: Path, run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None,
-             acc: list[dict[str, Any]], cap_rows: list[tuple[str, Any, Any]]) -> list[str]:
+def draw_all(
+    plt: Any,
+    out: Path,
+    run: Path,
+    harvest: dict[str, Any] | None,
+    verify: dict[str, Any] | None,
+    acc: list[dict[str, Any]],
+    cap_rows: list[tuple[str, Any, Any]],
+) -> list[str]:
     names = [
         _funnel(plt, out, run, harvest),
         _verdicts(plt, out, verify),
@@ -35,8 +42,11 @@ def _funnel(plt: Any, out: Path, run: Path, harvest: dict[str, Any] | None) -> s
     labels, values = [], []
     if harvest:
         counts = harvest.get("counts") or {}
-        for label, value in (("rows read", (harvest.get("source") or {}).get("rows")),
-                             ("problems asked", counts.get("problems")), ("samples done", counts.get("done_total"))):
+        for label, value in (
+            ("rows read", (harvest.get("source") or {}).get("rows")),
+            ("problems asked", counts.get("problems")),
+            ("samples done", counts.get("done_total")),
+        ):
             if value is not None:
                 labels.append(label)
                 values.append(value)

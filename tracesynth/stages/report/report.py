@@ -32,8 +32,10 @@ def _eval_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
     vdir = run_dir / "variants"
     if vdir.is_dir():
         order = list((_read_json(run_dir / "recipe.json") or {}).get("variants") or {})  # the recipe's order
-        names = sorted((d.name for d in vdir.iterdir() if d.is_dir()),
-                       key=lambda n: (order.index(n) if n in order else len(order), n))
+        names = sorted(
+            (d.name for d in vdir.iterdir() if d.is_dir()),
+            key=lambda n: (order.index(n) if n in order else len(order), n),
+        )
         for name in names:
             data = _read_json(vdir / name / "eval.json")
             if data:
@@ -92,34 +94,51 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
     receipt = build_receipt(run)
     md: list[str] = [f"# tracesynth report: {manifest.get('name', run.name)}", ""]
     if manifest.get("recipe_hash"):
-        md.append(f"Recipe hash `{manifest['recipe_hash']}`; versions: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items())))
+        md.append(
+            f"Recipe hash `{manifest['recipe_hash']}`; versions: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items()))
+        )
         md.append("")
 
     md += ["## Funnel", "", _funnel_table(run, harvest, verify), ""]
     stages = manifest.get("stages", {})
     if stages:
-        rows = [[name, _fmt(info.get("wall_s"))] for name, info in stages.items()
-                if isinstance(info, dict) and info.get("wall_s") is not None]
+        rows = [
+            [name, _fmt(info.get("wall_s"))]
+            for name, info in stages.items()
+            if isinstance(info, dict) and info.get("wall_s") is not None
+        ]
         md += ["## Wall time per stage (s)", "", _table(["stage", "wall s"], rows), ""]
     if verify:
         md += ["## Verdicts", "", _verdict_table(verify), ""]
     acc = _accuracy_rows(evals)
     if acc:
         md += ["## Student accuracy (held out)", ""]
-        md.append(_table(
-            ["student", "pass@1", "95% CI", "problems", "stopped before max tokens"],
-            [[r["student"], _fmt(r["pass@1"], True),
-              f"[{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]", _fmt(r["n_problems"]),
-              _fmt(r["stop_rate"], True)] for r in acc],
-        ))
+        md.append(
+            _table(
+                ["student", "pass@1", "95% CI", "problems", "stopped before max tokens"],
+                [
+                    [
+                        r["student"],
+                        _fmt(r["pass@1"], True),
+                        f"[{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]",
+                        _fmt(r["n_problems"]),
+                        _fmt(r["stop_rate"], True),
+                    ]
+                    for r in acc
+                ],
+            )
+        )
         md.append("")
         md += _margins(run, acc)
     cap_rows = _cap_rows(evals)
     if cap_rows:
-        md += ["## Accuracy vs thinking tokens (budget forcing)", "", _table(
-            ["student", "thinking cap (tokens)", "pass@1"],
-            [[s, b, _fmt(a, True)] for s, b, a in cap_rows]), ""]
+        md += [
+            "## Accuracy vs thinking tokens (budget forcing)",
+            "",
+            _table(["student", "thinking cap (tokens)", "pass@1"], [[s, b, _fmt(a, True)] for s, b, a in cap_rows]),
+            "",
+        ]
     md += ["## Cost receipt", "", receipt.markdown(), ""]
     if plots:
         names = _plots(run, harvest, verify, acc, cap_rows)
@@ -158,8 +177,13 @@ def _funnel_table(run: Path, harvest: dict[str, Any] | None, verify: dict[str, A
         data = _read_json(folder / "curate.json") or {}
         for step in data.get("steps", []):
             dropped = ", ".join(f"{k}: {v}" for k, v in sorted((step.get("dropped") or {}).items()))
-            rows.append([scope, step.get("step"), f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}"
-                         + (f" ({dropped})" if dropped else "")])
+            rows.append(
+                [
+                    scope,
+                    step.get("step"),
+                    f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}" + (f" ({dropped})" if dropped else ""),
+                ]
+            )
     return _table(["stage", "what", "n"], rows) if rows else "_no stage has run yet_"
 
 
@@ -168,9 +192,16 @@ def _verdict_table(verify: dict[str, Any]) -> str:
     tags = verify.get("tags") or {}
     for name, counts in sorted((verify.get("counts") or {}).items()):
         total = sum(counts.get(s, 0) for s in ("pass", "fail", "unverifiable")) or 1
-        rows.append([name, counts.get("pass", 0), counts.get("fail", 0), counts.get("unverifiable", 0),
-                     _fmt(counts.get("pass", 0) / total, True),
-                     ", ".join(f"{t}: {n}" for t, n in sorted((tags.get(name) or {}).items()))])
+        rows.append(
+            [
+                name,
+                counts.get("pass", 0),
+                counts.get("fail", 0),
+                counts.get("unverifiable", 0),
+                _fmt(counts.get("pass", 0) / total, True),
+                ", ".join(f"{t}: {n}" for t, n in sorted((tags.get(name) or {}).items())),
+            ]
+        )
     return _table(["verifier", "pass", "fail", "unverifiable", "pass rate", "non-pass tags"], rows)
 
 
@@ -215,8 +246,10 @@ def _margins(run: Path, acc: list[dict[str, Any]]) -> list[str]:
             var_a = a["pass@1"] * (1 - a["pass@1"]) / a["n_problems"]
             var_b = b["pass@1"] * (1 - b["pass@1"]) / b["n_problems"]
             se, how = (var_a + var_b) ** 0.5, "unpaired"
-        out.append(f"- {a['student']} − {b['student']}: {100 * diff:+.1f} points "
-                   f"(95% CI [{100 * (diff - 1.96 * se):+.1f}, {100 * (diff + 1.96 * se):+.1f}], {how})")
+        out.append(
+            f"- {a['student']} − {b['student']}: {100 * diff:+.1f} points "
+            f"(95% CI [{100 * (diff - 1.96 * se):+.1f}, {100 * (diff + 1.96 * se):+.1f}], {how})"
+        )
     return [*out, ""]
 
 
@@ -229,8 +262,13 @@ def _cap_rows(evals: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
     return rows
 
 
-def _plots(run: Path, harvest: dict[str, Any] | None, verify: dict[str, Any] | None,
-           acc: list[dict[str, Any]], cap_rows: list[tuple[str, Any, Any]]) -> list[str]:
+def _plots(
+    run: Path,
+    harvest: dict[str, Any] | None,
+    verify: dict[str, Any] | None,
+    acc: list[dict[str, Any]],
+    cap_rows: list[tuple[str, Any, Any]],
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,8 +293,12 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
         ("samples done / failed", f"{_fmt(counts.get('done_total'))} / {_fmt(counts.get('failed'))}"),
     ]
     for r in _accuracy_rows(_eval_runs(run)):
-        rows.append((f"pass@1 {r['student']}",
-                     f"{_fmt(r['pass@1'], True)} [{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]"))
+        rows.append(
+            (
+                f"pass@1 {r['student']}",
+                f"{_fmt(r['pass@1'], True)} [{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]",
+            )
+        )
     rows.append(("total cost (USD)", f"{receipt.total_usd:.4f}"))
     rows.append(("report", str(run / "report.md")))
     return rows

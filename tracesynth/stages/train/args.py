@@ -114,8 +114,10 @@ def coerce_numbers(args: dict[str, Any]) -> dict[str, Any]:
 def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict[str, Any]:
     """Defaults < recipe; a recipe's ``gradient_checkpointing`` (old name) replaces our ``activation_checkpointing``."""
     args = dict(defaults)
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
         if old in recipe_sft and new not in recipe_sft:
             args.pop(new, None)
     args.update(coerce_numbers(recipe_sft) if recipe_sft else {})
@@ -123,7 +125,6 @@ def merge_sft_args(defaults: dict[str, Any], recipe_sft: dict[str, Any]) -> dict
         if key.endswith("_strategy") and value is False:
             args[key] = "no"
     return args
-
 
 
 @functools.cache
@@ -141,5 +142,12 @@ def trl_default(name: str) -> Any:
     return None
 
 
-__all__ = ["TINY_SFT_DEFAULTS", "check_sft_keys", "coerce_numbers", "default_sft_args", "merge_sft_args",
-           "sft_field_names", "trl_default"]
+__all__ = [
+    "TINY_SFT_DEFAULTS",
+    "check_sft_keys",
+    "coerce_numbers",
+    "default_sft_args",
+    "merge_sft_args",
+    "sft_field_names",
+    "trl_default",
+]

@@ -43,5 +43,4 @@ def main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-
 __all__ = ["SMALL_MODEL_PARAMS", "cpu_threads", "main_process"]

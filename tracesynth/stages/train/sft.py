@@ -43,6 +43,7 @@ from tracesynth.stages.train.device import cpu_threads, main_process
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class SftResult:
     """What `sft` produced: where the student is and the measured training run (train.json)."""
@@ -134,8 +135,12 @@ def _plan(recipe: Recipe, dataset_dir: str | Path | None, output_dir: str | Path
     tiny = recipe.student.model is None
     args = merge_sft_args(default_sft_args(on_gpu=torch.cuda.is_available(), fmt=fmt, tiny=tiny), recipe.sft)
     if tiny:
-        desc: dict[str, Any] = {"init": "tiny", "tiny": recipe.student.tiny, "vocab_size": recipe.student.vocab_size,
-                                "seed": int(args.get("seed", 42))}
+        desc: dict[str, Any] = {
+            "init": "tiny",
+            "tiny": recipe.student.tiny,
+            "vocab_size": recipe.student.vocab_size,
+            "seed": int(args.get("seed", 42)),
+        }
     else:
         desc = {"model": recipe.student.model}
     ckpt_fp = stable_hash("sft-checkpoints", ds._fingerprint, desc)
@@ -184,8 +189,9 @@ def sft(
         trainer, plan = make_trainer(recipe, dataset_dir=dataset_dir, output_dir=output_dir)
         result = train_and_save(trainer, plan)
         if store is not None:
-            store.mark_stage("sft", ended_at=time.time(), steps=result.train.get("steps"),
-                             wall_s=result.train.get("wall_s"))
+            store.mark_stage(
+                "sft", ended_at=time.time(), steps=result.train.get("steps"), wall_s=result.train.get("wall_s")
+            )
         return result
     finally:
         if store is not None:

@@ -111,8 +111,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     )
     tok.train_from_iterator(texts, trainer=trainer)
     # Thinking delimiters: one id each, but not "special" (decode(skip_special_tokens=True) keeps them).
-    tok.add_tokens([AddedToken(THINK_START, special=False, normalized=False),
-                    AddedToken(THINK_END, special=False, normalized=False)])
+    tok.add_tokens(
+        [
+            AddedToken(THINK_START, special=False, normalized=False),
+            AddedToken(THINK_END, special=False, normalized=False),
+        ]
+    )
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=IM_END,

@@ -114,9 +114,19 @@ def score(
                         res = unverifiable("not_needed", f"rule-based verifiers decided ({decided})")
             if res is None:
                 res = _call(fn, problem, sample, opts)
-        out.append(Verdict(sample_id=sample.id, problem_id=problem.id, verifier=name, status=res.status,
-                           answer=res.answer, reason=res.reason, tag=res.tag, score=res.score,
-                           details={**res.details, **details}))
+        out.append(
+            Verdict(
+                sample_id=sample.id,
+                problem_id=problem.id,
+                verifier=name,
+                status=res.status,
+                answer=res.answer,
+                reason=res.reason,
+                tag=res.tag,
+                score=res.score,
+                details={**res.details, **details},
+            )
+        )
     return out
 
 
@@ -163,5 +173,12 @@ def keep_rows(rows: Sequence[tuple[str, str, str, tuple[str, ...]]], policy: str
 
 
 __all__ = [
-    "KEEP_POLICIES", "VERIFIERS", "Outcome", "Verifier", "get_verifier", "keep", "keep_rows", "score",
+    "KEEP_POLICIES",
+    "VERIFIERS",
+    "Outcome",
+    "Verifier",
+    "get_verifier",
+    "keep",
+    "keep_rows",
+    "score",
 ]

@@ -161,8 +161,10 @@ def _died_verdicts(item: Item, elapsed: float, options: dict[str, dict[str, Any]
         tag, why = "timeout", f"the verifier process was killed after its hard CPU limit ({budget:g}s)"
     else:
         tag, why = "verifier_error", f"the verifier process died after {elapsed:.1f}s while checking this sample"
-    return [Verdict(sample_id=sample.id, problem_id=problem.id, verifier=n, status="unverifiable", tag=tag, reason=why)
-            for n in todo]
+    return [
+        Verdict(sample_id=sample.id, problem_id=problem.id, verifier=n, status="unverifiable", tag=tag, reason=why)
+        for n in todo
+    ]
 
 
 def run_items(
@@ -237,7 +239,10 @@ def run_items(
 
 
 def _pending(
-    samples: Iterator[Sample], problems: dict[str, Problem], recipe: Recipe, done: set[str],
+    samples: Iterator[Sample],
+    problems: dict[str, Problem],
+    recipe: Recipe,
+    done: set[str],
     orphan: Callable[[Sample, list[str]], None],
 ) -> Iterator[Item]:
     cfg = recipe.verify
@@ -253,8 +258,9 @@ def _pending(
         yield problem, s, names, todo
 
 
-def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False,
-           chunk_size: int | None = None) -> VerifyResult:
+def verify(
+    recipe: Recipe, *, workers: int | None = None, progress: bool = False, chunk_size: int | None = None
+) -> VerifyResult:
     """Verify every sample of the run folder (resumable); writes verdicts.jsonl and verify.json."""
     check_config(recipe)
     options = verifier_options(recipe)
@@ -270,8 +276,7 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
         problems = {p.id: p for p in store.file("problems", Problem).iter()}
         samples = store.file("samples", Sample)
         verdicts = store.file("verdicts", Verdict, key=("sample_id", "verifier"))
-        result = VerifyResult(run_dir=str(store.dir), keep=recipe.verify.keep, workers=workers,
-                              existing=len(verdicts))
+        result = VerifyResult(run_dir=str(store.dir), keep=recipe.verify.keep, workers=workers, existing=len(verdicts))
         store.mark_stage("verify", started_at=time.time())
 
         def sink(v: Verdict) -> None:
@@ -281,15 +286,24 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
         def orphan(s: Sample, todo: list[str]) -> None:
             result.no_problem += 1
             for n in todo:
-                sink(Verdict(sample_id=s.id, problem_id=s.problem_id, verifier=n, status="unverifiable",
-                             tag="no_problem", reason=f"problem {s.problem_id!r} is not in problems.jsonl"))
+                sink(
+                    Verdict(
+                        sample_id=s.id,
+                        problem_id=s.problem_id,
+                        verifier=n,
+                        status="unverifiable",
+                        tag="no_problem",
+                        reason=f"problem {s.problem_id!r} is not in problems.jsonl",
+                    )
+                )
 
         with _progress(progress, len(samples)) as advance:
             # a truncated sample re-asked with a larger budget is superseded: verify only the live row
             items = _pending(live_samples(samples), problems, recipe, verdicts.keys, orphan)
             preload = ("math_verify",) if "math" in all_names else ()
-            result.worker_restarts = run_items(items, options, sink, workers=workers, chunk_size=chunk_size,
-                                               on_item=advance, preload=preload)
+            result.worker_restarts = run_items(
+                items, options, sink, workers=workers, chunk_size=chunk_size, on_item=advance, preload=preload
+            )
         verdicts.sync()
         _summarise(JsonlFile(verdicts.path, None, key=None).iter(), result)
         result.wall_s = round(time.monotonic() - t0, 3)
@@ -299,8 +313,9 @@ def verify(recipe: Recipe, *, workers: int | None = None, progress: bool = False
 
             result.sandbox = capabilities().describe()
         _write_json(store.dir / "verify.json", result.model_dump(mode="json"))
-        store.mark_stage("verify", finished_at=time.time(), written=result.written, kept=result.kept,
-                         samples=result.samples)
+        store.mark_stage(
+            "verify", finished_at=time.time(), written=result.written, kept=result.kept, samples=result.samples
+        )
     return result
 
 
@@ -346,8 +361,14 @@ class _progress:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._bar = Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             console=console, transient=True)
+        self._bar = Progress(
+            TextColumn("verify"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self._bar.start()
         task = self._bar.add_task("verify", total=self.total)
         return lambda n: self._bar.advance(task, n)
@@ -369,12 +390,20 @@ def print_summary(result: VerifyResult, console: Any = None) -> None:
     for name, c in result.counts.items():
         total = sum(c.values())
         top = ", ".join(f"{t} {n}" for t, n in list(result.tags.get(name, {}).items())[:4])
-        table.add_row(name, str(c.get("pass", 0)), str(c.get("fail", 0)), str(c.get("unverifiable", 0)),
-                      f"{c.get('pass', 0) / total:.1%}" if total else "-", top)
+        table.add_row(
+            name,
+            str(c.get("pass", 0)),
+            str(c.get("fail", 0)),
+            str(c.get("unverifiable", 0)),
+            f"{c.get('pass', 0) / total:.1%}" if total else "-",
+            top,
+        )
     console.print(table)
-    console.print(f"kept {result.kept}/{result.samples} samples (keep: {result.keep}); wrote {result.written} "
-                  f"verdicts in {result.wall_s:.1f}s ({result.verdicts_per_s:.0f}/s, {result.workers} workers), "
-                  f"{result.existing} already there")
+    console.print(
+        f"kept {result.kept}/{result.samples} samples (keep: {result.keep}); wrote {result.written} "
+        f"verdicts in {result.wall_s:.1f}s ({result.verdicts_per_s:.0f}/s, {result.workers} workers), "
+        f"{result.existing} already there"
+    )
     for name, reasons in result.unverifiable_reasons.items():
         for reason, n in list(reasons.items())[:3]:
             console.print(f"  {name} unverifiable x{n}: {reason}", markup=False, highlight=False)

@@ -54,9 +54,17 @@ class PartWriter:
     ``folder/<file_prefix><name>.jsonl`` and its map ``map_folder/<name>.map.jsonl``.
     """
 
-    def __init__(self, folder: Path, name_for: Callable[[int], str], *, max_requests: int, max_bytes: int,
-                 map_folder: Path | None = None, file_prefix: str = "",
-                 on_part: Callable[[Part], None] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        name_for: Callable[[int], str],
+        *,
+        max_requests: int,
+        max_bytes: int,
+        map_folder: Path | None = None,
+        file_prefix: str = "",
+        on_part: Callable[[Part], None] | None = None,
+    ) -> None:
         self.folder, self.name_for = folder, name_for
         self.map_folder, self.file_prefix = map_folder or folder, file_prefix
         self.max_requests, self.max_bytes = max_requests, max_bytes
@@ -87,8 +95,10 @@ class PartWriter:
     def add(self, req: PendingRequest, worst_usd: float = 0.0) -> None:
         line = request_line(req)
         if len(line) > self.max_bytes:
-            raise DataError(f"sample {req.id}: one request is {len(line):,} bytes, over teacher.batch.max_bytes "
-                            f"({self.max_bytes:,})")
+            raise DataError(
+                f"sample {req.id}: one request is {len(line):,} bytes, over teacher.batch.max_bytes "
+                f"({self.max_bytes:,})"
+            )
         if self._fh is not None and (self._n >= self.max_requests or self._bytes + len(line) > self.max_bytes):
             self._close()
         if self._fh is None:
@@ -112,8 +122,9 @@ class PartWriter:
             os.fsync(fh.fileno())
             fh.close()
             os.replace(str(final) + ".tmp", final)
-        part = Part(self._name, self._paths[0], self._paths[1], self._n, self._bytes, self._sha.hexdigest(),
-                    self._worst)
+        part = Part(
+            self._name, self._paths[0], self._paths[1], self._n, self._bytes, self._sha.hexdigest(), self._worst
+        )
         self._fh = self._map = None
         self.parts.append(part)
         if self.on_part is not None:

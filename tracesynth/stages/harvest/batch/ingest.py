@@ -62,8 +62,9 @@ def _code(err: Any) -> str | None:
     return None
 
 
-def ingest_file(writer: Writer, path: Path, lookup: Lookup, tag: str,
-                meta: dict[str, Any] | None = None) -> Counter[str]:
+def ingest_file(
+    writer: Writer, path: Path, lookup: Lookup, tag: str, meta: dict[str, Any] | None = None
+) -> Counter[str]:
     """Take in every result line of ``path`` (see the module docstring); return counts by outcome."""
     counts: Counter[str] = Counter()
     before = Counter(writer.counts)
@@ -81,8 +82,16 @@ def ingest_file(writer: Writer, path: Path, lookup: Lookup, tag: str,
     return counts
 
 
-def _line(writer: Writer, lineno: int, raw: bytes, path: Path, lookup: Lookup, tag: str, meta: dict[str, Any],
-          counts: Counter[str]) -> None:
+def _line(
+    writer: Writer,
+    lineno: int,
+    raw: bytes,
+    path: Path,
+    lookup: Lookup,
+    tag: str,
+    meta: dict[str, Any],
+    counts: Counter[str],
+) -> None:
     if not raw.strip():
         return
     try:

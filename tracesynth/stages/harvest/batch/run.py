@@ -88,8 +88,12 @@ class _Batches:
         counts["missing"] = max(0, rec.requests - seen)  # cancelled before they ran: in neither file
         self.returned += counts["not_run"] + counts["missing"]
         self.run.ledger.release(rec.worst_usd)
-        self.state.record("ingested", local=rec.local, status=rec.status,
-                          **{k: v for k, v in counts.items() if not k.startswith("error:")})
+        self.state.record(
+            "ingested",
+            local=rec.local,
+            status=rec.status,
+            **{k: v for k, v in counts.items() if not k.startswith("error:")},
+        )
 
     def look(self, rec: BatchRecord) -> None:
         assert rec.batch_id is not None
@@ -97,8 +101,15 @@ class _Batches:
         counts = b.request_counts.model_dump() if b.request_counts is not None else {}
         if b.status != rec.status or counts != rec.counts:
             errors = [e.model_dump() for e in (b.errors.data or [])][:5] if b.errors is not None else []
-            self.state.record("status", local=rec.local, status=b.status, counts=counts,
-                              output_file_id=b.output_file_id, error_file_id=b.error_file_id, errors=errors)
+            self.state.record(
+                "status",
+                local=rec.local,
+                status=b.status,
+                counts=counts,
+                output_file_id=b.output_file_id,
+                error_file_id=b.error_file_id,
+                errors=errors,
+            )
 
     def poll(self, wait: bool) -> None:
         cfg = self.run.recipe.teacher.batch
@@ -133,12 +144,17 @@ class _Batches:
     def progress(self) -> str:
         recs = [r for r in self.state.records.values() if r.kind == "remote"]
         by = Counter((r.status or "submitting") if r.ingested is None else "ingested" for r in recs)
-        running = [f"{r.local} {r.counts.get('completed', 0) + r.counts.get('failed', 0)}/{r.requests}"
-                   for r in recs if r.ingested is None and r.status == "in_progress"][:3]
+        running = [
+            f"{r.local} {r.counts.get('completed', 0) + r.counts.get('failed', 0)}/{r.requests}"
+            for r in recs
+            if r.ingested is None and r.status == "in_progress"
+        ][:3]
         c, led = self.run.writer.counts, self.run.ledger
-        return (f"batches {', '.join(f'{v} {k}' for k, v in sorted(by.items())) or 'none'}"
-                f"{' (' + ', '.join(running) + ')' if running else ''}; {c['new']} new samples, "
-                f"{c['failed']} failed, {c['truncated']} truncated; spent ${led.spent_usd:.4f} ({led.spend_line()})")
+        return (
+            f"batches {', '.join(f'{v} {k}' for k, v in sorted(by.items())) or 'none'}"
+            f"{' (' + ', '.join(running) + ')' if running else ''}; {c['new']} new samples, "
+            f"{c['failed']} failed, {c['truncated']} truncated; spent ${led.spent_usd:.4f} ({led.spend_line()})"
+        )
 
 
 def harvest_batch(run: HarvestRun, *, base_url: str | None = None, wait: bool | None = None) -> HarvestResult:
@@ -153,22 +169,37 @@ def harvest_batch(run: HarvestRun, *, base_url: str | None = None, wait: bool | 
             api.submit(state, rec, reconcile=True)
 
     def submit(part: Part) -> None:
-        state.record("intent", local=part.name, input=str(part.path.relative_to(run.store.dir)),
-                     map=str(part.map_path.relative_to(run.store.dir)), requests=part.requests, bytes=part.bytes,
-                     sha256=part.sha256, worst_usd=part.worst_usd, retry=run.retry)
+        state.record(
+            "intent",
+            local=part.name,
+            input=str(part.path.relative_to(run.store.dir)),
+            map=str(part.map_path.relative_to(run.store.dir)),
+            requests=part.requests,
+            bytes=part.bytes,
+            sha256=part.sha256,
+            worst_usd=part.worst_usd,
+            retry=run.retry,
+        )
         api.submit(state, state.records[part.name], reconcile=False)
 
     cfg = recipe.teacher.batch
-    writer = PartWriter(state.folder, lambda k: state.next_local("b"), max_requests=cfg.max_requests,
-                        max_bytes=cfg.max_bytes, on_part=submit)
+    writer = PartWriter(
+        state.folder,
+        lambda k: state.next_local("b"),
+        max_requests=cfg.max_requests,
+        max_bytes=cfg.max_bytes,
+        on_part=submit,
+    )
     submitted = _budgeted(run, run.requests(state.reserved_ids()), writer, reserve=True)
     writer.close()
     batches.poll(cfg.wait if wait is None else wait)
     active = state.active()
     status: Status = "budget" if run.left_for_budget else "waiting" if active else "complete"
     if status == "budget":
-        msg = (f"budget ${run.ledger.budget_usd:g} reached: not every pending request was submitted; "
-               "raise teacher.budget_usd and re-run")
+        msg = (
+            f"budget ${run.ledger.budget_usd:g} reached: not every pending request was submitted; "
+            "raise teacher.budget_usd and re-run"
+        )
     elif status == "waiting":
         msg = "batches still running: re-run the same command to poll and ingest them"
     elif batches.returned:
@@ -178,8 +209,14 @@ def harvest_batch(run: HarvestRun, *, base_url: str | None = None, wait: bool | 
     c = run.writer.counts
     if status == "complete" and c["new"] == 0 and c["failed"] > 0:
         status, msg = "failed", f"every request of the batches failed ({run.writer.errors_by_kind()})"
-    res = run.result(status, message=msg, submitted=submitted, in_batches=sum(r.requests for r in active),
-                     returned=batches.returned, batches=[r.describe() for r in state.records.values()])
+    res = run.result(
+        status,
+        message=msg,
+        submitted=submitted,
+        in_batches=sum(r.requests for r in active),
+        returned=batches.returned,
+        batches=[r.describe() for r in state.records.values()],
+    )
     run.write_summary(res)
     return res
 
@@ -191,19 +228,37 @@ def export_batch(run: HarvestRun, out_dir: str | Path) -> HarvestResult:
     recipe = run.recipe
 
     def exported(part: Part) -> None:
-        state.record("exported", local=part.name, input=str(part.path),
-                     map=str(part.map_path.relative_to(run.store.dir)), requests=part.requests, bytes=part.bytes,
-                     sha256=part.sha256, retry=run.retry)
+        state.record(
+            "exported",
+            local=part.name,
+            input=str(part.path),
+            map=str(part.map_path.relative_to(run.store.dir)),
+            requests=part.requests,
+            bytes=part.bytes,
+            sha256=part.sha256,
+            retry=run.retry,
+        )
 
     cfg = recipe.teacher.batch
-    writer = PartWriter(out, lambda k: state.next_local("e"), max_requests=cfg.max_requests, max_bytes=cfg.max_bytes,
-                        map_folder=state.folder, file_prefix=f"{recipe.name.replace('/', '-')}-", on_part=exported)
+    writer = PartWriter(
+        out,
+        lambda k: state.next_local("e"),
+        max_requests=cfg.max_requests,
+        max_bytes=cfg.max_bytes,
+        map_folder=state.folder,
+        file_prefix=f"{recipe.name.replace('/', '-')}-",
+        on_part=exported,
+    )
     submitted = _budgeted(run, run.requests(), writer, reserve=False)
     parts = writer.close()
     files = [str(p.path) for p in parts]
-    msg = (f"run `python -m vllm.entrypoints.openai.run_batch -i FILE -o OUT.jsonl --model MODEL_DIR "
-           f"--served-model-name {recipe.teacher.model}` on each file, then `tracesynth harvest RECIPE --ingest "
-           f"OUT.jsonl`" if parts else "nothing pending: no file written")
+    msg = (
+        f"run `python -m vllm.entrypoints.openai.run_batch -i FILE -o OUT.jsonl --model MODEL_DIR "
+        f"--served-model-name {recipe.teacher.model}` on each file, then `tracesynth harvest RECIPE --ingest "
+        f"OUT.jsonl`"
+        if parts
+        else "nothing pending: no file written"
+    )
     return run.result("exported", message=msg, submitted=submitted, files=files)
 
 
@@ -221,8 +276,12 @@ def ingest_results(run: HarvestRun, path: str | Path) -> HarvestResult:
     tag = f"ingest-{sha.hexdigest()[:12]}"
     run.writer.endpoint = f"file:{src.name}"
     counts = ingest_file(run.writer, src, lookup.get, tag)
-    state.record("ingest_file", path=str(src.resolve()), sha256=sha.hexdigest(),
-                 **{k: v for k, v in counts.items() if not k.startswith("error:")})
+    state.record(
+        "ingest_file",
+        path=str(src.resolve()),
+        sha256=sha.hexdigest(),
+        **{k: v for k, v in counts.items() if not k.startswith("error:")},
+    )
     msg = f"{counts['unknown']} lines had a custom_id no exported file knows" if counts["unknown"] else ""
     if counts["torn_last_line"]:
         msg += " the last line was incomplete (skipped)"
@@ -238,8 +297,11 @@ def batch_status(recipe: Recipe, *, cancel: bool = False, refresh: bool = True) 
     sees the cancellation at its next poll and ingests the partial results).
     """
     state = BatchState(Path(recipe.run_dir))
-    api = BatchAPI.from_recipe(recipe) if (refresh or cancel) and any(
-        r.batch_id and r.ingested is None for r in state.records.values()) else None
+    api = (
+        BatchAPI.from_recipe(recipe)
+        if (refresh or cancel) and any(r.batch_id and r.ingested is None for r in state.records.values())
+        else None
+    )
     rows = []
     for rec in state.records.values():
         row = rec.describe()

@@ -73,9 +73,17 @@ class BatchRecord:
     def describe(self) -> dict[str, Any]:
         """The row ``tracesynth batches`` shows and harvest.json lists."""
         status = self.status or ("exported" if self.kind == "export" else "not submitted")
-        return {"local": self.local, "kind": self.kind, "batch_id": self.batch_id, "status": status,
-                "requests": self.requests, "counts": self.counts, "ingested": self.ingested, "input": self.input,
-                "errors": self.errors[:3]}
+        return {
+            "local": self.local,
+            "kind": self.kind,
+            "batch_id": self.batch_id,
+            "status": status,
+            "requests": self.requests,
+            "counts": self.counts,
+            "ingested": self.ingested,
+            "input": self.input,
+            "errors": self.errors[:3],
+        }
 
 
 class BatchState:
@@ -114,9 +122,16 @@ class BatchState:
             return
         if kind in ("intent", "exported"):
             self.records[ev["local"]] = BatchRecord(
-                local=ev["local"], kind="remote" if kind == "intent" else "export", input=ev["input"], map=ev["map"],
-                requests=ev.get("requests", 0), bytes=ev.get("bytes", 0), worst_usd=ev.get("worst_usd", 0.0),
-                retry=ev.get("retry", False), created_t=ev.get("t", 0.0))
+                local=ev["local"],
+                kind="remote" if kind == "intent" else "export",
+                input=ev["input"],
+                map=ev["map"],
+                requests=ev.get("requests", 0),
+                bytes=ev.get("bytes", 0),
+                worst_usd=ev.get("worst_usd", 0.0),
+                retry=ev.get("retry", False),
+                created_t=ev.get("t", 0.0),
+            )
             return
         rec = self.records.get(ev.get("local", ""))
         if rec is None:

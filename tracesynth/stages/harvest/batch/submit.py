@@ -47,17 +47,27 @@ class BatchAPIError(TeacherError):
 class BatchAPI:
     """The files + batches endpoints of one provider (see module docstring)."""
 
-    def __init__(self, base_url: str, *, api_key: str | None, api_key_env: str | None = None,
-                 timeout_s: float = 600.0, max_retries: int = 5, completion_window: str = "24h",
-                 create_attempts: int = 6, backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        api_key_env: str | None = None,
+        timeout_s: float = 600.0,
+        max_retries: int = 5,
+        completion_window: str = "24h",
+        create_attempts: int = 6,
+        backoff_s: float = 1.0,
+    ) -> None:
         import openai
 
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self._has_key = bool(api_key)
         self.openai = openai
-        self.client = openai.OpenAI(api_key=api_key or "EMPTY", base_url=self.base_url, max_retries=max_retries,
-                                    timeout=timeout_s)
+        self.client = openai.OpenAI(
+            api_key=api_key or "EMPTY", base_url=self.base_url, max_retries=max_retries, timeout=timeout_s
+        )
         self.window = completion_window
         self.create_attempts = create_attempts
         self.backoff_s = backoff_s
@@ -66,9 +76,15 @@ class BatchAPI:
     def from_recipe(cls, recipe: Recipe, base_url: str | None = None) -> BatchAPI:
         t = recipe.teacher
         key = os.environ.get(t.api_key_env) if t.api_key_env else None
-        return cls(base_url or t.batch.base_url or t.base_urls[0], api_key=key or None, api_key_env=t.api_key_env,
-                   timeout_s=min(t.timeout_s, 600.0), max_retries=max(0, t.max_attempts - 1),
-                   completion_window=t.batch.completion_window, backoff_s=min(t.backoff_base_s * 2, 5.0))
+        return cls(
+            base_url or t.batch.base_url or t.base_urls[0],
+            api_key=key or None,
+            api_key_env=t.api_key_env,
+            timeout_s=min(t.timeout_s, 600.0),
+            max_retries=max(0, t.max_attempts - 1),
+            completion_window=t.batch.completion_window,
+            backoff_s=min(t.backoff_base_s * 2, 5.0),
+        )
 
     # -- error mapping -----------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -80,24 +96,33 @@ class BatchAPI:
     def _error(self, what: str, exc: Exception) -> Exception:
         o = self.openai
         if isinstance(exc, (o.AuthenticationError, o.PermissionDeniedError)):
-            hint = (f"no API key set: export {self.api_key_env}" if self.api_key_env and not self._has_key
-                    else f"check the key in ${self.api_key_env}" if self.api_key_env
-                    else "set teacher.api_key_env to the name of the variable holding the key")
-            return AuthError(f"{self.base_url}: HTTP {exc.status_code} on {what}: the endpoint refused the "
-                             f"credentials ({hint})")
+            hint = (
+                f"no API key set: export {self.api_key_env}"
+                if self.api_key_env and not self._has_key
+                else f"check the key in ${self.api_key_env}"
+                if self.api_key_env
+                else "set teacher.api_key_env to the name of the variable holding the key"
+            )
+            return AuthError(
+                f"{self.base_url}: HTTP {exc.status_code} on {what}: the endpoint refused the credentials ({hint})"
+            )
         missing = isinstance(exc, o.NotFoundError) or (isinstance(exc, o.APIStatusError) and exc.status_code == 405)
         if missing and what in ("upload", "list files", "create batch", "list batches"):
             return BatchAPIError(
                 f"{self.base_url}: HTTP 404 on {what}: this endpoint has no files/batches API (vLLM's server "
                 f"has none: use `tracesynth harvest RECIPE --export-batch DIR`, `vllm run-batch`, then "
-                f"`--ingest OUT.jsonl`)")
+                f"`--ingest OUT.jsonl`)"
+            )
         if isinstance(exc, o.APIStatusError):
-            return BatchAPIError(f"{self.base_url}: HTTP {exc.status_code} on {what}: {_scrub(exc)}",
-                                 transient=exc.status_code in (408, 409, 429) or exc.status_code >= 500,
-                                 status=exc.status_code)
+            return BatchAPIError(
+                f"{self.base_url}: HTTP {exc.status_code} on {what}: {_scrub(exc)}",
+                transient=exc.status_code in (408, 409, 429) or exc.status_code >= 500,
+                status=exc.status_code,
+            )
         if isinstance(exc, o.APIConnectionError):
-            return BatchAPIError(f"{self.base_url}: {what} failed: {exc.__class__.__name__} (connection)",
-                                 transient=True)
+            return BatchAPIError(
+                f"{self.base_url}: {what} failed: {exc.__class__.__name__} (connection)", transient=True
+            )
         return BatchAPIError(f"{self.base_url}: {what} failed: {exc.__class__.__name__}")
 
     # -- files -------------------------------------------------------------------------------------
@@ -154,8 +179,7 @@ class BatchAPI:
             found = self.find_batch(state.token, rec.local, rec.created_t)
             if found is not None:
                 # no status here: the next poll records it with the output / error file ids
-                state.record("created", local=rec.local, batch_id=found.id, file_id=found.input_file_id,
-                             adopted=True)
+                state.record("created", local=rec.local, batch_id=found.id, file_id=found.input_file_id, adopted=True)
                 return
         name = state.remote_name(rec)
         file_id = rec.file_id if rec.file_id and (not reconcile or self.file_exists(rec.file_id)) else None
@@ -171,8 +195,9 @@ class BatchAPI:
         create = self.client.with_options(max_retries=0).batches.create
         for attempt in range(1, self.create_attempts + 1):
             try:
-                b = create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=self.window,
-                           metadata=meta)
+                b = create(
+                    input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=self.window, metadata=meta
+                )
             except transient as exc:
                 if attempt == self.create_attempts:
                     raise self._error("create batch", exc) from None

@@ -51,9 +51,27 @@ from typing import Any
 from tracesynth.records import Status
 
 TAGS = (
-    "no_answer", "unparseable_answer", "unparseable_gold", "no_reference", "mismatch", "partial", "timeout",
-    "runtime_error", "resource_limit", "sandbox_error", "judge_error", "not_needed", "verifier_error",
-    "sample_error", "no_problem", "truncated", "no_reasoning", "unclosed_think", "too_short", "too_long", "script",
+    "no_answer",
+    "unparseable_answer",
+    "unparseable_gold",
+    "no_reference",
+    "mismatch",
+    "partial",
+    "timeout",
+    "runtime_error",
+    "resource_limit",
+    "sandbox_error",
+    "judge_error",
+    "not_needed",
+    "verifier_error",
+    "sample_error",
+    "no_problem",
+    "truncated",
+    "no_reasoning",
+    "unclosed_think",
+    "too_short",
+    "too_long",
+    "script",
 )
 
 

@@ -156,8 +156,10 @@ def plan_tests(problem: Problem) -> tuple[str, Any]:
             return "stdio", _stdio_pairs(tests["inputs"], tests["outputs"])
     if isinstance(tests, list) and tests and all(isinstance(t, dict) for t in tests):
         if all(t.get("testtype") == "functional" for t in tests) and fn:
-            cases = [([json.loads(a) for a in str(t["input"]).splitlines() if a.strip()], json.loads(t["output"]))
-                     for t in tests]
+            cases = [
+                ([json.loads(a) for a in str(t["input"]).splitlines() if a.strip()], json.loads(t["output"]))
+                for t in tests
+            ]
             return "functional", (fn, cases)
         return "stdio", [(str(t.get("input", "")), str(t.get("output", ""))) for t in tests]
     if isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
@@ -196,15 +198,21 @@ def same_output(got: str, want: str, mode: str = "lines", float_tol: float | Non
 
 def _limits(options: dict[str, Any]) -> sandbox.Limits:
     t = float(options.get("time_limit_s", 5.0))
-    return sandbox.Limits(cpu_s=t, wall_s=2 * t + 1, memory_mb=int(options.get("memory_mb", 1024)),
-                          nproc=int(options.get("nproc", 32)), output_bytes=int(options.get("output_bytes", 1_000_000)))
+    return sandbox.Limits(
+        cpu_s=t,
+        wall_s=2 * t + 1,
+        memory_mb=int(options.get("memory_mb", 1024)),
+        nproc=int(options.get("nproc", 32)),
+        output_bytes=int(options.get("output_bytes", 1_000_000)),
+    )
 
 
 def _run(source: str, stdin: str, options: dict[str, Any]) -> sandbox.RunResult:
     caps = sandbox.capabilities()
     flags = ["-I"] if options.get("site_packages") else ["-I", "-S"]
-    return sandbox.run([caps.python, *flags, "main.py"], stdin=stdin, files={"main.py": source},
-                       limits=_limits(options))
+    return sandbox.run(
+        [caps.python, *flags, "main.py"], stdin=stdin, files={"main.py": source}, limits=_limits(options)
+    )
 
 
 def _from_run(res: sandbox.RunResult, where: str, code: str, details: dict[str, Any]) -> Outcome:
@@ -234,15 +242,15 @@ def verify_code(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
         first_failure: Outcome | None = None
         for i, (stdin, want) in enumerate(cases, 1):
             res = _run(code, stdin, options)
-            if res.status == "ok" and same_output(res.stdout, want, options.get("compare", "lines"),
-                                                  options.get("float_tol")):
+            if res.status == "ok" and same_output(
+                res.stdout, want, options.get("compare", "lines"), options.get("float_tol")
+            ):
                 ok += 1
                 continue
             if first_failure is None:
                 if res.status == "ok":
                     got, exp = res.stdout.strip()[:80], want.strip()[:80]
-                    first_failure = failed("mismatch", f"test {i}/{n}: expected {exp!r}, got {got!r}", shown,
-                                           **details)
+                    first_failure = failed("mismatch", f"test {i}/{n}: expected {exp!r}, got {got!r}", shown, **details)
                 else:
                     first_failure = _from_run(res, f"test {i}/{n}", shown, details)
             if options.get("stop_on_first_failure", True) or first_failure.status == "unverifiable":
@@ -255,8 +263,9 @@ def verify_code(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
     token = "tracesynth-tests-passed-" + secrets.token_hex(8)
     if kind == "functional":
         fn, cases = payload
-        source = _PRELUDE + code + _FUNC_HARNESS.format(cases=json.dumps([[a, w] for a, w in cases]), fn=fn,
-                                                        token=token)
+        source = (
+            _PRELUDE + code + _FUNC_HARNESS.format(cases=json.dumps([[a, w] for a, w in cases]), fn=fn, token=token)
+        )
         n = len(cases)
     else:
         test_code, entry = payload

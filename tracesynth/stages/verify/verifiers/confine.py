@@ -252,8 +252,14 @@ def _kill_uid(uid: int) -> None:
             if _reaper is None or _reaper[0] != os.getpid() or _reaper[1].poll() is not None:
                 if _reaper is not None and _reaper[0] == os.getpid():
                     _close(_reaper[1])
-                proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER_SRC], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={})
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _REAPER_SRC],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    env={},
+                )
                 _reaper = (os.getpid(), proc)
             proc = _reaper[1]
             try:
@@ -280,5 +286,14 @@ def _kill_session(sid: int) -> None:
             continue
 
 
-__all__ = ["ENV_PATH", "HIDE_DIRS", "UID_BASE", "WORKDIR_IN_NS", "Plan", "child_setup", "kill_all", "new_uid",
-           "plan_mounts"]
+__all__ = [
+    "ENV_PATH",
+    "HIDE_DIRS",
+    "UID_BASE",
+    "WORKDIR_IN_NS",
+    "Plan",
+    "child_setup",
+    "kill_all",
+    "new_uid",
+    "plan_mounts",
+]

@@ -87,12 +87,19 @@ def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> 
         extra = tuple(options.get("markup") or ())
         hit = find_markup(reasoning, extra) or find_markup(content, extra)
         if hit:
-            problems.append(("chat_markup", f"the text holds chat-template markup {hit!r}: it would become a "
-                                            "special token in training"))
+            problems.append(
+                (
+                    "chat_markup",
+                    f"the text holds chat-template markup {hit!r}: it would become a special token in training",
+                )
+            )
     r_tok, a_tok, source = _tokens(sample)
-    bounds = (("min_reasoning_tokens", r_tok, "too_short", "reasoning"), ("max_reasoning_tokens", r_tok, "too_long",
-              "reasoning"), ("min_answer_tokens", a_tok, "too_short", "answer"),
-              ("max_answer_tokens", a_tok, "too_long", "answer"))
+    bounds = (
+        ("min_reasoning_tokens", r_tok, "too_short", "reasoning"),
+        ("max_reasoning_tokens", r_tok, "too_long", "reasoning"),
+        ("min_answer_tokens", a_tok, "too_short", "answer"),
+        ("max_answer_tokens", a_tok, "too_long", "answer"),
+    )
     for key, value, tag, what in bounds:
         limit = options.get(key)
         if limit is None:

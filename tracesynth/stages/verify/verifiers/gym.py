@@ -69,8 +69,9 @@ def verify_gym(problem: Problem, sample: Sample, options: dict[str, Any]) -> Out
     if score >= threshold:
         return Outcome("pass", answer[:500], "", "", score, details)
     tag = "partial" if score > 0 else "mismatch"
-    return failed(tag, f"reasoning-gym {task} scored {score:.3g} (pass needs {threshold:g})", answer[:500], score,
-                  **details)
+    return failed(
+        tag, f"reasoning-gym {task} scored {score:.3g} (pass needs {threshold:g})", answer[:500], score, **details
+    )
 
 
 __all__ = ["extract", "verify_gym"]

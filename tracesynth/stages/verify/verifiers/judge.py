@@ -61,12 +61,21 @@ async def _ask(messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
     urls = options.get("base_urls") or options.get("base_url")
     key_env = options.get("api_key_env")
     key = os.environ.get(key_env) if key_env else None
-    async with TeacherClient(urls, model=options["model"], api_key=key or None, api_key_env=key_env,
-                             timeout_s=float(options.get("request_timeout_s", 120)), concurrency=1,
-                             max_attempts=int(options.get("max_attempts", 3)),
-                             http=options.get("http", "aiohttp")) as client:
-        result = await client.chat(messages, temperature=float(options.get("temperature", 0.0)),
-                                   max_tokens=int(options.get("max_tokens", 2048)))
+    async with TeacherClient(
+        urls,
+        model=options["model"],
+        api_key=key or None,
+        api_key_env=key_env,
+        timeout_s=float(options.get("request_timeout_s", 120)),
+        concurrency=1,
+        max_attempts=int(options.get("max_attempts", 3)),
+        http=options.get("http", "aiohttp"),
+    ) as client:
+        result = await client.chat(
+            messages,
+            temperature=float(options.get("temperature", 0.0)),
+            max_tokens=int(options.get("max_tokens", 2048)),
+        )
     return result.choices[0].content or ""
 
 
@@ -86,8 +95,9 @@ def verify_judge(problem: Problem, sample: Sample, options: dict[str, Any]) -> O
     found = _DECISION.findall(reply)
     details = {"model": options["model"], "reply": reply.strip()[-200:]}
     if not found:
-        return unverifiable("judge_error", f"judge reply has no CORRECT/INCORRECT: {reply.strip()[-120:]!r}",
-                            response[:500], **details)
+        return unverifiable(
+            "judge_error", f"judge reply has no CORRECT/INCORRECT: {reply.strip()[-120:]!r}", response[:500], **details
+        )
     if found[-1].upper() == "CORRECT":
         return passed(response[:500], **details)
     return failed("mismatch", "the judge found the answer incorrect", response[:500], **details)

@@ -135,8 +135,11 @@ def verify_math(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
     if not cands:
         return failed("no_answer", "no \\boxed{} answer or 'final answer is' phrase in the answer")
     mv = _mv()
-    verify_kw = {k: options[k] for k in ("float_rounding", "numeric_precision", "strict", "allow_set_relation_comp")
-                 if k in options}
+    verify_kw = {
+        k: options[k]
+        for k in ("float_rounding", "numeric_precision", "strict", "allow_set_relation_comp")
+        if k in options
+    }
     results: list[bool | None] = []
     shown: list[str] = []
     for cand in cands:
@@ -155,10 +158,15 @@ def verify_math(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
     if all(r is True for r in results):
         return passed(answer, **details)
     if any(r is False for r in results):
-        return failed("mismatch", f"answer {answer!r:.120} does not match the reference {problem.answer!r:.120}",
-                      answer, **details)
-    return unverifiable("unparseable_answer", f"math-verify could not parse the answer {answer!r:.200}", answer,
-                        **details)
+        return failed(
+            "mismatch",
+            f"answer {answer!r:.120} does not match the reference {problem.answer!r:.120}",
+            answer,
+            **details,
+        )
+    return unverifiable(
+        "unparseable_answer", f"math-verify could not parse the answer {answer!r:.200}", answer, **details
+    )
 
 
 __all__ = ["BOX_POLICIES", "candidates", "parse_gold", "parse_prediction", "verify_math"]

@@ -206,19 +206,38 @@ def _run(
                 os.chown(host_dir, uid, uid)
             os.chmod(host_dir, 0o700)
         plan = confine.Plan(features, uid, lim, workdir, data if "mount" in features else {}, expose, hide)
-        env = {"PATH": confine.ENV_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            "PATH": confine.ENV_PATH,
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as fout, tempfile.TemporaryFile() as ferr:
             fin.write(stdin.encode() if isinstance(stdin, str) else stdin)
             fin.seek(0)
             try:
                 proc = subprocess.Popen(
-                    argv, stdin=fin, stdout=fout, stderr=ferr, cwd=host_dir or "/", env=env,
-                    start_new_session=True, preexec_fn=confine.child_setup(plan),
+                    argv,
+                    stdin=fin,
+                    stdout=fout,
+                    stderr=ferr,
+                    cwd=host_dir or "/",
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=confine.child_setup(plan),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
-                return RunResult("sandbox_error", None, "", "", time.monotonic() - t0,
-                                 f"could not start the program: {type(exc).__name__}: {exc}", tuple(sorted(features)))
+                return RunResult(
+                    "sandbox_error",
+                    None,
+                    "",
+                    "",
+                    time.monotonic() - t0,
+                    f"could not start the program: {type(exc).__name__}: {exc}",
+                    tuple(sorted(features)),
+                )
             timed_out = not _wait_exit(proc, lim.wall_s)
             confine.kill_all(proc, uid)
             rc = proc.wait()
@@ -255,8 +274,13 @@ def _candidates() -> list[frozenset[str]]:
     if sys.platform != "linux":
         return [frozenset()]
     if os.geteuid() == 0:
-        sets = [{"uid", "mount", "net", "ipc", "hidepid"}, {"uid", "mount", "net", "ipc"}, {"uid", "net", "ipc"},
-                {"uid"}, {"net", "ipc"}]
+        sets = [
+            {"uid", "mount", "net", "ipc", "hidepid"},
+            {"uid", "mount", "net", "ipc"},
+            {"uid", "net", "ipc"},
+            {"uid"},
+            {"net", "ipc"},
+        ]
     else:
         sets = [{"userns", "net", "ipc"}]
     return [frozenset(s) for s in sets] + [frozenset()]
