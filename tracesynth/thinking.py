@@ -58,8 +58,8 @@ def split_think(text: str, delimiters: Delimiters = THINK) -> tuple[str | None, 
         return reasoning, answer, (["closing_think_only"] + ([] if reasoning else ["empty_think"]))
     first = text.find(start)
     if first >= 0:  # a preamble before the block: keep it with the answer
-        reasoning, after, flags = split_think(text[first:], delimiters)
-        return reasoning, (text[:first].strip() + ("\n\n" + after if after else "")).strip(), flags
+        inner, after, flags = split_think(text[first:], delimiters)
+        return inner, (text[:first].strip() + ("\n\n" + after if after else "")).strip(), flags
     return None, text.strip(), []
 
 

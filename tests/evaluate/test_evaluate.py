@@ -183,7 +183,7 @@ def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def student(tmp_path_factory: pytest.TempPathFactory):
     """The default tiny student trained on 2-digit + 1-digit addition traces (~450 steps, about a minute)."""
-    from tracesynth.stages.train.sft import sft
+    from tracesynth.stages.train.trainer import sft
 
     run = tmp_path_factory.mktemp("eval") / "run"
     recipe = recipe_for(run, "sft.max_steps=450")

@@ -18,7 +18,6 @@ from distill_kit import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.stages.train.args import check_sft_keys, default_sft_args, merge_sft_args
-from tracesynth.stages.train.sft import make_trainer, sft, train_and_save
 from tracesynth.stages.train.student import (
     CHATML_TEMPLATE,
     IM_END,
@@ -27,6 +26,7 @@ from tracesynth.stages.train.student import (
     load_student,
     train_tokenizer,
 )
+from tracesynth.stages.train.trainer import make_trainer, sft, train_and_save
 
 
 def test_unknown_sft_key_is_named() -> None:

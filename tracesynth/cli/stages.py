@@ -53,7 +53,7 @@ def sft_cmd(
     force: Annotated[bool, typer.Option("--force", help="Train again even if the student is up to date.")] = False,
 ) -> None:
     """Distil the exported dataset into the student with TRL's SFTTrainer (resumes from the last checkpoint)."""
-    from tracesynth.stages.train.sft import sft
+    from tracesynth.stages.train.trainer import sft
 
     result = sft(load(recipe, set_), dataset_dir=dataset, output_dir=output, force=force)
     typer.echo(result.summary(), err=True)

@@ -193,10 +193,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         loc = [p for p in loc if not (p[:1].isupper() or p.startswith("list["))]
         field = ".".join(loc) or "<recipe>"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        line = _line_of(text, loc) if text else None
+        line_no = _line_of(text, loc) if text else None
         set_keys = [o.split("=", 1)[0].strip() for o in overrides]
         hit = [k for k in set_keys if k == field or k.startswith(field + ".") or field.startswith(k + ".")]
-        origin = f"--set {hit[-1]}" if hit else f"{where}{f':{line}' if line else ''}"
+        origin = f"--set {hit[-1]}" if hit else f"{where}{f':{line_no}' if line_no else ''}"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{origin}: {field}: {msg}{more}") from None
 

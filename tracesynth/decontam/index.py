@@ -135,7 +135,7 @@ def _state(src: SourceConfig) -> tuple:
     if src.path is None:
         from tracesynth.sources import builtin as data
 
-        ds = data.get(src.name, src.split)
+        ds = data.get(src.name or "", src.split)
         return (src.kind, src.name, src.split, ds.sha256, *_file_state(ds.path))
     path = Path(src.path).resolve()
     if path.is_dir():  # a saved dataset or a parquet folder: the state of every file in it
@@ -172,7 +172,7 @@ def eval_sources(cfg: DecontamConfig) -> list[tuple[str, SourceConfig]]:
             continue
         if not path.exists():
             raise ConfigError(f"curate.decontam.eval_sets: {ref}: no such file")
-        out[path.name] = SourceConfig(kind=kind, path=str(path), hygiene=loose)
+        out[path.name] = SourceConfig.model_validate({"kind": kind, "path": str(path), "hygiene": loose})
     return list(out.items())
 
 

@@ -276,7 +276,7 @@ class RunStore:
         if name not in self._files:
             if name in RECORD_FILES and model is None:
                 rec_model, key = _record_model(name)
-                self._files[name] = JsonlFile(self.layout.jsonl(name), rec_model, key)  # type: ignore[arg-type]
+                self._files[name] = JsonlFile(self.layout.jsonl(name), rec_model, key)
             else:
                 self._files[name] = JsonlFile(self.layout.jsonl(name), model, key)
         return self._files[name]
@@ -378,8 +378,17 @@ def package_versions() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def _package_versions() -> dict[str, str]:  # ~25 ms (importlib.metadata parses each METADATA file): once
     out = {"python": platform.python_version(), "platform": sys.platform}
-    names = ("tracesynth", "openai", "httpx", "datasets", "math-verify", "reasoning-gym", "torch", "transformers")
-    names += ("trl",)
+    names = (
+        "tracesynth",
+        "openai",
+        "httpx",
+        "datasets",
+        "math-verify",
+        "reasoning-gym",
+        "torch",
+        "transformers",
+        "trl",
+    )
     for name in names:
         try:
             out[name] = metadata.version(name)

@@ -173,13 +173,13 @@ class Evaluator:
         return exact(self._eval(node))
 
     def _eval(self, node: Node) -> Num:
-        kind = type(node)
-        if kind is Lit:
+        if type(node) is Lit:
             return node.value
-        if kind is Neg:
+        if type(node) is Neg:
             v = self._eval(node.operand)
             self._record(f"-({fmt(v)})", [f"-({fmt(v)}) = {fmt(-v)}"], -v, -v, allow_mistake=False)
             return -v
+        assert type(node) is Bin
         a, b = self._eval(node.left), self._eval(node.right)
         true = apply_op(node.op, a, b)
         wrong = len(self.steps) + 1 == self.inject_at

@@ -172,7 +172,8 @@ class BatchService:
         for part in msg.iter_parts():
             name = part.get_param("name", header="content-disposition")
             if name:
-                fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+                payload = part.get_payload(decode=True)
+                fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
         if "purpose" not in fields:
             raise ApiError(400, "Missing required parameter: 'purpose'.", "purpose")
         if "file" not in fields:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
+from typing import cast
 
 Num = int | Fraction
 
@@ -225,6 +226,7 @@ def _step_add(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num
         r = exact(a + b)
         r = r + 1 if rng is not None else r
         return [f"{fmt(a)} + {fmt(b)} = {fmt(r)}"], r
+    a, b = cast(int, a), cast(int, b)  # _is_int said so
     return _signed_add(a, b, rng)
 
 
@@ -233,6 +235,7 @@ def _step_sub(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num
         r = exact(a - b)
         r = r + 1 if rng is not None else r
         return [f"{fmt(a)} - {fmt(b)} = {fmt(r)}"], r
+    a, b = cast(int, a), cast(int, b)  # _is_int said so
     if b < 0:
         lines, r = _signed_add(a, -b, rng)
         return [f"{a} - {b} = {a} + {-b}", *lines], r
@@ -247,6 +250,7 @@ def _step_mul(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num
         r = exact(a * b)
         r = r + 1 if rng is not None else r
         return [f"{fmt(a)} * {fmt(b)} = {fmt(r)}"], r
+    a, b = cast(int, a), cast(int, b)  # _is_int said so
     neg = (a < 0) != (b < 0)
     x, y = abs(a), abs(b)
     lines = []
@@ -266,6 +270,7 @@ def _step_mul(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num
     for i, d in enumerate(dy):
         p = x * d
         if i == bad:
+            assert rng is not None
             k = rng.randrange(len(str(p))) if p else 0
             p = p + 10**k if (p // 10**k) % 10 != 9 else p - 10**k
         shifted = p * 10**i
@@ -285,6 +290,7 @@ def _step_div(a: Num, b: Num, rng: random.Random | None) -> tuple[list[str], Num
         q = exact(Fraction(a) / Fraction(b))
         q = q + 1 if rng is not None else q
         return [f"{fmt(a)} / {fmt(b)} = {fmt(q)}"], q
+    a, b = cast(int, a), cast(int, b)  # _is_int said so
     q, r = divmod(a, b)
     if rng is not None:
         q = q + rng.choice([-1, 1])

@@ -78,8 +78,9 @@ def sim_teacher(**flags: Any) -> None:
     serve(options)
 
 
-sim_teacher.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]
-sim_teacher.__annotations__ = {p.name: p.annotation for p in sim_teacher.__signature__.parameters.values()}
+_SIGNATURE = inspect.Signature(_parameters())
+sim_teacher.__signature__ = _SIGNATURE  # type: ignore[attr-defined]
+sim_teacher.__annotations__ = {p.name: p.annotation for p in _SIGNATURE.parameters.values()}
 
 
 def register(app: typer.Typer) -> None:

@@ -155,7 +155,7 @@ class SimApp:
         if not given:
             raise ApiError(401, "You didn't provide an API key. Use an 'Authorization: Bearer <key>' header.")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self._key):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self._key or ""):
             raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     # -- routes ----------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class SimApp:
         st.c["prompt_tokens"] += prompt_tokens
         st.c["completion_tokens"] += completion
         reasoning = sum(c.reasoning_tokens for c in choices)
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion,

@@ -57,9 +57,9 @@ def _events(kind: str, choices: list[Choice], k: int) -> list[tuple[list[dict[st
             )
         for name, text, _ in c.pieces:
             for part, n in split_tokens(text, k):
-                body = {"delta": {name: part}} if kind == "chat" else {"text": part}
+                body: dict[str, Any] = {"delta": {name: part}} if kind == "chat" else {"text": part}
                 seq.append(({"index": i, **body, "logprobs": None, "finish_reason": None}, n))
-        last = {"delta": {}} if kind == "chat" else {"text": ""}
+        last: dict[str, Any] = {"delta": {}} if kind == "chat" else {"text": ""}
         seq.append(({"index": i, **last, "logprobs": None, "finish_reason": c.finish_reason}, 0))
         per_choice.append(seq)
     rounds = []
@@ -101,12 +101,12 @@ async def stream_reply(
         if j == drop_at:
             conn.close()
             return
-        event = {"id": rid, "object": obj, "created": created, "model": model, "choices": deltas}
-        conn.write(chunk(b"data: " + _dumps(event) + b"\n\n"))
+        data = {"id": rid, "object": obj, "created": created, "model": model, "choices": deltas}
+        conn.write(chunk(b"data: " + _dumps(data) + b"\n\n"))
         if opts.token_delay_s > 0 and n:
             await asyncio.sleep(opts.token_delay_s * n)
         await conn.drain()
     if include_usage:
-        event = {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
-        conn.write(chunk(b"data: " + _dumps(event) + b"\n\n"))
+        data = {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
+        conn.write(chunk(b"data: " + _dumps(data) + b"\n\n"))
     conn.write(chunk(b"data: [DONE]\n\n") + LAST_CHUNK)

@@ -103,6 +103,7 @@ class OpenAITransport:
     def __init__(self, *, api_key: str | None, timeout_s: float, max_connections: int) -> None:
         import openai
 
+        httpx2: Any
         try:
             import httpx2  # openai >= 3 speaks httpx2
         except ImportError:

@@ -174,7 +174,7 @@ class LocalGenerator:
         pad = self.tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
-        sampling = {"do_sample": False}
+        sampling: dict[str, Any] = {"do_sample": False}
         if spec.temperature > 0:
             sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
         with torch.no_grad():

@@ -120,7 +120,7 @@ def group(rows: list[dict[str, Any]], key: str, confidence: float, seed: int) ->
         c[1] += int(r["passed"])
     out = {}
     for value, per in sorted(counts.items()):
-        s = accuracy_summary([tuple(x) for x in per.values()], confidence, seed)
+        s = accuracy_summary([(x[0], x[1]) for x in per.values()], confidence, seed)
         out[value] = {"pass@1": s["pass@1"], "ci": s["ci"], "n_problems": s["problems"]}
     return out
 
@@ -130,7 +130,7 @@ def metrics(rows: list[dict[str, Any]], confidence: float, seed: int) -> dict[st
     for r in rows:
         per[r["problem_id"]][0] += 1
         per[r["problem_id"]][1] += int(r["passed"])
-    summary = accuracy_summary([tuple(v) for v in per.values()], confidence, seed)
+    summary = accuracy_summary([(v[0], v[1]) for v in per.values()], confidence, seed)
     total = max(len(rows), 1)
     tags = Counter(v.get("tag") or v.get("status") for r in rows for v in r["verdicts"] if v.get("status") != "pass")
     return {

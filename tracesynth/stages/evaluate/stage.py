@@ -164,7 +164,7 @@ def evaluate(
     errored: Counter[str] = Counter()
     first_error = ""
     with RunStore(recipe.run_dir) as store, store.stage_run("eval", problems=len(problems), excluded=excluded) as mark:
-        items = store.file("eval_items")
+        items: JsonlFile[Any] = store.file("eval_items")
         for target in chosen:
             t0 = time.perf_counter()
             settings = [("plain", base)]
@@ -264,7 +264,7 @@ class _Runner:
         if self.target.backend == "local":
             gen = self._load()
             prompts = [gen.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
-            return gen.generate(prompts, spec)  # type: ignore[no-any-return]
+            return gen.generate(prompts, spec)
         return asyncio.run(self._served(convs, spec, indices))
 
     async def _served(
@@ -304,7 +304,7 @@ class _Runner:
             else:
                 self._tokenizer = False
         if self._tokenizer:
-            return self._tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)  # type: ignore[no-any-return]
+            return self._tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conv) + "<|im_start|>assistant\n"
 
 

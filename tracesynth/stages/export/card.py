@@ -180,8 +180,8 @@ def _stage_counts(harvest, verify, curate) -> list[str]:
     if curate:
         lines += ["", "| curation step | samples in | samples out | problems out | dropped |", "|---|---|---|---|---|"]
         for s in curate.get("steps", []):
-            dropped = ", ".join(f"{k} {v}" for k, v in s.get("dropped", {}).items()) or "—"
-            lines.append(f"| {s['step']} | {s['in']} | {s['out']} | {s.get('problems_out', '')} | {dropped} |")
+            why = ", ".join(f"{k} {v}" for k, v in s.get("dropped", {}).items()) or "—"
+            lines.append(f"| {s['step']} | {s['in']} | {s['out']} | {s.get('problems_out', '')} | {why} |")
     return lines
 
 

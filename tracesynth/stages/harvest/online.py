@@ -465,7 +465,7 @@ def _run_loop(coro: Any) -> Any:
 
 def harvest_online(run: HarvestRun, base_urls: list[str] | None) -> HarvestResult:
     """Ask every pending request of ``run`` online; write harvest.json; raise what stopped the run."""
-    return _run_loop(_harvest(run, base_urls))  # type: ignore[no-any-return]
+    return _run_loop(_harvest(run, base_urls))
 
 
 async def _harvest(run: HarvestRun, base_urls: list[str] | None) -> HarvestResult:

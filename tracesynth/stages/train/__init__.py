@@ -9,8 +9,8 @@ from typing import Any
 
 
 def sft(recipe: Any, **kwargs: Any) -> Any:
-    """Train the student; see :func:`tracesynth.stages.train.sft.sft`."""
-    from tracesynth.stages.train.sft import sft as run
+    """Train the student; see :func:`tracesynth.stages.train.trainer.sft`."""
+    from tracesynth.stages.train.trainer import sft as run
 
     return run(recipe, **kwargs)
 

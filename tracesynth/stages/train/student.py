@@ -164,7 +164,7 @@ def build_tiny(
     return model, tokenizer
 
 
-def untrained_like(student_dir: str | Path, *, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def untrained_like(student_dir: str | Path, *, seed: int = 0) -> tuple[Any, Any]:
     """A freshly initialised model with the config and tokenizer of a saved tiny student (the "before")."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -172,7 +172,7 @@ def untrained_like(student_dir: str | Path, *, seed: int = 0) -> tuple[PreTraine
     config = AutoConfig.from_pretrained(student_dir)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
     )
@@ -181,7 +181,7 @@ def untrained_like(student_dir: str | Path, *, seed: int = 0) -> tuple[PreTraine
 
 def load_student(
     name_or_path: str | Path, *, dtype: str = "auto", device: str | None = None, revision: str | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+) -> tuple[Any, Any]:  # (a transformers model, its tokenizer): Auto* classes are not typed as such
     """Load a checkpoint (local path or Hub name) and its tokenizer for generation, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -193,6 +193,7 @@ def load_student(
     elif isinstance(dtype, str):
         torch_dtype = getattr(torch, dtype)
     path = str(name_or_path)
+    model: Any
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision)

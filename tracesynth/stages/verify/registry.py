@@ -114,6 +114,7 @@ def score(
                         res = unverifiable("not_needed", f"rule-based verifiers decided ({decided})")
             if res is None:
                 res = _call(fn, problem, sample, opts)
+        assert res is not None
         out.append(
             Verdict(
                 sample_id=sample.id,

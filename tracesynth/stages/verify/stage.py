@@ -24,7 +24,6 @@ This module schedules and records; the verifiers themselves live in their own mo
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import multiprocessing
 import os
@@ -37,7 +36,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -46,9 +44,11 @@ from tracesynth.children import die_with_parent, parent_watchdog
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError, VerifierError
 from tracesynth.records import Problem, Sample, Verdict
+from tracesynth.rundir.jsonio import write_json
 from tracesynth.rundir.live import live_samples
-from tracesynth.rundir.store import JsonlFile, RunStore
+from tracesynth.rundir.store import RunStore, read_jsonl
 from tracesynth.stages.verify.registry import DEFAULT_TIMEOUT_S, VERIFIERS, get_verifier, keep_rows, score
+from tracesynth.ui.progress import Progress
 
 log = logging.getLogger(__name__)
 Item = tuple[Problem, Sample, list[str], list[str]]  # problem, sample, verifiers to run, verdicts to write
@@ -139,6 +139,7 @@ def _new_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecuto
     """Workers are forked when this process has no other thread (fast, and a script without an
     ``if __name__ == "__main__"`` guard still works); with threads running, forking is unsafe and
     the forkserver method is used instead."""
+    ctx: Any
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("fork")
     else:
@@ -270,52 +271,50 @@ def verify(
         chunk_size = 4 if all_names & {"code", "judge"} else 32
     t0 = time.monotonic()
     with RunStore(recipe.run_dir) as store:
-        samples_path = store.dir / "samples.jsonl"
-        if not samples_path.exists():
-            raise UserError(f"{samples_path}: no samples; run `tracesynth harvest` first")
-        problems = {p.id: p for p in store.file("problems", Problem).iter()}
-        samples = store.file("samples", Sample)
-        verdicts = store.file("verdicts", Verdict, key=("sample_id", "verifier"))
+        layout = store.layout
+        if not layout.samples.exists():
+            raise UserError(f"{layout.samples}: no samples; run `tracesynth harvest` first")
+        problems = {p.id: p for p in store.problems.iter()}
+        samples, verdicts = store.samples, store.verdicts
         result = VerifyResult(run_dir=str(store.dir), keep=recipe.verify.keep, workers=workers, existing=len(verdicts))
-        store.mark_stage("verify", started_at=time.time())
+        with store.stage_run("verify") as mark:
 
-        def sink(v: Verdict) -> None:
-            verdicts.append(v)
-            result.written += 1
+            def sink(v: Verdict) -> None:
+                verdicts.append(v)
+                result.written += 1
 
-        def orphan(s: Sample, todo: list[str]) -> None:
-            result.no_problem += 1
-            for n in todo:
-                sink(
-                    Verdict(
-                        sample_id=s.id,
-                        problem_id=s.problem_id,
-                        verifier=n,
-                        status="unverifiable",
-                        tag="no_problem",
-                        reason=f"problem {s.problem_id!r} is not in problems.jsonl",
+            def orphan(s: Sample, todo: list[str]) -> None:
+                result.no_problem += 1
+                for n in todo:
+                    sink(
+                        Verdict(
+                            sample_id=s.id,
+                            problem_id=s.problem_id,
+                            verifier=n,
+                            status="unverifiable",
+                            tag="no_problem",
+                            reason=f"problem {s.problem_id!r} is not in problems.jsonl",
+                        )
                     )
+
+            with Progress("verify", quiet=not progress) as view:
+                view.start(total=len(samples))
+                # a truncated sample re-asked with a larger budget is superseded: verify only the live row
+                items = _pending(live_samples(samples), problems, recipe, verdicts.keys, orphan)
+                preload = ("math_verify",) if "math" in all_names else ()
+                result.worker_restarts = run_items(
+                    items, options, sink, workers=workers, chunk_size=chunk_size, on_item=view.advance, preload=preload
                 )
+            verdicts.sync()
+            _summarise(read_jsonl(verdicts.path), result)
+            result.wall_s = round(time.monotonic() - t0, 3)
+            result.verdicts_per_s = round(result.written / result.wall_s, 2) if result.wall_s else 0.0
+            if "code" in all_names:
+                from tracesynth.stages.verify.verifiers.sandbox import capabilities
 
-        with _progress(progress, len(samples)) as advance:
-            # a truncated sample re-asked with a larger budget is superseded: verify only the live row
-            items = _pending(live_samples(samples), problems, recipe, verdicts.keys, orphan)
-            preload = ("math_verify",) if "math" in all_names else ()
-            result.worker_restarts = run_items(
-                items, options, sink, workers=workers, chunk_size=chunk_size, on_item=advance, preload=preload
-            )
-        verdicts.sync()
-        _summarise(JsonlFile(verdicts.path, None, key=None).iter(), result)
-        result.wall_s = round(time.monotonic() - t0, 3)
-        result.verdicts_per_s = round(result.written / result.wall_s, 2) if result.wall_s else 0.0
-        if "code" in all_names:
-            from tracesynth.stages.verify.verifiers.sandbox import capabilities
-
-            result.sandbox = capabilities().describe()
-        _write_json(store.dir / "verify.json", result.model_dump(mode="json"))
-        store.mark_stage(
-            "verify", finished_at=time.time(), written=result.written, kept=result.kept, samples=result.samples
-        )
+                result.sandbox = capabilities().describe()
+            write_json(layout.verify_json, result.model_dump(mode="json"))
+            mark.update(written=result.written, kept=result.kept, samples=result.samples)
     return result
 
 
@@ -339,43 +338,6 @@ def _summarise(rows: Iterator[dict[str, Any]], result: VerifyResult) -> None:
     result.unverifiable_reasons = {k: dict(c.most_common(10)) for k, c in sorted(reasons.items())}
     result.samples = len(by_sample)
     result.kept = sum(keep_rows(vs, result.keep) for vs in by_sample.values())
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-class _progress:
-    """A transient rich progress bar on a terminal; a no-op otherwise."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self._bar = enabled, total, None
-
-    def __enter__(self) -> Callable[[int], None]:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        if not (self.enabled and console.is_terminal):
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            TextColumn("verify"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self._bar.start()
-        task = self._bar.add_task("verify", total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def print_summary(result: VerifyResult, console: Any = None) -> None:

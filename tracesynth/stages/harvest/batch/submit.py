@@ -193,10 +193,14 @@ class BatchAPI:
         o = self.openai
         transient = (o.APIConnectionError, o.RateLimitError, o.InternalServerError, o.ConflictError)
         create = self.client.with_options(max_retries=0).batches.create
+        b: Any
         for attempt in range(1, self.create_attempts + 1):
             try:
                 b = create(
-                    input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=self.window, metadata=meta
+                    input_file_id=file_id,
+                    endpoint="/v1/chat/completions",
+                    completion_window=self.window,  # type: ignore[arg-type]
+                    metadata=meta,
                 )
             except transient as exc:
                 if attempt == self.create_attempts:

@@ -215,7 +215,8 @@ def _forget_reaper_in_child() -> None:
     if _reaper is not None:
         for fh in (_reaper[1].stdin, _reaper[1].stdout):
             try:
-                fh.close()
+                if fh is not None:
+                    fh.close()
             except (OSError, ValueError):
                 pass
         _inherited.append(_reaper[1])  # kept referenced: never waited for or finalised here
@@ -235,6 +236,7 @@ def _stop_reaper() -> None:
 
 
 def _close(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None and proc.stdout is not None  # started with both piped
     try:
         proc.stdin.close()
         proc.wait(timeout=5)
@@ -262,6 +264,7 @@ def _kill_uid(uid: int) -> None:
                 )
                 _reaper = (os.getpid(), proc)
             proc = _reaper[1]
+            assert proc.stdin is not None and proc.stdout is not None
             try:
                 proc.stdin.write(f"{uid}\n")
                 proc.stdin.flush()

@@ -59,6 +59,8 @@ async def _ask(messages: list[dict[str, Any]], options: dict[str, Any]) -> str:
     from tracesynth.teacher.client import TeacherClient
 
     urls = options.get("base_urls") or options.get("base_url")
+    if not urls:
+        raise ValueError("judge: no endpoint (options base_url / base_urls, or the teacher's)")
     key_env = options.get("api_key_env")
     key = os.environ.get(key_env) if key_env else None
     async with TeacherClient(

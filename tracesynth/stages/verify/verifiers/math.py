@@ -152,7 +152,11 @@ def verify_math(problem: Problem, sample: Sample, options: dict[str, Any]) -> Ou
         results.append(bool(mv.verify(list(gold), parsed, timeout_seconds=None, **verify_kw)))
     answer = shown[-1] if len(shown) == 1 else " | ".join(shown)
     answer = answer[:500]
-    details = {"region": region, "boxes": len(cands) if region == "boxed" else 0, "gold": str(gold[-1])[:200]}
+    details: dict[str, Any] = {
+        "region": region,
+        "boxes": len(cands) if region == "boxed" else 0,
+        "gold": str(gold[-1])[:200],
+    }
     if policy == "any" and any(r is True for r in results):
         return passed(answer, **details)
     if all(r is True for r in results):

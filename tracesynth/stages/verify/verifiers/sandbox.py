@@ -67,7 +67,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tracesynth.stages.verify.verifiers import confine
 
@@ -244,6 +244,7 @@ def _run(
             out, out_trunc = _read_capped(fout, lim.output_bytes)
             err, err_trunc = _read_capped(ferr, lim.output_bytes)
         wall = time.monotonic() - t0
+        status: Any
         if timed_out:
             status, reason = "timeout", f"wall time limit ({lim.wall_s:g}s) exceeded"
         elif rc == 0 and not (out_trunc or err_trunc):
