@@ -41,7 +41,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tracesynth.errors import RunLockedError, StoreError, UserError
-from tracesynth.rundir.jsonio import read_json, write_json
+from tracesynth.rundir.jsonio import json_lines, read_json, write_json
 from tracesynth.rundir.layout import RECORD_FILES, RunLayout, is_run_folder
 
 log = logging.getLogger(__name__)
@@ -182,30 +182,18 @@ JsonlStage = JsonlFile  # the name of the public API before "stage" came to mean
 def read_jsonl(path: str | Path, model: type[M] | None = None) -> Iterator[Any]:
     """Stream a JSONL file's records without opening it for writing (another run's file, a live one).
 
-    A last line without its newline is being written or was torn: it is not a record yet. A bad
-    line is a :class:`StoreError` naming ``file:line``.
+    Complete lines only (:func:`tracesynth.rundir.jsonio.json_lines`); a bad line is a :class:`StoreError`
+    naming ``file:line``. With ``model`` each line is validated into it.
     """
-    path = Path(path)
-    if not path.exists():
+    if model is None:
+        yield from json_lines(path)
         return
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.endswith(b"\n"):
-                return
-            try:
-                if model is None:
-                    obj = json.loads(raw)
-                    if not isinstance(obj, dict):
-                        raise ValueError("not a JSON object")
-                    yield obj
-                else:
-                    yield model.model_validate_json(raw)
-            except ValidationError as exc:
-                why = exc.errors()[0]["msg"]
-                what = model.__name__ if model else "record"
-                raise StoreError(f"{path}:{lineno}: not a valid {what}: {why}") from None
-            except ValueError as exc:
-                raise StoreError(f"{path}:{lineno}: not a JSON record ({exc})") from None
+    for lineno, raw in enumerate(json_lines(path, raw=True), 1):
+        try:
+            yield model.model_validate_json(raw)
+        except ValidationError as exc:
+            why = exc.errors()[0]["msg"]
+            raise StoreError(f"{path}:{lineno}: not a valid {model.__name__}: {why}") from None
 
 
 def _record_model(name: str) -> tuple[type[BaseModel] | None, str | tuple[str, ...] | None]:

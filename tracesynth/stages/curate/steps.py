@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from tracesynth.config import Recipe
 from tracesynth.decontam.index import DecontamIndex, Hit
+from tracesynth.plugins import lookup
 from tracesynth.records import Problem
 from tracesynth.stages.curate import dedup, select
 
@@ -190,17 +191,7 @@ def step_label(name: str, recipe: Recipe) -> str:
 
 def get_step(name: str) -> Step | None:
     """A registered step, or ``"package.module:function"`` imported on first use."""
-    fn = STEPS.get(name)
-    if fn is None and ":" in name:
-        import importlib
-
-        module, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
-        STEPS[name] = fn
-    return fn
+    return lookup(STEPS, name)
 
 
 __all__ = ["DEFAULT_STEPS", "STEPS", "Context", "Info", "Step", "get_step", "step_label"]

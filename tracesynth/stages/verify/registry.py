@@ -24,11 +24,11 @@ This package is callable: ``tracesynth.verify(recipe)`` runs the stage.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tracesynth.errors import ConfigError
+from tracesynth.plugins import lookup
 from tracesynth.records import Problem, Sample, Verdict
 from tracesynth.stages.verify.verifiers.base import Outcome, VerifierTimeout, cpu_deadline, unverifiable
 from tracesynth.stages.verify.verifiers.choice import verify_choice
@@ -55,15 +55,7 @@ DEFAULT_TIMEOUT_S = 5.0
 def get_verifier(name: str) -> Verifier | None:
     """A registered verifier, or ``"package.module:function"`` imported on first use (so custom
     verifiers named in a recipe also resolve inside worker processes). None when unknown."""
-    fn = VERIFIERS.get(name)
-    if fn is None and ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
-        VERIFIERS[name] = fn
-    return fn
+    return lookup(VERIFIERS, name)
 
 
 def _judge_plan(names: Sequence[str], index: int, opts: dict[str, Any]) -> tuple[str, list[str]]:
