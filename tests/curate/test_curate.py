@@ -124,6 +124,7 @@ def test_samples_of_another_recipe_are_stale(mixed):
     run, _ = mixed
     res = curate(recipe(run, prompt={"template": "sky_t1"}))  # the samples were asked with boxed_math
     assert res.traces == 0 and step(report(run), "read")["dropped"] == {"stale": 6}
+    assert "not read: 6 stale" in res.summary()  # on the console, not only in curate.json
     res = curate(recipe(run, teacher={"model": "other-model", "n": 8}))
     assert res.traces == 0
     curate(recipe(run, teacher={"model": "teacher-x", "n": 1}))  # index 1 is beyond n

@@ -100,8 +100,7 @@ def test_kill_9_while_polling_then_resume_never_resubmits(tmp_path: Path) -> Non
         while time.monotonic() < deadline and '"created"' not in (log.read_text() if log.exists() else ""):
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.05)
-        time.sleep(0.2)  # now it is polling
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # the batch exists: the next step is polling it
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()

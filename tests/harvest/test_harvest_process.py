@@ -128,12 +128,19 @@ def test_kill_9_at_random_points_then_resume_gives_one_record_per_sample(tmp_pat
     recipe = write_recipe(tmp_path, 150, {"latency": "uniform:0.05:0.3", "rate_500": 0.05}, concurrency=16)
     run = tmp_path / "run"
     counts = []
+    def written() -> int:
+        path = run / "samples.jsonl"
+        return path.read_bytes().count(b"\n") if path.exists() else 0
+
     for _ in range(4):
+        target = written() + rng.randint(1, 50)  # kill after a random number of new records, mid-harvest
         proc = start(recipe)
-        time.sleep(rng.uniform(0.8, 2.0))  # interpreter start-up is ~1 s: kill before and during writing
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and written() < target and proc.poll() is None:
+            time.sleep(0.01)
         proc.kill()
         proc.wait(timeout=10)
-        counts.append((run / "samples.jsonl").read_bytes().count(b"\n") if (run / "samples.jsonl").exists() else 0)
+        counts.append(written())
     assert any(0 < c < 300 for c in counts), counts  # at least one kill landed mid-harvest
     final = subprocess.run(
         [sys.executable, "-m", "tracesynth", "harvest", str(recipe), "--quiet"],

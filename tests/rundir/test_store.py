@@ -167,9 +167,13 @@ def test_kill_9_while_appending_leaves_only_whole_records(tmp_path):
     import time
 
     for _ in range(3):
+        before = path.stat().st_size if path.exists() else 0
         proc = subprocess.Popen([sys.executable, "-c", code])
-        time.sleep(0.6)
-        proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 60  # a busy machine may take long to start the interpreter
+        while time.monotonic() < deadline and (path.stat().st_size if path.exists() else 0) < before + 200_000:
+            assert proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # mid-append: it has been writing for a while
         proc.wait(timeout=10)
         st = JsonlFile(path, None)
         ids = [r["id"] for r in st.iter()]

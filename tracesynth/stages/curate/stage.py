@@ -46,7 +46,11 @@ class CurateResult:
 
     def summary(self) -> str:
         funnel = " → ".join(f"{s['step']} {s['out']}" for s in self.steps)
-        return f"curate: {self.traces} traces of {self.problems} problems ({funnel}) -> {self.traces_path}"
+        read = self.steps[0].get("dropped", {}) if self.steps else {}
+        # stale rows (an earlier recipe's) and superseded ones are not used: say so, not only in curate.json
+        why = ", ".join(f"{v} {k}" for k, v in sorted(read.items()) if v)
+        not_read = f"; not read: {why}" if why else ""
+        return f"curate: {self.traces} traces of {self.problems} problems ({funnel}{not_read}) -> {self.traces_path}"
 
 
 class Funnel:
