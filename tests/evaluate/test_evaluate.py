@@ -182,11 +182,11 @@ def test_endpoint_budget_table_through_evaluate(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory: pytest.TempPathFactory):
-    """The default tiny student trained on 2-digit + 1-digit addition traces (~450 steps, about a minute)."""
+    """The default tiny student trained on 2-digit + 1-digit addition traces (600 steps, about a minute)."""
     from tracesynth.stages.train.trainer import sft
 
     run = tmp_path_factory.mktemp("eval") / "run"
-    recipe = recipe_for(run, "sft.max_steps=450")
+    recipe = recipe_for(run, "sft.max_steps=600")
     train = problems(400, digits=2, digits_b=1, seed=11)
     make_dataset(recipe, train)
     sft(recipe)

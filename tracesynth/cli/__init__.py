@@ -4,6 +4,7 @@
     harvest.py  harvest, merge, batches
     stages.py   verify, curate, export, sft, eval, report, run
     data.py     data list
+    serve.py    serve (vLLM on a checkpoint)
     (sim-teacher is built from the simulator's options in tracesynth/sim/command.py)
 
 This package is the only place that turns exceptions into exit codes:
@@ -24,7 +25,7 @@ import traceback
 
 import typer
 
-from tracesynth.cli import data, harvest, recipe, stages
+from tracesynth.cli import data, harvest, recipe, serve, stages
 from tracesynth.cli.common import STATE, app
 from tracesynth.errors import TracesynthError
 
@@ -32,7 +33,7 @@ from tracesynth.errors import TracesynthError
 def _register() -> None:
     from tracesynth.sim.command import register
 
-    for group in (recipe, harvest, stages, data):
+    for group in (recipe, harvest, stages, data, serve):
         group.register(app)
     register(app)
 

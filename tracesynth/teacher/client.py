@@ -218,7 +218,7 @@ class TeacherClient:
 
     async def complete(
         self,
-        prompt: str,
+        prompt: str | list[int],
         *,
         n: int = 1,
         sampling: SamplingConfig | dict[str, Any] | None = None,
@@ -229,7 +229,8 @@ class TeacherClient:
         sp = sampling_params(sampling, n=n)
         sp.pop("max_completion_tokens", None)
         body = {"model": self.model, "prompt": prompt, **sp, **{k: v for k, v in params.items() if v is not None}}
-        return await self._call("/completions", body, parse_completion, estimate_tokens(prompt), n, gate)
+        est = len(prompt) if isinstance(prompt, list) else estimate_tokens(prompt)  # token ids are counted exactly
+        return await self._call("/completions", body, parse_completion, est, n, gate)
 
     async def models(self) -> tuple[int, list[str]]:
         """GET /models of the first endpoint: (HTTP status, model ids) — for diagnosing a refused run."""

@@ -45,6 +45,7 @@ class Choice:
     content: str
     finish_reason: str | None
     flags: list[str] = field(default_factory=list)
+    token_ids: list[int] | None = None  # the generated token ids, when the server returns them (vLLM)
 
 
 def _text(value: Any) -> str | None:
@@ -176,7 +177,9 @@ def parse_completion(body: dict[str, Any]) -> tuple[list[Choice], Usage | None, 
         if not isinstance(ch, dict) or not isinstance(ch.get("text"), str):
             raise MalformedResponse(f"choice {pos} has no text")
         idx = ch.get("index")
-        choices.append(Choice(idx if isinstance(idx, int) else pos, None, ch["text"], _finish(ch, pos)))
+        ids = ch.get("token_ids")
+        token_ids = ids if isinstance(ids, list) and all(isinstance(x, int) for x in ids) else None
+        choices.append(Choice(idx if isinstance(idx, int) else pos, None, ch["text"], _finish(ch, pos), [], token_ids))
     choices.sort(key=lambda c: c.index)
     model = body.get("model")
     return choices, parse_usage(body.get("usage")), model if isinstance(model, str) else None

@@ -26,6 +26,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracesynth.records import Usage
 from tracesynth.thinking import THINK
 
 THINK_START, THINK_END = THINK.start, THINK.end
@@ -182,6 +183,7 @@ class LocalGenerator:
                 input_ids=input_ids.to(self.model.device),
                 attention_mask=mask.to(self.model.device),
                 max_new_tokens=max(allow[i] for i in runnable),
+                min_new_tokens=1,  # a continuation (after "Wait" or a forced end) writes at least one token
                 eos_token_id=stop_ids,
                 pad_token_id=pad,
                 top_k=None,
@@ -249,11 +251,20 @@ class EndpointGenerator:
     from ``reasoning_content`` / ``reasoning`` / inline tags). With forcing: ``/v1/completions`` on
     the prompt rendered client-side, stopping on the end-of-thinking string; a ``stop`` finish while
     thinking (inside an opened thinking block) is taken as the end of thinking.
+
+    With a ``tokenizer`` and a vLLM server (``token_ids``) the forcing rounds work on token ids, as local
+    generation does: the prompt and what was generated so far go back as ids (never re-tokenized from
+    text, which can split differently at the boundary), the end of thinking is a stop *token*, the
+    appended delimiter and "Wait" are the same ids the local generator appends, and every round must
+    generate at least one token (vLLM's ``min_tokens``). So a checkpoint forced through vLLM and through
+    transformers takes the same steps.
     """
 
-    def __init__(self, client: Any, *, seed: int | None = 0):
+    def __init__(self, client: Any, *, seed: int | None = 0, tokenizer: Any = None, token_ids: bool = False):
         self.client = client
         self.seed = seed
+        self.tok = tokenizer
+        self.token_ids = token_ids and tokenizer is not None
 
     async def chat(
         self, conversations: list[list[dict[str, Any]]], spec: GenerationSpec, seeds: list[int | None] | None = None
@@ -277,7 +288,8 @@ class EndpointGenerator:
             messages, max_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p, seed=seed
         )
         choice = res.choices[0]
-        used, thinking = res.usage.completion_tokens, res.usage.reasoning_tokens
+        usage = res.usage or Usage()
+        used, thinking = usage.completion_tokens, usage.reasoning_tokens
         text = choice.content
         if choice.reasoning is not None:
             text = f"{spec.think_start}\n{choice.reasoning}\n{spec.think_end}\n\n{choice.content}"
@@ -295,7 +307,8 @@ class EndpointGenerator:
         self, prompts: list[str], spec: GenerationSpec, seeds: list[int | None] | None = None
     ) -> list[Generation]:
         seeds = seeds or [self.seed] * len(prompts)
-        calls = (self._guard(self._one(p, spec, s)) for p, s in zip(prompts, seeds, strict=True))
+        one = self._one_ids if self.token_ids else self._one
+        calls = (self._guard(one(p, spec, s)) for p, s in zip(prompts, seeds, strict=True))
         return list(await asyncio.gather(*calls))
 
     async def _complete(
@@ -305,7 +318,74 @@ class EndpointGenerator:
             prompt, max_tokens=max_tokens, stop=stop, temperature=spec.temperature, top_p=spec.top_p, seed=seed
         )
         choice = res.choices[0]
-        return choice.content, choice.finish_reason, res.usage.completion_tokens
+        return choice.content, choice.finish_reason, (res.usage or Usage()).completion_tokens
+
+    async def _one_ids(self, prompt: str, spec: GenerationSpec, seed: int | None) -> Generation:
+        """The forcing rounds on token ids (see the class docstring): the local generator's steps, served."""
+        tok = self.tok
+        prompt_ids = tok.encode(prompt, add_special_tokens=False)
+        end_id = _single_id(tok, spec.think_end)
+        if end_id is None:
+            raise ValueError(f"budget forcing needs {spec.think_end!r} to be one token of this tokenizer")
+        start_id = _single_id(tok, spec.think_start)
+        wait_ids = tok.encode(spec.wait_text, add_special_tokens=False)
+        close_ids = tok.encode(spec.think_end + "\n\n" + spec.answer_prefix, add_special_tokens=False)
+        g, ids = Generation(), list[int]()
+        waits_left = spec.waits
+        phase = "think" if spec.forcing else "answer"
+        while True:
+            left = spec.max_new_tokens - g.completion_tokens
+            if phase == "think" and spec.thinking_cap is not None:
+                left = min(left, spec.thinking_cap - g.thinking_tokens)
+            if left <= 0:
+                if g.completion_tokens >= spec.max_new_tokens or phase == "answer":
+                    g.finish_reason = "length"
+                    break
+                ids += close_ids  # the thinking cap: force the end of thinking and ask for the answer
+                g.forced = g.ended_thinking = True
+                phase = "answer"
+                continue
+            extra: dict[str, Any] = {"return_token_ids": True, "min_tokens": 1}
+            if phase == "think":
+                extra["stop_token_ids"] = [end_id]
+            res = await self.client.complete(
+                prompt_ids + ids, max_tokens=left, temperature=spec.temperature, top_p=spec.top_p, seed=seed, **extra
+            )
+            choice = res.choices[0]
+            new = list(choice.token_ids or [])[:left]
+            g.completion_tokens += len(new)
+            last = new[-1] if new else None
+            if phase == "answer":
+                g.answer_tokens += len(new)
+                ids += new
+                g.finish_reason = "length" if choice.finish_reason == "length" else "stop"
+                break
+            if last == end_id:
+                if waits_left > 0:  # suppress the end of thinking and keep going
+                    ids += new[:-1] + wait_ids
+                    waits_left -= 1
+                    g.waits += 1
+                    g.completion_tokens -= 1  # the suppressed delimiter is not part of the output
+                    g.thinking_tokens += len(new) - 1
+                else:
+                    ids += new
+                    g.thinking_tokens += len(new)  # the delimiter closes the thinking and counts in it
+                    g.ended_thinking = True
+                    phase = "answer"
+                continue
+            if choice.finish_reason == "stop":  # ended its turn while thinking, or never thought
+                if start_id is not None and start_id in ids + new:
+                    g.thinking_tokens += len(new)
+                else:
+                    g.answer_tokens, g.thinking_tokens = g.completion_tokens, 0
+                ids += new
+                g.finish_reason = "stop"
+                break
+            g.thinking_tokens += len(new)
+            ids += new
+            # cut by a limit: the next round forces the end of thinking or stops at max_new_tokens
+        g.text = tok.decode(ids, skip_special_tokens=True)
+        return g
 
     async def _one(self, prompt: str, spec: GenerationSpec, seed: int | None) -> Generation:
         g = Generation()
@@ -352,6 +432,11 @@ class EndpointGenerator:
             # cut by a limit: the next round forces the end of thinking or stops at max_new_tokens
         g.text = text
         return g
+
+
+def _single_id(tok: Any, text: str) -> int | None:
+    ids = tok.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
 
 
 __all__ = ["THINK_END", "THINK_START", "EndpointGenerator", "Generation", "GenerationSpec", "LocalGenerator"]

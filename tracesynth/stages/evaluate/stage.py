@@ -285,11 +285,15 @@ class _Runner:
             concurrency=cfg.concurrency,
             max_attempts=cfg.max_attempts,
         ) as client:
-            gen = EndpointGenerator(client, seed=cfg.seed)
             seeds: list[int | None] = [cfg.seed + i for i in indices]
             if not spec.forcing:
-                return await gen.chat(convs, spec, seeds)
-            return await gen.generate([self._render(c) for c in convs], spec, seeds)
+                return await EndpointGenerator(client, seed=cfg.seed).chat(convs, spec, seeds)
+            prompts = [self._render(c) for c in convs]
+            # vLLM returns token ids: the forcing rounds then go by ids, exactly as local generation does
+            gen = EndpointGenerator(
+                client, seed=cfg.seed, tokenizer=self._tokenizer or None, token_ids=self.target.backend == "vllm"
+            )
+            return await gen.generate(prompts, spec, seeds)
 
     def _render(self, conv: list[dict[str, Any]]) -> str:
         """The chat template applied client-side: the student's tokenizer, else ChatML."""
