@@ -59,6 +59,27 @@ def _money(recipe: Recipe, warnings: list[str]) -> None:
             )
 
 
+def _template(recipe: Recipe) -> list[str]:
+    """The student's chat template keeps the reasoning in the trained tokens (ConfigError if not)."""
+    from tracesynth.stages.train.args import default_sft_args, merge_sft_args
+    from tracesynth.stages.train.student import load_tokenizer
+    from tracesynth.stages.train.template_check import reasoning_problem
+
+    tok = load_tokenizer(recipe)
+    if tok is None:
+        return [
+            f"student.model: {recipe.student.model}: its tokenizer is not on this machine, so its chat template "
+            "was not checked against the dataset layout"
+        ]
+    args = merge_sft_args(
+        default_sft_args(on_gpu=False, fmt=recipe.dataset.format, tiny=recipe.student.model is None), recipe.sft
+    )
+    problem = reasoning_problem(tok, recipe, args)
+    if problem:
+        raise ConfigError(problem)
+    return []
+
+
 def check_recipe(recipe: Recipe) -> list[str]:
     """Raise a UserError for what cannot work; return warnings for what looks odd."""
     from tracesynth.sources.prompts import load_template
@@ -72,15 +93,16 @@ def check_recipe(recipe: Recipe) -> list[str]:
     _money(recipe, warnings)
     check_verifiers(recipe)
     check_steps(recipe)
-    if recipe.sft:
-        try:
-            from tracesynth.stages.train.args import check_sft_keys
+    try:
+        from tracesynth.stages.train.args import check_sft_keys
 
-            check_sft_keys(recipe.sft)
-        except ImportError:
-            warnings.append(
-                "sft: TRL is not installed here, so the sft block was not checked (pip install 'tracesynth[train]')"
-            )
+        check_sft_keys(recipe.sft)
+        warnings += _template(recipe)
+    except ImportError:
+        warnings.append(
+            "sft: TRL is not installed here, so the sft block and the student's chat template were not checked "
+            "(pip install 'tracesynth[train]')"
+        )
     warnings += check_eval(recipe)
     return warnings
 

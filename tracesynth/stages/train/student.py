@@ -204,6 +204,25 @@ def load_student(
     return model, tokenizer
 
 
+def load_tokenizer(recipe: Any) -> Any | None:
+    """The student's tokenizer without loading weights: a local folder or a cached Hub model's, or for the tiny
+    student one trained on a few texts (same template and specials); None when it is not on this machine."""
+    name = recipe.student.model
+    if name is None:
+        from tracesynth.thinking import THINK
+
+        return train_tokenizer(
+            ["What is 17 + 25?", THINK.wrap("17 + 25 = 42.", "42"), "assistant user system"] * 4,
+            recipe.student.vocab_size,
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(name), local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 def read_template(directory: str | Path) -> dict[str, Any]:
     """The ``template.json`` saved beside a dataset or a student ({} when there is none)."""
     path = Path(directory) / "template.json"
