@@ -128,6 +128,7 @@ def test_kill_9_at_random_points_then_resume_gives_one_record_per_sample(tmp_pat
     recipe = write_recipe(tmp_path, 150, {"latency": "uniform:0.05:0.3", "rate_500": 0.05}, concurrency=16)
     run = tmp_path / "run"
     counts = []
+
     def written() -> int:
         path = run / "samples.jsonl"
         return path.read_bytes().count(b"\n") if path.exists() else 0

@@ -17,7 +17,7 @@ import yaml
 from distill_kit import make_dataset, problems, recipe_for, write_problems
 
 from tracesynth.errors import ConfigError, UserError
-from tracesynth.stages.train.args import check_sft_keys, default_sft_args, merge_sft_args
+from tracesynth.stages.train.args import check_sft_keys, checkpointing_field, default_sft_args, merge_sft_args
 from tracesynth.stages.train.student import (
     CHATML_TEMPLATE,
     IM_END,
@@ -44,15 +44,19 @@ def test_yaml_exponents_become_numbers() -> None:
 
 
 def test_cpu_defaults_and_recipe_precedence() -> None:
+    field = checkpointing_field()  # activation_checkpointing from transformers 5.23, gradient_checkpointing before
     cpu = default_sft_args(on_gpu=False, fmt="messages", tiny=False)
-    assert cpu["bf16"] is False and cpu["activation_checkpointing"] is False and cpu["packing"] is False
+    assert cpu["bf16"] is False and cpu[field] is False and cpu["packing"] is False
     assert cpu["assistant_only_loss"] is True
     gpu = default_sft_args(on_gpu=True, fmt="prompt_completion", tiny=False)
-    assert gpu["bf16"] is True and gpu["activation_checkpointing"] is True and gpu["completion_only_loss"] is True
-    # the recipe wins; the old TRL name replaces our new-name default instead of being shadowed by it
+    assert gpu["bf16"] is True and gpu[field] is True and gpu["completion_only_loss"] is True
+    # the recipe wins; the old TRL name replaces a new-name default instead of being shadowed by it
     merged = merge_sft_args(cpu, {"gradient_checkpointing": True, "learning_rate": 1e-5})
     assert "activation_checkpointing" not in merged and merged["gradient_checkpointing"] is True
     assert merged["learning_rate"] == 1e-5
+    # and the new name replaces an old-name default
+    merged = merge_sft_args({"gradient_checkpointing": False}, {"activation_checkpointing": True})
+    assert merged == {"activation_checkpointing": True}
 
 
 def test_tokenizer_splits_digits_and_keeps_delimiters_whole() -> None:
@@ -261,3 +265,25 @@ def test_prompt_completion_format_trains_on_the_completion_only(tmp_path: Path) 
     learned = [i for i, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
     assert tok.decode(learned).startswith("<think>\n") and tok.eos_token_id in learned
     assert "What is" not in tok.decode(learned)
+
+
+def test_sft_refuses_a_student_whose_template_cuts_the_reasoning_out_of_the_first_row(tmp_path: Path) -> None:
+    import datasets
+    from repo import FIXTURES
+
+    from tracesynth.stages.train.student import build_tiny
+
+    recipe = recipe_for(tmp_path / "run", "sft.max_steps=1")
+    make_dataset(recipe, problems(4, digits=1, seed=4))
+    ds = datasets.load_dataset(str(tmp_path / "run" / "dataset"), split="train")
+    pc = ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}, remove_columns=["messages"])
+    pc.save_to_disk(str(tmp_path / "pc"))
+    model, tok = build_tiny([m["content"] for r in ds for m in r["messages"]] + ["<｜User｜><｜Assistant｜>"], seed=0)
+    tok.chat_template = (FIXTURES / "templates" / "r1_distill_like.jinja").read_text().strip()
+    model.save_pretrained(str(tmp_path / "student"))
+    tok.save_pretrained(str(tmp_path / "student"))
+    distilled = recipe_for(
+        tmp_path / "run", "sft.max_steps=1", "student.init=null", f"student.model={tmp_path / 'student'}"
+    )
+    with pytest.raises(ConfigError, match=r"^sft: dataset: .*drops the reasoning.*prompt_completion"):
+        make_trainer(distilled, dataset_dir=tmp_path / "pc")

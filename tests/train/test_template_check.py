@@ -61,8 +61,10 @@ def test_recipe_check_refuses_a_student_whose_template_would_not_train_the_reaso
     folder = tmp_path / "student"
     tokenizer("qwen25_like.jinja").save_pretrained(str(folder))  # a local checkpoint's tokenizer, no weights needed
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"name: t\nrun_dir: {tmp_path / 'run'}\nsource: {{kind: builtin, name: gsm8k, split: test}}\n"
-                      f"teacher: {{api_key_env: null}}\nstudent: {{init: null, model: {folder}}}\n")
+    recipe.write_text(
+        f"name: t\nrun_dir: {tmp_path / 'run'}\nsource: {{kind: builtin, name: gsm8k, split: test}}\n"
+        f"teacher: {{api_key_env: null}}\nstudent: {{init: null, model: {folder}}}\n"
+    )
     base = [sys.executable, "-m", "tracesynth", "recipe", "check", str(recipe), "--set"]
     ok = subprocess.run([*base, "dataset.reasoning=think_tags"], capture_output=True, text=True, timeout=120)
     bad = subprocess.run([*base, "dataset.reasoning=reasoning_content"], capture_output=True, text=True, timeout=120)

@@ -4,9 +4,10 @@ A chat template can silently drop the teacher's reasoning from training: Qwen2.5
 renders an assistant message's ``reasoning_content`` (so ``dataset.reasoning: reasoning_content`` trains
 answers only), and R1-Distill's template cuts everything before ``</think>`` out of assistant turns (so
 ``<think>`` traces in a ``prompt_completion`` dataset lose their reasoning). :func:`reasoning_problem`
-renders one row the way export writes it and tokenizes it exactly as TRL's SFTTrainer does (TRL's own
-``_tokenize``, its training-template patch for ``assistant_only_loss``, the completion mask of
-prompt-completion data), then checks that the reasoning's text is in the tokens that carry loss.
+renders one row the way export writes it and tokenizes it as TRL's SFTTrainer does (the tokenizer's
+``apply_chat_template`` as TRL calls it, TRL's training-template patch for ``assistant_only_loss``, the
+completion mask of prompt-completion data: loss from the first token where prompt and full text differ),
+then checks that the reasoning's text is in the tokens that carry loss.
 ``tracesynth recipe check`` and ``tracesynth sft`` refuse a recipe for which it is not.
 
 This module imports transformers and TRL when called; it trains nothing.
@@ -46,32 +47,45 @@ def trained_text(
 ) -> tuple[str, str]:
     """(the whole training text, the part of it that carries loss), tokenized as TRL's SFTTrainer does."""
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-    from trl.data_utils import _tokenize, common_prefix_length
 
     chat_template = None
     if assistant_only_loss and not has_generation_markers(tokenizer.chat_template):
         chat_template = get_training_chat_template(tokenizer)
     kwargs: dict[str, Any] = {"chat_template": chat_template}
     if "prompt" in example:
-        prompt_ids = _tokenize(tokenizer, example["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
-        full = _tokenize(
+        prompt_ids = _chat_ids(tokenizer, example["prompt"], add_generation_prompt=True, **kwargs)["input_ids"]
+        full = _chat_ids(
             tokenizer,
             example["prompt"] + example["completion"],
             return_assistant_tokens_mask=assistant_only_loss,
             **kwargs,
         )
         ids = full["input_ids"]
-        start = common_prefix_length(prompt_ids, ids)
+        start = _common_prefix(prompt_ids, ids)
         mask = [int(i >= start) for i in range(len(ids))] if completion_only_loss else [1] * len(ids)
         if assistant_only_loss and "assistant_masks" in full:
             mask = [a and b for a, b in zip(mask, full["assistant_masks"], strict=True)]
     else:
-        full = _tokenize(tokenizer, example["messages"], return_assistant_tokens_mask=assistant_only_loss, **kwargs)
+        full = _chat_ids(tokenizer, example["messages"], return_assistant_tokens_mask=assistant_only_loss, **kwargs)
         ids = full["input_ids"]
         mask = list(full["assistant_masks"]) if assistant_only_loss else [1] * len(ids)
     text = tokenizer.decode(ids)
     trained = tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
     return text, trained
+
+
+def _chat_ids(tokenizer: Any, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+    # TRL's dataset preparation tokenizes conversational rows with exactly this call (trl.data_utils)
+    return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _norm(text: str) -> str:

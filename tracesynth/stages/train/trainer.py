@@ -9,8 +9,10 @@ Our defaults sit *under* the recipe's keys (defaults < recipe < ``--set``):
   ``<|im_end|>``; ``completion_only_loss`` for prompt/completion data), ``report_to: none``,
   non-padding token counting;
 * CPU: fp32, no gradient checkpointing, no packing (each is slower there, not faster);
-* GPU: bf16 and gradient checkpointing (TRL's defaults); packing (``bfd``) + padding-free,
-  Liger/Hub kernels and flash attention are the recipe's choice (see recipes/s1k.yaml);
+* GPU: bf16 and gradient checkpointing (TRL's defaults) — unless FSDP checkpoints the layers
+  (``fsdp_activation_checkpointing``): then the trainer's is off, whatever the recipe says, so exactly one
+  runs (:func:`~tracesynth.stages.train.args.one_activation_checkpointing`); packing (``bfd``) +
+  padding-free, Liger/Hub kernels and flash attention are the recipe's choice (see recipes/s1k.yaml);
 * tiny student: a learning rate and batch size that train a from-scratch model (see
   :data:`TINY_SFT_DEFAULTS`).
 
@@ -18,7 +20,10 @@ Writes the model, tokenizer and ``template.json`` to ``run_dir/student`` (or ``o
 ``train.json`` there: wall time, device, GPU count, steps, tokens seen and tokens/s, for the cost
 receipt. An interrupted run resumes from its last checkpoint (``<student>/checkpoints``); a
 finished one with the same inputs is not trained again. Multi-GPU runs go through
-``accelerate launch`` (recipes/accelerate/); only the main process writes files.
+``accelerate launch`` (recipes/accelerate/); only the main process writes files, and the others wait
+for it before loading the student it wrote. ``train.json`` records accelerate's distributed type
+(FSDP, DEEPSPEED, MULTI_GPU, MULTI_CPU); FSDP asked for and not given (accelerate never enables it on the
+CPU) is a logged warning, and processes that do not form one job are refused.
 
 This module trains; it does not evaluate (see :mod:`tracesynth.stages.evaluate`) or export data.
 """
@@ -38,7 +43,13 @@ from tracesynth._ids import stable_hash
 from tracesynth.config import Recipe
 from tracesynth.errors import ConfigError, UserError
 from tracesynth.rundir.store import RunStore, package_versions
-from tracesynth.stages.train.args import check_sft_keys, default_sft_args, merge_sft_args
+from tracesynth.stages.train.args import (
+    check_sft_keys,
+    default_sft_args,
+    installed_names,
+    merge_sft_args,
+    one_activation_checkpointing,
+)
 from tracesynth.stages.train.device import cpu_threads, main_process
 
 log = logging.getLogger(__name__)
@@ -134,6 +145,7 @@ def _plan(recipe: Recipe, dataset_dir: str | Path | None, output_dir: str | Path
     ds, fmt = _load_dataset(dataset_dir)
     tiny = recipe.student.model is None
     args = merge_sft_args(default_sft_args(on_gpu=torch.cuda.is_available(), fmt=fmt, tiny=tiny), recipe.sft)
+    args = one_activation_checkpointing(args)  # FSDP's or the trainer's, never both
     if tiny:
         desc: dict[str, Any] = {
             "init": "tiny",
@@ -155,23 +167,88 @@ def make_trainer(recipe: Recipe, *, dataset_dir: str | Path | None = None, outpu
 
     ds, plan = _plan(recipe, dataset_dir, output_dir)
     ckpt_dir = plan.ckpt_dir
-    if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) is not None:
-        stamp = ckpt_dir / "fingerprint"
-        if stamp.exists() and stamp.read_text().strip() == plan.ckpt_fingerprint:
-            plan.resume = get_last_checkpoint(str(ckpt_dir))
-        elif main_process():
-            log.warning("%s: checkpoints of a different dataset or student; starting over", ckpt_dir)
-            shutil.rmtree(ckpt_dir)
-    if main_process():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / "fingerprint").write_text(plan.ckpt_fingerprint)
-    model, tokenizer = _student(recipe, ds, ckpt_dir, plan.tiny)
     try:
-        config = SFTConfig(**{**plan.args, "output_dir": str(ckpt_dir)})
+        config = SFTConfig(**{**installed_names(plan.args), "output_dir": str(ckpt_dir)})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"sft: {str(exc).splitlines()[0]}") from None
+    _check_world(config)
+    # The main process first (the others wait at a barrier): it clears stale checkpoints and writes the
+    # tiny student's initial weights and tokenizer, which the others then load instead of racing it.
+    with config.main_process_first(local=False, desc="checkpoints and the student's initial weights"):
+        if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) is not None:
+            stamp = ckpt_dir / "fingerprint"
+            if stamp.exists() and stamp.read_text().strip() == plan.ckpt_fingerprint:
+                plan.resume = get_last_checkpoint(str(ckpt_dir))
+            elif main_process():
+                log.warning("%s: checkpoints of a different dataset or student; starting over", ckpt_dir)
+                shutil.rmtree(ckpt_dir)
+        if main_process():
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (ckpt_dir / "fingerprint").write_text(plan.ckpt_fingerprint)
+        model, tokenizer = _student(recipe, ds, ckpt_dir, plan.tiny)
+    _check_template(tokenizer, recipe, plan, ds)
     trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer)
+    _check_fsdp(trainer, plan.args)
     return trainer, plan
+
+
+def _check_template(tokenizer, recipe: Recipe, plan: _Plan, ds) -> None:
+    """Refuse to train when the chat template keeps the first row's reasoning out of the loss."""
+    from tracesynth.stages.train.template_check import reasoning_problem
+
+    if len(ds) == 0:
+        return
+    data = recipe.model_copy(deep=True)
+    data.dataset.format = plan.fmt  # type: ignore[assignment]  # the layout on disk, which the message names
+    problem = reasoning_problem(tokenizer, data, plan.args, example=dict(ds[0]))
+    if problem:
+        raise ConfigError(f"sft: {problem}")
+
+
+def _check_world(config) -> None:
+    """Several launched processes that transformers does not see as one job would each train a full copy."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and config.world_size == 1:
+        raise UserError(
+            f"sft: {launched} processes were launched but transformers sees a world size of 1 on {config.device} "
+            "(no GPU, and neither ACCELERATE_USE_CPU=1 nor sft.use_cpu), so each would train and write its own "
+            "copy; on a CPU-only machine launch with ACCELERATE_USE_CPU=1"
+        )
+
+
+def _check_fsdp(trainer, args: dict[str, Any]) -> None:
+    """Say so when FSDP was asked for and accelerate runs something else (it enables FSDP on GPUs only)."""
+    asked = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or bool(args.get("fsdp"))
+    kind = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
+    if asked and kind != "FSDP" and main_process():
+        log.warning(
+            "sft: FSDP was asked for but accelerate runs %s on %s: accelerate %s enables FSDP on GPUs "
+            "(and other accelerators) only; on the CPU the processes run plain data parallel (DDP over gloo)",
+            kind,
+            trainer.args.device,
+            _version("accelerate"),
+        )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _distributed(trainer) -> dict[str, Any]:
+    """How the processes shared the work: accelerate's distributed type, world size, FSDP version."""
+    acc = trainer.accelerator
+    kind = str(acc.distributed_type).rsplit(".", 1)[-1]
+    info: dict[str, Any] = {"type": kind, "world_size": acc.num_processes}
+    plugin = getattr(acc.state, "fsdp_plugin", None)
+    if kind == "FSDP" and plugin is not None:
+        info["fsdp_version"] = getattr(plugin, "fsdp_version", 1)
+        info["fsdp_activation_checkpointing"] = bool(plugin.activation_checkpointing)
+    return info
 
 
 def sft(
@@ -256,6 +333,7 @@ def train_and_save(trainer, plan: _Plan) -> SftResult:
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
         "device_type": device.split(":")[0],
         "world_size": world,
+        "distributed": _distributed(trainer),
         "cpu_threads": threads if device.startswith("cpu") else None,
         "load_average_at_start": round(load, 2),
         "gpus": gpus,
