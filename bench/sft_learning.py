@@ -134,8 +134,16 @@ def main() -> None:
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
     default = {k: TINY_DEFAULTS[k] for k in keys}
     if opts.vs == "wide":
-        other_name, other = "wide", {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
-                                     "num_attention_heads": 4, "num_key_value_heads": 2}
+        other_name, other = (
+            "wide",
+            {
+                "hidden_size": 128,
+                "intermediate_size": 512,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+            },
+        )
     else:
         other_name, other = "head_dim16", {**default, "num_attention_heads": 4, "num_key_value_heads": 2}
     results = [_curve("default", default, train, test, opts), _curve(other_name, other, train, test, opts)]
@@ -143,8 +151,14 @@ def main() -> None:
         print(json.dumps(r))
     a, b = results[0]["reached_target"], results[1]["reached_target"]
     if a and b:
-        print(json.dumps({f"seconds_to_target_{other_name}_over_default": round(b["train_s"] / a["train_s"], 2),
-                          f"steps_to_target_{other_name}_over_default": round(b["step"] / a["step"], 2)}))
+        print(
+            json.dumps(
+                {
+                    f"seconds_to_target_{other_name}_over_default": round(b["train_s"] / a["train_s"], 2),
+                    f"steps_to_target_{other_name}_over_default": round(b["step"] / a["step"], 2),
+                }
+            )
+        )
     else:
         print(json.dumps({"seconds_to_target": {"default": a, other_name: b}}))
 
