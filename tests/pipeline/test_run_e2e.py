@@ -60,40 +60,59 @@ def test_demo_recipe_small(tmp_path):
         *TINY_TRAINING,
     ]
     res = run_cli(*args)
-    assert "pass@1 verified" in res.stdout and "total cost (USD)" in res.stdout
+    assert "pass@1 verified (3 seeds)" in res.stdout and "greedy verified (3 seeds)" in res.stdout
+    assert "total cost (USD)" in res.stdout
     report = (run_dir / "report.md").read_text()
     for section in (
         "## Funnel",
         "## Verdicts",
+        "## What verification catches and what it does not",
+        "## Results over seeds (3 per student)",
+        "## What this shows, and what it does not",
         "## Student accuracy",
         "## Accuracy vs thinking tokens (budget forcing)",
         "## Cost receipt",
     ):
-        assert section in report
+        assert section in report, section
     assert {p.name for p in (run_dir / "plots").glob("*.png")} >= {
         "funnel.png",
         "verdicts.png",
         "lengths.png",
         "accuracy.png",
+        "loss.png",
         "thinking_caps.png",
     }
     harvest = json.loads((run_dir / "harvest.json").read_text())
     assert harvest["counts"]["done_total"] == harvest["counts"]["samples_expected"] > 0
     verify = json.loads((run_dir / "verify.json").read_text())
     assert verify["counts"]["math"]["fail"] > 0  # the simulated teacher's wrong answers were caught
-    traces = {
-        name: sum(1 for _ in (run_dir / "variants" / name / "traces.jsonl").open())
-        for name in ("verified", "unverified", "answers")
-    }
-    assert traces["unverified"] > traces["verified"] == traces["answers"] > 0
-    for name in traces:
+    students = ("verified", "unverified", "answers", "answers-compute")
+    variants = [f"{s}-s{k}" for s in students for k in (1, 2, 3)]
+    assert sorted(d.name for d in (run_dir / "variants").iterdir()) == sorted(variants)
+    traces = {name: sum(1 for _ in (run_dir / "variants" / name / "traces.jsonl").open()) for name in variants}
+    assert traces["unverified-s1"] > traces["verified-s1"] == traces["answers-s1"] == traces["verified-s3"] > 0
+    for name in variants:
         vdir = run_dir / "variants" / name
         assert (vdir / "dataset" / "README.md").exists()
-        assert json.loads((vdir / "student" / "train.json").read_text())["steps"] == 4
-        assert "after" in json.loads((vdir / "eval.json").read_text())
+        train = json.loads((vdir / "student" / "train.json").read_text())
+        recipe = json.loads((vdir / "recipe.json").read_text())
+        assert recipe["sft"]["seed"] == int(name[-1]) and train["sft_args"]["seed"] == int(name[-1])
+        if name.startswith("answers-compute"):
+            # the same FLOPs as the verified student of its seed: answers are shorter, so more steps
+            assert train["steps"] == recipe["sft"]["max_steps"] > 4
+        else:
+            assert train["steps"] == 4
+        assert list((vdir / "student" / "checkpoints").glob("checkpoint-*/trainer_state.json"))  # the loss curve
+        ev = json.loads((vdir / "eval.json").read_text())
+        assert "after" in ev and ev["models"]["greedy"]["protocol"]["temperature"] == 0
+        assert ev["models"]["greedy"]["protocol"]["n"] == 1 and "thinking_caps" not in ev["models"]["greedy"]
+        assert ("thinking_caps" in ev["after"]) == (name == "verified-s1")  # budget forcing: one seed
+    # seeds differ in initial weights and data order
+    w = [(run_dir / "variants" / f"verified-s{k}" / "student" / "model.safetensors").read_bytes() for k in (1, 2)]
+    assert w[0] != w[1]
     # the untrained baseline is evaluated once, for the first variant
-    assert "before" in json.loads((run_dir / "variants" / "verified" / "eval.json").read_text())
-    assert "before" not in json.loads((run_dir / "variants" / "answers" / "eval.json").read_text())
+    assert "before" in json.loads((run_dir / "variants" / "verified-s1" / "eval.json").read_text())
+    assert "before" not in json.loads((run_dir / "variants" / "answers-s1" / "eval.json").read_text())
 
     # a second run resumes: nothing is asked or paid again
     before = (run_dir / "samples.jsonl").read_bytes()

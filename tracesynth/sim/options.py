@@ -19,6 +19,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Placement = Literal["reasoning_content", "reasoning", "think", "r1_distill"]
+# kinds of planted wrong answers (see tracesynth.sim.solver): a mistake inside one step carried to the
+# answer (a dropped carry or borrow, a wrong column digit, a wrong partial product), or right work
+# with the answer written with two digits swapped
+MistakeKind = Literal["step", "transposed"]
+
+
+def _only_step_mistakes() -> list[MistakeKind]:
+    return ["step"]
+
+
 FaultKind = Literal["ok", "429", "500", "502", "503", "hang", "drop_body", "drop_stream", "malformed", "empty_choices"]
 # the order in which fault rates are drawn (part of the reproducibility contract)
 FAULT_KINDS: tuple[str, ...] = (
@@ -103,6 +113,25 @@ class SimOptions(BaseModel):
     wrong_rate: float = Field(
         0.0, ge=0, le=1, description="Probability of a plausible mistake carried to a wrong answer."
     )
+    wrong_rate_range: str | None = Field(
+        None,
+        description="LO:HI: each problem its own wrong rate, uniform in [LO, HI] and fixed by the problem (some "
+        "easy, some hard), instead of wrong_rate; e.g. 0.05:0.95.",
+    )
+    mistakes: list[MistakeKind] = Field(
+        default_factory=_only_step_mistakes,
+        min_length=1,
+        description="Kinds of wrong answers, equally likely: step (a mistake inside one step: a dropped carry "
+        "or borrow, a wrong digit) | transposed (right work, two digits of the answer swapped).",
+    )
+    slip_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Probability of a slip in the middle of an arithmetic trace that the trace notices and "
+        "corrects, so the final answer is right (outcome verification cannot see it); exclusive with a "
+        "wrong answer, so wrong_rate + slip_rate <= 1.",
+    )
     answer_key: Path | None = Field(
         None, description="JSONL of problems with reference answers, for non-arithmetic problems."
     )
@@ -141,9 +170,9 @@ class SimOptions(BaseModel):
         "done by then are in the output file, the rest in the error file as batch_expired).",
     )
 
-    @field_validator("script", mode="before")
+    @field_validator("script", "mistakes", mode="before")
     @classmethod
-    def _split_script(cls, v: Any) -> Any:
+    def _split_list(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
@@ -153,7 +182,29 @@ class SimOptions(BaseModel):
         total = sum(self.fault_rates().values())
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault rates add up to {total:g} > 1")
+        if self.wrong_rate + self.slip_rate > 1.0 + 1e-9:
+            raise ValueError(f"wrong_rate + slip_rate = {self.wrong_rate + self.slip_rate:g} > 1")
         return self
+
+    @field_validator("wrong_rate_range")
+    @classmethod
+    def _range(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            lo, hi = (float(x) for x in v.split(":"))
+        except ValueError:
+            raise ValueError(f"bad wrong_rate_range {v!r}: use LO:HI, e.g. 0.05:0.95") from None
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"wrong_rate_range {v!r}: needs 0 <= LO <= HI <= 1")
+        return v
+
+    @property
+    def wrong_rate_bounds(self) -> tuple[float, float] | None:
+        if self.wrong_rate_range is None:
+            return None
+        lo, hi = (float(x) for x in self.wrong_rate_range.split(":"))
+        return lo, hi
 
     def fault_rates(self) -> dict[str, float]:
         """Fault kind -> probability, in the fixed draw order."""

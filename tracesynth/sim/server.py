@@ -90,7 +90,14 @@ class SimApp:
     def __init__(self, options: SimOptions) -> None:
         self.opts = options
         key = AnswerKey.load(options.answer_key) if options.answer_key else None
-        self.solver = Solver(options.seed, options.wrong_rate, key)
+        self.solver = Solver(
+            options.seed,
+            options.wrong_rate,
+            key,
+            slip_rate=options.slip_rate,
+            mistakes=options.mistakes,
+            wrong_rate_bounds=options.wrong_rate_bounds,
+        )
         self.faults = FaultPlan(options)
         self.limiter = RateLimiter(options.rpm, options.tpm)
         self.stats = Stats()

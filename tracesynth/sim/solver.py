@@ -9,11 +9,23 @@ Order of attempts for a user message:
 2. the answer key (:mod:`tracesynth.sim.answer_key`), with a short generic trace;
 3. otherwise a valid completion saying it cannot solve the problem (no boxed answer).
 
-With probability ``wrong_rate`` a solution carries one plausible mistake to a wrong boxed answer
-(arithmetic: a mistake inside one step; answer key: an off-by-one or a neighbour's answer).
+The teacher's mistakes (what it planted is ``Solution.planted``):
+
+* with probability ``wrong_rate`` a plausible wrong boxed answer. Arithmetic, one of ``mistakes``
+  (equally likely): ``step`` — a mistake inside one step carried on to the answer (a dropped carry
+  or borrow, a wrong column digit, a wrong partial product); ``transposed`` — the column work is
+  right but the result is written with two adjacent digits swapped (85 → 58; a result without two
+  different digits gets a ``step`` mistake instead). Answer key: an off-by-one or a neighbour's answer;
+* with probability ``slip_rate`` (arithmetic only, never together with a wrong answer) a slip in
+  the middle of the trace that the trace notices and corrects — ``7+8+0=14, hold on, 7+8+0 is 15,
+  not 14; write 5, carry 1`` — so the final answer is right and outcome verification passes it.
+
 Every random choice comes from ``random.Random`` seeded by (seed, problem identity, variant), so
 a sample is the same whatever order requests arrive in. ``Solution.recheck`` is what it says
 after a budget-forcing "Wait": it re-checks the steps and, half the time, catches its mistake.
+:func:`audit` reads an arithmetic trace (the teacher's or a student's) against the true one and
+says what it holds (clean, a recovered slip, a step mistake, transposed digits), which is how a
+report counts what verification caught without any record from the simulator.
 This module does not know about HTTP, tokens or truncation.
 """
 
@@ -22,8 +34,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
@@ -85,6 +97,7 @@ class Solution:
     truth: str | None
     wrong: bool
     recheck: Callable[[], tuple[str, str]] = field(repr=False, compare=False)
+    planted: str = "none"  # none | step | transposed | slip (arithmetic) | key (a wrong answer-key answer)
 
     def continue_after_wait(self, waits: int) -> tuple[str, str]:
         """(more reasoning, final content) after the ``waits``-th budget-forcing 'Wait'."""
@@ -193,8 +206,19 @@ def unit_for(*parts: object) -> float:
 class Solver:
     """Turns a user message into a :class:`Solution`; deterministic in (seed, problem, variant)."""
 
-    def __init__(self, seed: int = 0, wrong_rate: float = 0.0, answer_key: AnswerKey | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        wrong_rate: float = 0.0,
+        answer_key: AnswerKey | None = None,
+        *,
+        slip_rate: float = 0.0,
+        mistakes: Sequence[str] = ("step",),
+        wrong_rate_bounds: tuple[float, float] | None = None,
+    ) -> None:
         self.seed, self.wrong_rate, self.key = seed, wrong_rate, answer_key
+        self.bounds = wrong_rate_bounds
+        self.slip_rate, self.mistakes = slip_rate, tuple(mistakes) or ("step",)
         self.solve = lru_cache(maxsize=4096)(self._solve)
         self.analyse = lru_cache(maxsize=4096)(self._analyse)
 
@@ -221,12 +245,36 @@ class Solver:
             return self._from_key(text, key_id, key_answer, variant)
         return _unknown(text)
 
+    def problem_wrong_rate(self, problem: object) -> float:
+        """The wrong rate of one problem: ``wrong_rate``, or its own draw in ``wrong_rate_bounds``."""
+        if self.bounds is None:
+            return self.wrong_rate
+        lo, hi = self.bounds
+        return lo + (hi - lo) * unit_for("sim-difficulty", self.seed, problem)
+
     # -- arithmetic ------------------------------------------------------------------------
     def _arithmetic(self, node: arith.Node, good: list[arith.Step], truth: arith.Num, variant: object) -> Solution:
         expr = arith.render(node)
-        steps, value, bad_at = good, truth, None
-        if self.wrong_rate > 0 and unit_for("sim", self.seed, expr, variant) < self.wrong_rate:
-            steps, value, bad_at = _mistaken(node, good, truth, rng_for("sim", self.seed, expr, variant))
+        steps, value, bad_at, planted = good, truth, None, "none"
+        wrong_rate = self.problem_wrong_rate(expr)
+        # one uniform draw decides: [0, wrong_rate) a wrong answer, [wrong_rate, wrong_rate + slip_rate) a slip
+        u = unit_for("sim", self.seed, expr, variant) if wrong_rate > 0 or self.slip_rate > 0 else 1.0
+        if u < wrong_rate:
+            rng = rng_for("sim", self.seed, expr, variant)
+            kind = self.mistakes[0]
+            if len(self.mistakes) > 1:
+                kind = self.mistakes[int(unit_for("sim-kind", self.seed, expr, variant) * len(self.mistakes))]
+            swapped = _transposed(truth, rng) if kind == "transposed" else None
+            if swapped is not None:
+                steps, value, bad_at = [*good[:-1], replace(good[-1], result=swapped)], swapped, len(good)
+                planted = "transposed"
+            else:
+                steps, value, bad_at = _mistaken(node, good, truth, rng)
+                planted = "step"
+        elif u < wrong_rate + self.slip_rate:
+            slipped = _slipped(good, rng_for("sim-slip", self.seed, expr, variant))
+            if slipped is not None:
+                steps, planted = slipped, "slip"
         reasoning = _write_steps(expr, steps, value)
         content = _final(fmt := arith.fmt(value))
         seed = self.seed
@@ -234,12 +282,12 @@ class Solver:
         def recheck() -> tuple[str, str]:  # only budget forcing needs it: computed on demand
             return _recheck(steps, good, bad_at, value, truth, rng_for("sim-recheck", seed, expr, variant))
 
-        return Solution("arithmetic", expr, reasoning, content, fmt, arith.fmt(truth), value != truth, recheck)
+        return Solution("arithmetic", expr, reasoning, content, fmt, arith.fmt(truth), value != truth, recheck, planted)
 
     # -- answer key ------------------------------------------------------------------------
     def _from_key(self, text: str, key_id: str, truth: str, variant: object) -> Solution:
         rng = rng_for("sim-key", self.seed, key_id, variant)
-        wrong = rng.random() < self.wrong_rate
+        wrong = rng.random() < self.problem_wrong_rate(key_id)
         answer = _near_miss(truth, rng, self.key.answers if self.key else []) if wrong else truth
         snippet = _snippet(text)
         reasoning = (
@@ -263,6 +311,7 @@ class Solver:
             truth,
             answer != truth,
             lambda: (recheck, _final(after)),
+            "key" if answer != truth else "none",
         )
 
 
@@ -336,6 +385,40 @@ def _mistaken(
     return good, truth + 1, None
 
 
+def _transposed(truth: arith.Num, rng: random.Random) -> int | None:
+    """The result with two adjacent, different digits swapped (no leading zero), or None when there are none."""
+    if type(truth) is not int:
+        return None
+    digits = str(abs(truth))
+    pairs = [i for i in range(len(digits) - 1) if digits[i] != digits[i + 1] and not (i == 0 and digits[1] == "0")]
+    if not pairs:
+        return None
+    i = rng.choice(pairs)
+    swapped = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2 :]
+    return -int(swapped) if truth < 0 else int(swapped)
+
+
+# a written fact that a slip can go into: "7+8+0=15, write 5, carry 1", "37*4=148, shifted 1: 1480", "3+4=7"
+_FACT_LINE = re.compile(r"^(\d+(?:[+\-*]\d+)+)=(-?\d+)(?:, (.*))?$")
+_SLIP_TEXT = "{lhs}={wrong}, hold on, {lhs} is {right}, not {wrong}"
+_SLIP_LINE = re.compile(r"^(\s*)(\d+(?:[+\-*]\d+)+)=(-?\d+), hold on, \2 is (-?\d+), not \3(?:; (.*))?$", re.M)
+
+
+def _slipped(good: list[arith.Step], rng: random.Random) -> list[arith.Step] | None:
+    """The true steps with one fact first written off by one, then noticed and corrected (None: no fact line)."""
+    spots = [(si, li) for si, step in enumerate(good) for li, line in enumerate(step.lines) if _FACT_LINE.match(line)]
+    if not spots:
+        return None
+    si, li = rng.choice(spots)
+    m = _FACT_LINE.match(good[si].lines[li])
+    assert m is not None
+    lhs, right, rest = m.group(1), int(m.group(2)), m.group(3)
+    wrong = right + rng.choice([-1, 1]) if right != 0 else 1
+    line = _SLIP_TEXT.format(lhs=lhs, wrong=wrong, right=right) + (f"; {rest}" if rest else "")
+    lines = [*good[si].lines[:li], line, *good[si].lines[li + 1 :]]
+    return [*good[:si], replace(good[si], lines=lines), *good[si + 1 :]]
+
+
 def _write_steps(expr: str, steps: list[arith.Step], value: arith.Num) -> str:
     out = [f"We need to evaluate {expr}.", "Order: parentheses first, then * and /, then + and -, left to right."]
     for i, step in enumerate(steps, 1):
@@ -370,3 +453,58 @@ def _recheck(
     return ", let me check the steps again.\n" + "\n".join(lines) + f"\nSo the result is {arith.fmt(truth)}.", _final(
         arith.fmt(truth)
     )
+
+
+_EVALUATE = re.compile(r"^We need to evaluate (.+)\.$", re.M)
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+AUDIT_KINDS = ("clean", "slip", "step", "transposed", "wrong", "other", "not_arithmetic")
+
+
+def _unslip(m: re.Match[str]) -> str:
+    indent, lhs, right, rest = m.group(1), m.group(2), m.group(4), m.group(5)
+    return f"{indent}{lhs}={right}" + (f", {rest}" if rest else "")
+
+
+@lru_cache(maxsize=4096)
+def _true_trace(expr: str) -> tuple[str, str] | None:
+    try:
+        node = arith.parse(expr)
+        good = arith.Evaluator()
+        truth = good.run(node)
+    except (arith.ParseError, ZeroDivisionError):
+        return None
+    return _write_steps(arith.render(node), good.steps, truth), arith.fmt(truth)
+
+
+def audit(reasoning: str | None, content: str | None) -> str:
+    """What an arithmetic trace in the simulator's format holds, judged against the true trace.
+
+    ``clean`` (the true trace and answer), ``slip`` (right answer; the true trace once every
+    noticed-and-corrected slip is undone), ``step`` (wrong answer with a false step written down),
+    ``transposed`` (wrong answer: every step right, the result written with its digits permuted),
+    ``wrong`` (another wrong or missing answer), ``other`` (right answer, but the trace is not the true
+    one: an unnoticed error or garbled text), ``not_arithmetic`` (no "We need to evaluate" line).
+    Deterministic and exact for the simulated teacher's own traces; for a student's, a reading.
+    """
+    text = (reasoning or "").strip()
+    m = _EVALUATE.search(text)
+    truth_trace = _true_trace(m.group(1)) if m else None
+    if truth_trace is None:
+        return "not_arithmetic"
+    good, truth = truth_trace
+    found = _BOXED.findall(content or "")
+    answer = found[-1].strip() if found else None
+    if answer != truth:
+        got, want = text.splitlines(), good.splitlines()
+        same_work = len(got) == len(want) and got[:-2] == want[:-2] and got[-1] == f"The result is {answer}."
+        if same_work and answer and sorted(answer.lstrip("-")) == sorted(truth.lstrip("-")):
+            return "transposed"
+        if got[: len(want) - 2] != want[: len(want) - 2]:
+            return "step"
+        return "wrong"
+    if text == good:
+        return "clean"
+    unslipped, n = _SLIP_LINE.subn(_unslip, text)
+    if n and unslipped == good:
+        return "slip"
+    return "other"

@@ -1,7 +1,9 @@
 """The PNG plots of the run report (matplotlib, Agg backend chosen by the caller).
 
 Each function draws one figure from data the report already read and returns the file name, or
-None when there is nothing to draw. No numbers are computed here beyond histogram binning.
+None when there is nothing to draw. No numbers are computed here beyond histogram binning (the
+group means and intervals come from :mod:`.seeds`). Axes that count things have integer ticks
+starting at 0.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from tracesynth.stages.report.seeds import Group, accuracy, eval_label
 
 
 def draw_all(
@@ -18,17 +22,27 @@ def draw_all(
     harvest: dict[str, Any] | None,
     verify: dict[str, Any] | None,
     acc: list[dict[str, Any]],
-    cap_rows: list[tuple[str, Any, Any]],
+    cap_rows: list[dict[str, Any]],
+    groups: list[Group] | None = None,
 ) -> list[str]:
     names = [
         _funnel(plt, out, run, harvest),
         _verdicts(plt, out, verify),
         _lengths(plt, out, run),
-        _accuracy(plt, out, acc),
+        _seed_accuracy(plt, out, groups or []) or _accuracy(plt, out, acc),
+        _losses(plt, out, groups or []),
         _thinking_caps(plt, out, cap_rows),
         _throughput(plt, out, harvest),
     ]
     return [n for n in names if n]
+
+
+def _counts_axis(ax: Any, top: float) -> None:
+    """A count axis: integer ticks from 0 (to 1 when there is nothing to count)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, max(1.0, float(top)) * 1.05)
 
 
 def _save(plt: Any, fig: Any, out: Path, name: str) -> str:
@@ -127,14 +141,96 @@ def _accuracy(plt: Any, out: Path, acc: list[dict[str, Any]]) -> str | None:
     return _save(plt, fig, out, "accuracy.png")
 
 
-def _thinking_caps(plt: Any, out: Path, rows: list[tuple[str, Any, Any]]) -> str | None:
-    if not rows:
+def _seed_accuracy(plt: Any, out: Path, groups: list[Group]) -> str | None:
+    """Each student's mean over seeds with its interval, one bar per evaluation (sampled, greedy), seeds as dots."""
+    keys: list[str] = []
+    for g in groups:
+        keys += [k for k in g.eval_keys() if k not in keys]
+    if not groups or not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) + 2), 3.4))
+    width = 0.8 / len(keys)
+    colors = ["#f28e2b", "#4e79a7", "#59a14f", "#b07aa1"]
+    for j, key in enumerate(keys):
+        block = next((r.blocks[key] for g in groups for r in g.runs if key in r.blocks), {})
+        xs, means, lo, hi, dots = [], [], [], [], []
+        for i, g in enumerate(groups):
+            e = accuracy(g, key)
+            if e is None:
+                continue
+            x = i + (j - (len(keys) - 1) / 2) * width
+            xs.append(x)
+            means.append(100 * e.mean)
+            lo.append(100 * (e.mean - max(e.low, 0.0)))
+            hi.append(100 * (min(e.high, 1.0) - e.mean))
+            dots += [(x, 100 * v) for v in e.per_seed]
+        ax.bar(
+            xs,
+            means,
+            width=width,
+            yerr=[lo, hi],
+            capsize=3,
+            color=colors[j % len(colors)],
+            label=eval_label(block, key),
+        )
+        if dots:
+            ax.scatter([d[0] for d in dots], [d[1] for d in dots], s=8, color="black", zorder=3)
+    ax.set_xticks(range(len(groups)), [g.name for g in groups], fontsize=8)
+    ax.set_ylabel("held-out pass@1 (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy: mean over seeds, 95% interval (seeds + problems); dots = seeds", fontsize=9)
+    return _save(plt, fig, out, "accuracy.png")
+
+
+def _losses(plt: Any, out: Path, groups: list[Group]) -> str | None:
+    """The logged training loss of every seed, one colour per student."""
+    runs = [(g.name, r) for g in groups for r in g.runs if len(r.losses) > 1]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    colors = ["#4e79a7", "#e15759", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2"]
+    for i, g in enumerate(groups):
+        for k, r in enumerate(r for r in g.runs if len(r.losses) > 1):
+            ax.plot(
+                [p[0] for p in r.losses],
+                [p[1] for p in r.losses],
+                color=colors[i % len(colors)],
+                lw=1,
+                alpha=0.8,
+                label=g.name if k == 0 else None,
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (log)")
+    ax.legend(fontsize=7)
+    ax.set_title("Training loss, every seed")
+    return _save(plt, fig, out, "loss.png")
+
+
+def _thinking_caps(plt: Any, out: Path, rows: list[dict[str, Any]]) -> str | None:
+    capped = [r for r in rows if r.get("cap") is not None and r.get("pass@1") is not None]
+    if not capped:
         return None
     fig, ax = plt.subplots(figsize=(6, 3))
-    for student in dict.fromkeys(r[0] for r in rows):
-        pts = sorted((b, a) for s, b, a in rows if s == student and b is not None and a is not None)
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=student)
+    for student in dict.fromkeys(r["student"] for r in capped):
+        pts = sorted((r["cap"], r["pass@1"]) for r in capped if r["student"] == student)
+        line = ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=student)
+        free = next((r for r in rows if r["student"] == student and r.get("cap") is None), None)
+        if free and free.get("thinking") is not None:
+            color = line[0].get_color()
+            ax.axvline(free["thinking"], color=color, ls=":", lw=1)
+            ax.axhline(100 * (free.get("pass@1") or 0), color=color, ls="--", lw=1)
+            ax.annotate(
+                f"uncapped: {free['thinking']:.0f} thinking tokens",
+                (free["thinking"], 4),
+                fontsize=7,
+                rotation=90,
+                ha="right",
+                va="bottom",
+            )
     ax.set_xscale("log", base=2)
+    ax.set_ylim(0, 100)
     ax.set_xlabel("thinking cap (tokens)")
     ax.set_ylabel("pass@1 (%)")
     ax.legend(fontsize=8)
@@ -151,9 +247,13 @@ def _throughput(plt: Any, out: Path, harvest: dict[str, Any] | None) -> str | No
     ax.plot(t, [p.get("done", 0) for p in timeline], label="samples done")
     ax.set_xlabel("seconds")
     ax.set_ylabel("samples")
+    _counts_axis(ax, max(p.get("done", 0) for p in timeline))
     ax2 = ax.twinx()
-    ax2.plot(t, [p.get("errors", 0) for p in timeline], color="#e15759", label="errors (cumulative)")
-    ax2.set_ylabel("errors")
+    errors = [p.get("errors", 0) for p in timeline]
+    ax2.plot(t, errors, color="#e15759", label="errors (cumulative)")
+    ax2.set_ylabel("errors (count)")
+    _counts_axis(ax2, max(errors))
     ax.set_title("Harvest progress")
-    fig.legend(fontsize=8, loc="upper left")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [x.get_label() for x in lines], fontsize=8, loc="lower right")
     return _save(plt, fig, out, "harvest.png")

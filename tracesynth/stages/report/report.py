@@ -3,8 +3,12 @@
 Reads only what the stages wrote (manifest.json, harvest.json, verify.json, curate.json,
 dataset card counts, traces.jsonl, train.json, eval.json — for the run and for each variant under
 ``variants/<name>/``) and the cost receipt from :mod:`tracesynth.accounting.receipt`. A missing stage file is
-reported as "not run", never invented. This module computes no metric of its own beyond counting
-and summing what is recorded; plots use matplotlib's Agg backend (no display needed).
+reported as "not run", never invented. Beyond counting and summing what is recorded, it computes
+the summaries of an experiment: students trained with several seeds (variants ``<student>-s<k>``)
+are reported as a mean with an interval over seeds and problems, with paired margins
+(:mod:`.seeds`); a harvest from the simulated teacher is read against the true traces to show
+what verification caught and what it could not (:mod:`.mistakes`); the words around those
+numbers are in :mod:`.sections`. Plots use matplotlib's Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tracesynth.accounting.receipt import Receipt, build_receipt
+from tracesynth.stages.report import mistakes, sections
+from tracesynth.stages.report.seeds import Group, accuracy, seed_groups
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -53,7 +59,13 @@ def _accuracy_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append({"student": "untrained", **_acc(before)})
             seen_before = True
         after = ev.get("after", ev)
-        rows.append({"student": name, **_acc(after)})
+        row = {"student": name, **_acc(after)}
+        greedy = next(
+            (b for b in (ev.get("models") or {}).values() if (b.get("protocol") or {}).get("temperature") == 0), None
+        )
+        if greedy is not None and (after.get("protocol") or {}).get("temperature") != 0:
+            row["greedy"] = greedy.get("pass@1")
+        rows.append(row)
     return rows
 
 
@@ -108,20 +120,52 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
             for name, info in stages.items()
             if isinstance(info, dict) and info.get("wall_s") is not None
         ]
+        total = sum(float(info["wall_s"]) for info in stages.values() if isinstance(info, dict) and info.get("wall_s"))
+        elapsed = manifest.get("run_wall_s")
+        workers = manifest.get("variant_workers") or 1
+        if rows:
+            rows.append(["sum of the stages", f"{total:,.1f}"])
+        if elapsed:
+            rows.append(
+                ["**elapsed** (`tracesynth run`, report excluded)", f"**{elapsed:,.1f}** ({elapsed / 60:.1f} min)"]
+            )
         md += ["## Wall time per stage (s)", "", _table(["stage", "wall s"], rows), ""]
+        if workers > 1:
+            md += [
+                f"The variants ran {workers} at a time in worker processes "
+                f"({manifest.get('variant_threads', 1)} CPU thread each), so the stages add up to more than the "
+                "elapsed time.",
+                "",
+            ]
     if verify:
         md += ["## Verdicts", "", _verdict_table(verify), ""]
+    groups = seed_groups(run)
+    sim = mistakes.simulated(run)
+    caught, trained, written = _mistake_counts(run, groups) if sim is not None else (None, [], [])
+    md += sections.verification_section(caught, trained, written, mistakes.KIND_WORDS, mistakes.ORDER)
+    results, found = sections.results_section(groups)
+    md += results
+    md += sections.shows_section(groups, found, sim, caught, trained, _task(run), written)
     acc = _accuracy_rows(evals)
     if acc:
-        md += ["## Student accuracy (held out)", ""]
+        with_greedy = any(r.get("greedy") is not None for r in acc)
+        md += ["## Student accuracy (held out)" + (", per training run" if groups else ""), ""]
         md.append(
             _table(
-                ["student", "pass@1", "95% CI", "problems", "stopped before max tokens"],
+                [
+                    "student",
+                    "pass@1",
+                    "95% CI",
+                    *(["greedy pass@1"] if with_greedy else []),
+                    "problems",
+                    "stopped before max tokens",
+                ],
                 [
                     [
                         r["student"],
                         _fmt(r["pass@1"], True),
                         f"[{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]",
+                        *([_fmt(r.get("greedy"), True)] if with_greedy else []),
                         _fmt(r["n_problems"]),
                         _fmt(r["stop_rate"], True),
                     ]
@@ -130,18 +174,13 @@ def build_report(run_dir: str | Path, *, plots: bool = True) -> Path:
             )
         )
         md.append("")
-        md += _margins(run, acc)
+        if not groups:
+            md += _margins(run, acc)
     cap_rows = _cap_rows(evals)
-    if cap_rows:
-        md += [
-            "## Accuracy vs thinking tokens (budget forcing)",
-            "",
-            _table(["student", "thinking cap (tokens)", "pass@1"], [[s, b, _fmt(a, True)] for s, b, a in cap_rows]),
-            "",
-        ]
+    md += sections.thinking_caps_section(cap_rows)
     md += ["## Cost receipt", "", receipt.markdown(), ""]
     if plots:
-        names = _plots(run, harvest, verify, acc, cap_rows)
+        names = _plots(run, harvest, verify, acc, cap_rows, groups)
         if names:
             md += ["## Plots", ""] + [f"![{n}](plots/{n})" for n in names] + [""]
     out = run / "report.md"
@@ -172,19 +211,51 @@ def _funnel_table(run: Path, harvest: dict[str, Any] | None, verify: dict[str, A
     if verify:
         rows.append(["verify", "samples verified", _fmt(verify.get("samples"))])
         rows.append(["verify", f"samples kept (policy: {verify.get('keep')})", _fmt(verify.get("kept"))])
-    scopes = [("curate", run)] + [(f"curate[{d.name}]", d) for d in sorted((run / "variants").glob("*")) if d.is_dir()]
-    for scope, folder in scopes:
+    # variants whose curation came out the same (the seeds of one student) share their rows
+    scopes: dict[str, list[str]] = {}
+    cells: dict[str, list[list[Any]]] = {}
+    folders = [("", run)] + [(d.name, d) for d in sorted((run / "variants").glob("*")) if d.is_dir()]
+    for name, folder in folders:
         data = _read_json(folder / "curate.json") or {}
+        steps = []
         for step in data.get("steps", []):
             dropped = ", ".join(f"{k}: {v}" for k, v in sorted((step.get("dropped") or {}).items()))
-            rows.append(
-                [
-                    scope,
-                    step.get("step"),
-                    f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}" + (f" ({dropped})" if dropped else ""),
-                ]
-            )
+            counts = f"{_fmt(step.get('in'))} → {_fmt(step.get('out'))}" + (f" ({dropped})" if dropped else "")
+            steps.append([step.get("step"), counts])
+        if steps:
+            key = json.dumps(steps)
+            scopes.setdefault(key, []).append(name)
+            cells[key] = steps
+    for key, names in scopes.items():
+        scope = "curate" if names == [""] else "curate[" + _compact(names) + "]"
+        rows += [[scope, *cell] for cell in cells[key]]
     return _table(["stage", "what", "n"], rows) if rows else "_no stage has run yet_"
+
+
+def _task(run: Path) -> str:
+    """The training problems in a few words, from the recipe's source (for the report's plain-words paragraph)."""
+    source = (_read_json(run / "recipe.json") or {}).get("source") or {}
+    if isinstance(source, list):
+        return "a mix of problem sources"
+    name = source.get("name") or source.get("path") or source.get("kind") or "the recipe's problems"
+    cfg = source.get("config") or {}
+    words = f"{name} problems"
+    lo, hi = cfg.get("min_digits"), cfg.get("max_digits")
+    if lo and lo == hi:
+        ops = "".join(cfg.get("operators") or [])
+        words = f"{name} with {lo}-digit terms" + (f" ({' '.join(ops)} only)" if ops else "")
+    return words
+
+
+def _compact(names: list[str]) -> str:
+    """Variant names with the seeds of one student folded: ``verified-s1/2/3``."""
+    from tracesynth.stages.report.seeds import SEED_NAME
+
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        m = SEED_NAME.match(n)
+        groups.setdefault(m.group("group") if m else n or "run", []).append(m.group("seed") if m else "")
+    return ", ".join(g if seeds == [""] else f"{g}-s{'/'.join(seeds)}" for g, seeds in groups.items())
 
 
 def _verdict_table(verify: dict[str, Any]) -> str:
@@ -253,13 +324,51 @@ def _margins(run: Path, acc: list[dict[str, Any]]) -> list[str]:
     return [*out, ""]
 
 
-def _cap_rows(evals: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
-    rows = []
+def _cap_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Budget-forcing rows of every student that has them, each after its uncapped row (``cap`` None)."""
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, cap: Any, b: dict[str, Any]) -> dict[str, Any]:
+        thinking, completion = b.get("mean_thinking_tokens"), b.get("mean_completion_tokens")
+        answer = completion - thinking if thinking is not None and completion is not None else None
+        return {
+            "student": name,
+            "cap": cap,
+            "pass@1": b.get("pass@1"),
+            "forced_rate": b.get("forced_rate"),
+            "thinking": thinking,
+            "answer": answer,
+        }
+
     for name, ev in evals.items():
         block = ev.get("after", ev)
-        for item in block.get("thinking_caps") or []:
-            rows.append((name, item.get("thinking_tokens"), item.get("pass@1")))
+        caps = block.get("thinking_caps") or []
+        if caps:
+            rows.append(row(name, None, block))
+        rows += [row(name, item.get("thinking_tokens"), item) for item in caps]
     return rows
+
+
+def _mistake_counts(run: Path, groups: list[Group]) -> tuple[Any, list[tuple[str, Any, bool]], list[tuple[str, Any]]]:
+    """What verification caught in the harvest, what each group trained on, what each group writes."""
+    from collections import Counter
+
+    caught = mistakes.harvest_table(run)
+    trained: list[tuple[str, Any, bool]] = []
+    written: list[tuple[str, Any]] = []
+    for g in groups:
+        first = run / "variants" / g.runs[0].name
+        recipe = _read_json(first / "recipe.json") or {}
+        reasoning = (recipe.get("dataset") or {}).get("reasoning") != "none"
+        kinds = mistakes.trace_kinds(first / "traces.jsonl")
+        if kinds and not any(t[1] == kinds and t[2] == reasoning for t in trained):
+            trained.append((g.name, kinds, reasoning))
+        total: Counter[str] = Counter()
+        for r in g.runs:
+            total += mistakes.answer_kinds(run / "variants" / r.name / "eval_items.jsonl")
+        if total and set(total) != {"not_arithmetic"}:
+            written.append((g.name, total))
+    return caught, trained, written
 
 
 def _plots(
@@ -267,7 +376,8 @@ def _plots(
     harvest: dict[str, Any] | None,
     verify: dict[str, Any] | None,
     acc: list[dict[str, Any]],
-    cap_rows: list[tuple[str, Any, Any]],
+    cap_rows: list[dict[str, Any]],
+    groups: list[Group],
 ) -> list[str]:
     import matplotlib
 
@@ -278,7 +388,7 @@ def _plots(
 
     out = run / "plots"
     out.mkdir(exist_ok=True)
-    names = draw_all(plt, out, run, harvest, verify, acc, cap_rows)
+    names = draw_all(plt, out, run, harvest, verify, acc, cap_rows, groups)
     plt.close("all")
     return names
 
@@ -292,13 +402,27 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
     rows = [
         ("samples done / failed", f"{_fmt(counts.get('done_total'))} / {_fmt(counts.get('failed'))}"),
     ]
-    for r in _accuracy_rows(_eval_runs(run)):
-        rows.append(
-            (
-                f"pass@1 {r['student']}",
-                f"{_fmt(r['pass@1'], True)} [{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]",
+    groups = seed_groups(run)
+    if groups:
+        for g in groups:
+            for key in g.eval_keys():
+                e = accuracy(g, key)
+                if e is not None:
+                    what = "greedy" if key != "after" else "pass@1"
+                    rows.append(
+                        (
+                            f"{what} {g.name} ({len(e.per_seed)} seeds)",
+                            f"{_fmt(e.mean, True)} [{_fmt(max(e.low, 0.0), True)}, {_fmt(min(e.high, 1.0), True)}]",
+                        )
+                    )
+    else:
+        for r in _accuracy_rows(_eval_runs(run)):
+            rows.append(
+                (
+                    f"pass@1 {r['student']}",
+                    f"{_fmt(r['pass@1'], True)} [{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}]",
+                )
             )
-        )
     rows.append(("total cost (USD)", f"{receipt.total_usd:.4f}"))
     rows.append(("report", str(run / "report.md")))
     return rows
