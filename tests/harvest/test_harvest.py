@@ -155,7 +155,7 @@ def test_shards_split_deterministically_and_merge_is_idempotent(tmp_path: Path) 
     assert all(in_shard(pid, (0, 2)) for pid in shard0)
     first = merge(run)
     assert first.added["samples"] == 24 and first.added["problems"] == 24
-    assert merge(run).added == {"problems": 0, "samples": 0, "failures": 0}
+    assert merge(run).added == {"problems": 0, "samples": 0, "failures": 0, "verdicts": 0}
     assert json.loads((run / "harvest.json").read_text())["counts"]["done_total"] == 24
 
 

@@ -83,6 +83,19 @@ class CostEstimate:
         )
 
 
+def expected_samples(t: Any, pass_rate: float) -> float:
+    """Samples one problem costs: ``n``; sampling until verified, the expected number of asks to get
+    ``keep_per_problem`` passes at ``pass_rate`` per sample, capped at ``until_verified`` (for one pass:
+    (1 - (1 - p)^K) / p, a truncated geometric series)."""
+    k = t.until_verified
+    if k is None:
+        return float(t.n)
+    p = min(max(pass_rate, 1e-6), 1.0)
+    if t.keep_per_problem == 1:
+        return (1 - (1 - p) ** k) / p
+    return float(min(k, t.keep_per_problem / p))
+
+
 def _measure_prompts(recipe: Recipe, problems: int | None) -> tuple[int, float]:
     """(problem count, mean rendered prompt tokens) by streaming the sources once."""
     from tracesynth.sources.problems import iter_problems
@@ -145,7 +158,7 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     if measured:
         prompt_tokens, completion, keep_rate = measured
         basis = f"pilot run in {recipe.run_dir}"
-    requests = count * t.n
+    requests = round(count * expected_samples(t, keep_rate))
     per_request = (prompt_tokens * prices.input + completion * max(prices.output, prices.reasoning or 0)) / 1e6
     harvest = requests * per_request
     target = recipe.curate.select.size

@@ -7,6 +7,9 @@
 * Training: measured wall time × GPU count × ``compute.gpu_hour_usd`` from each train.json
   (the run's and every variant's). CPU runs are listed with their wall time and cost 0.
 * Evaluation: cost recorded in eval.json (endpoint evaluation) — local evaluation costs 0 here.
+* Sampling until verified: what each kept trace cost and what a fixed ``n`` would have cost for the
+  same traces, from the ``until_verified`` block of harvest.json (:func:`until_verified_lines`, also
+  used by the dataset card and report.md).
 
 This module sums records; it does not estimate anything before a run (that is :mod:`tracesynth.accounting.estimate`).
 """
@@ -81,6 +84,35 @@ def _harvest_lines(run: Path, receipt: Receipt) -> None:
         )
 
 
+def until_verified_lines(block: dict[str, Any] | None) -> list[str]:
+    """Plain sentences on sampling until verified (empty when the harvest sampled a fixed n)."""
+    if not block or not block.get("problems"):
+        return []
+    b = block
+    hist = ", ".join(f"{n}: {c:,}" for n, c in b["samples_per_problem"].items())
+    out = [
+        f"Sampled until verified (up to {b['until_verified']} per problem, stopping at "
+        f"{b['keep_per_problem']} passing): {b['kept_traces']:,} verified traces from {b['samples']:,} samples of "
+        f"{b['problems']:,} problems ({b['mean_samples_per_problem']:g} per problem); {b['solved']:,} solved, "
+        f"{b['partial']:,} partly, {b['unsolved']:,} with no passing sample, {b['open']:,} still open.",
+        f"Samples per problem (samples: problems): {hist}. Unverifiable samples (counted as not passed, "
+        f"asked again): {b['unverifiable_samples']:,}.",
+    ]
+    if b.get("usd_per_kept_trace") is not None:
+        out.append(
+            f"${b['usd_per_kept_trace']:,.6f} per kept trace, {b['verified_traces_per_usd']:,.1f} verified traces per "
+            f"dollar (${b['spent_usd']:,.4f} spent on every sample, kept or not)."
+        )
+    for key, what in (("fixed_n_same_traces", "finds every trace kept here"), ("fixed_n_k", "the same cap")):
+        f = b.get(key)
+        if f:
+            out.append(
+                f"A fixed n = {f['n']} ({what}) asks {f['samples']:,} samples: about ${f['usd']:,.4f} at this "
+                "run's cost per sample."
+            )
+    return out
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     data = read_json(path, bad_ok=True)
     return data if isinstance(data, dict) else None
@@ -123,6 +155,7 @@ def build_receipt(run_dir: str | Path) -> Receipt:
     run = RunLayout(run_dir)
     receipt = Receipt()
     _harvest_lines(run.root, receipt)
+    receipt.notes += until_verified_lines((_read(run.harvest_json) or {}).get("until_verified"))
     _train_lines(run, receipt)
     _eval_lines(run, receipt)
     return receipt

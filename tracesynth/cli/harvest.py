@@ -34,13 +34,23 @@ def harvest_cmd(
         Optional[bool],  # noqa: UP045
         typer.Option("--wait/--no-wait", help="Batch mode: poll until every batch ends (teacher.batch.wait)."),
     ] = None,
+    until_verified: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--until-verified",
+            min=1,
+            help="Verify each reply as it arrives; ask again only where none passed, up to K per problem "
+            "(teacher.until_verified; teacher.keep_per_problem passes stop it).",
+        ),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Ask the teacher for every (problem, sample) not yet done; resumable, rate-limited, cost-capped."""
     from tracesynth.stages.harvest import harvest
 
+    sets = list(set_ or []) + ([f"teacher.until_verified={until_verified}"] if until_verified else [])
     result = harvest(
-        load(recipe, set_),
+        load(recipe, sets),
         quiet=quiet,
         shard=shard,
         batch=batch,

@@ -105,6 +105,10 @@ class TeacherConfig(Section):
     timeout_s: float = Field(1800.0, gt=0)
     n: int = Field(1, ge=1)
     api_n: bool = False  # ask for n choices in one call (where the endpoint supports it)
+    # sample until verified (tracesynth.stages.harvest.until): ask one sample per problem, verify it as it
+    # arrives, ask again only where no sample passed, up to this many samples per problem (replaces n)
+    until_verified: int | None = Field(None, ge=1)
+    keep_per_problem: int = Field(1, ge=1)  # with until_verified: stop asking a problem at this many passes
     max_attempts: int = Field(6, ge=1)
     item_retries: int = Field(3, ge=0)  # resume-time retries of a sample that ended in an item error
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -127,6 +131,26 @@ class TeacherConfig(Section):
         if v is not None and (not v.replace("_", "").isalnum() or v[0].isdigit()):
             raise ValueError("must be the NAME of an environment variable (e.g. TEACHER_API_KEY), not a key")
         return v
+
+    @model_validator(mode="after")
+    def _until_verified(self) -> TeacherConfig:
+        k = self.until_verified
+        if k is None:
+            if self.keep_per_problem != 1:
+                raise ValueError("keep_per_problem: only with until_verified (sample until verified)")
+            return self
+        if self.api_n:
+            raise ValueError("until_verified: asks one sample at a time; set api_n: false")
+        if self.keep_per_problem > k:
+            raise ValueError(f"keep_per_problem ({self.keep_per_problem}) > until_verified ({k}): it could never stop")
+        if self.n != 1:
+            raise ValueError("until_verified replaces n (samples per problem): drop n, or until_verified")
+        return self
+
+    @property
+    def samples_per_problem(self) -> int:
+        """The most samples one problem gets: ``until_verified`` when set, else ``n``."""
+        return self.until_verified or self.n
 
 
 class VerifyConfig(Section):

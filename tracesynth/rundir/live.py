@@ -86,7 +86,7 @@ class RecipeSamples:
         from tracesynth.sources.prompts import template_hash
 
         t = recipe.teacher
-        self.n: int = t.n
+        self.n: int = t.samples_per_problem  # until_verified asks indices 0..K-1 of the same ids
         sampling, template = t.sampling.model_dump(), template_hash(recipe.prompt)
         self.id_of: Callable[[str, int], str] = sample_ids(t.model, sampling, template)
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tracesynth._version import __version__
+from tracesynth.accounting.receipt import until_verified_lines
 from tracesynth.accounting.spend import scan_spend
 from tracesynth.config import Recipe
 from tracesynth.records import Trace
@@ -68,7 +69,7 @@ def render_card(
         f"- endpoints: {', '.join(sorted(traces['endpoints'])) or 'unknown'}"
         + (" (the tracesynth simulated teacher)" if recipe.teacher.sim.enabled else ""),
         f"- sampling: `{json.dumps(recipe.teacher.sampling.model_dump(mode='json'), sort_keys=True)}`, "
-        f"n = {recipe.teacher.n} per problem",
+        + _samples_per_problem(recipe.teacher),
         f"- prompt template: `{recipe.prompt.template}` (hash `{template['template_hash']}`)",
         f"- system prompt: {_quote(template['system_prompt'])}",
         f"- format: `{template['format']}`, reasoning as `{template['reasoning']}`, thinking delimiters "
@@ -80,6 +81,7 @@ def render_card(
         "## Counts through every stage",
         "",
         *_stage_counts(harvest, verify, curate),
+        *(f"- {line}" for line in until_verified_lines((harvest or {}).get("until_verified"))),
         *(
             [
                 f"- refused at export: {len(refused_markup)} trace(s) whose text holds chat-template markup "
@@ -281,6 +283,15 @@ def _source_licences(recipe: Recipe) -> list[tuple[str, str]]:
 def _json(path: Path) -> dict[str, Any] | None:
     data = read_json(path, bad_ok=True)
     return data if isinstance(data, dict) else None
+
+
+def _samples_per_problem(t: Any) -> str:
+    if t.until_verified is None:
+        return f"n = {t.n} per problem"
+    return (
+        f"sampled until verified: asked again only where no sample passed, up to {t.until_verified} per problem, "
+        f"stopping at {t.keep_per_problem} passing"
+    )
 
 
 def _quote(text: str | None) -> str:

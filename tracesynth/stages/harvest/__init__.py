@@ -57,6 +57,11 @@ def _mode(
         raise UserError(
             "--shard: only for online harvesting (not with batch mode, --export-batch, --ingest or --retry-truncated)"
         )
+    if recipe.teacher.until_verified is not None and mode in ("export", "ingest"):
+        raise UserError(
+            "teacher.until_verified: each round needs the verdicts of the last; harvest online or with --batch, "
+            "not with --export-batch / --ingest"
+        )
     if wait is not None and mode != "batch":
         raise UserError("--wait/--no-wait: only with batch mode (--batch or teacher.mode: batch)")
     return mode

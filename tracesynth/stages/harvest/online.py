@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tracesynth.errors import AuthError, TeacherError
-from tracesynth.records import Usage
+from tracesynth.records import Sample, Usage
 from tracesynth.stages.harvest.plan import PendingRequest
 from tracesynth.stages.harvest.progress import HarvestStats, status_text
 from tracesynth.stages.harvest.result import HarvestResult, Status
@@ -78,11 +78,25 @@ class _Gate:
             self.engine.settled()
 
 
+class Listener(Protocol):
+    """Told how each request ended (sampling until verified decides what to ask next from it)."""
+
+    def answered(self, req: PendingRequest, sample: Sample | None) -> None: ...  # None: written as a failure
+
+    def failed(self, req: PendingRequest) -> None: ...
+
+
 class Engine:
     """One online harvest over a stream of pending requests (see the module docstring)."""
 
-    def __init__(self, run: HarvestRun, requests: Iterator[PendingRequest], client: TeacherClient) -> None:
-        self.run, self.requests, self.client = run, requests, client
+    def __init__(
+        self,
+        run: HarvestRun,
+        requests: Iterator[PendingRequest] | AsyncIterator[PendingRequest],
+        client: TeacherClient,
+        listener: Listener | None = None,
+    ) -> None:
+        self.run, self.requests, self.client, self.listener = run, requests, client, listener
         self.t = run.recipe.teacher
         self.view = run.view
         self.ledger, self.writer = run.ledger, run.writer
@@ -103,6 +117,12 @@ class Engine:
 
     # -- producing ------------------------------------------------------------------------
     async def produce(self) -> None:
+        if isinstance(self.requests, AsyncIterator):  # a source that waits for answers (until verified)
+            async for req in self.requests:
+                if self.stop_reason is not None:
+                    return
+                await self._put(_Job([req]))
+            return
         per_call = self.t.api_n
         puts = 0
         group: list[PendingRequest] = []
@@ -209,6 +229,8 @@ class Engine:
         except ItemError as exc:
             for r in job.reqs:
                 self.writer.failure(r.entry(), exc.kind, str(exc), endpoint=exc.endpoint, billed_usd=gate.billed / k)
+                if self.listener is not None:
+                    self.listener.failed(r)
             self._after_failure(exc)
             return
         except AuthError as exc:
@@ -231,7 +253,7 @@ class Engine:
         k = min(len(r.choices), len(job.reqs))
         shares = _split_usage(r.usage, max(1, k))
         for pos in range(k):
-            self.writer.sample(
+            sample = self.writer.sample(
                 job.reqs[pos].entry(),
                 r.choices[pos],
                 shares[pos],
@@ -241,6 +263,8 @@ class Engine:
                 attempts=r.attempts,
                 billed_usd=billed / max(1, k),
             )
+            if self.listener is not None:
+                self.listener.answered(job.reqs[pos], sample)
         return k
 
     def _after_failure(self, exc: ItemError) -> None:
@@ -282,6 +306,11 @@ class Engine:
     def _cancel_workers(self) -> None:
         for w in self._workers:
             w.cancel()  # a request cut here is lost, never half-written
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the run for an error outside any one request (verification itself broke)."""
+        self.fatal = self.fatal or exc
+        self.trigger_stop("error", hard=True)
 
     def on_signal(self, name: str) -> None:
         if self.stop_reason in ("SIGINT", "SIGTERM"):
@@ -464,21 +493,40 @@ def _run_loop(coro: Any) -> Any:
 
 
 def harvest_online(run: HarvestRun, base_urls: list[str] | None) -> HarvestResult:
-    """Ask every pending request of ``run`` online; write harvest.json; raise what stopped the run."""
-    return _run_loop(_harvest(run, base_urls))
+    """Ask every pending request of ``run`` online; write harvest.json; raise what stopped the run.
+
+    With ``teacher.until_verified`` the requests come from :class:`~tracesynth.stages.harvest.until.UntilVerified`
+    and its verifier workers start here, before the event loop (forked from one thread)."""
+    if not run.until_verified:
+        return _run_loop(_harvest(run, base_urls))
+    from tracesynth.stages.harvest.until import start_pool
+
+    with start_pool(run) as pool:
+        return _run_loop(_harvest(run, base_urls, pool))
 
 
-async def _harvest(run: HarvestRun, base_urls: list[str] | None) -> HarvestResult:
+async def _harvest(run: HarvestRun, base_urls: list[str] | None, pool: Any = None) -> HarvestResult:
     from tracesynth.teacher.diagnose import explain
 
     client = TeacherClient.from_config(run.recipe.teacher, base_urls=base_urls)
-    engine = Engine(run, run.requests(), client)
+    until = None
+    if pool is not None:
+        from tracesynth.stages.harvest.until import UntilVerified
+
+        until = UntilVerified(run, pool)
+    engine = Engine(run, until.requests() if until else run.requests(), client, listener=until)
+    if until is not None:
+        until.on_error = lambda exc: engine.fail(exc)
     try:
         try:
             await engine.run_all()
         finally:
+            extras = engine.extras()
+            if until is not None:
+                await until.drain()  # every reply written gets its verdicts, whatever stopped the run
+                run.store.verdicts.sync()
             res = engine.result()
-            run.write_summary(res, **engine.extras())
+            run.write_summary(res, **extras)
         if isinstance(engine.fatal, ItemError):
             raise TeacherError(await explain(client, engine.fatal, run.recipe.teacher))
         if engine.fatal is not None:

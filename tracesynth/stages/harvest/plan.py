@@ -21,7 +21,7 @@ read once). This module plans; it sends nothing and writes only ``problems.jsonl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,7 @@ class Planner:
         self.source_stats: Counter[str] = Counter()
         self.decontam_hits: list[Hit] = []
         self.source_done = False
+        self._template: Any = None
 
     def body(self, messages: list[dict[str, Any]], index: int, n: int = 1) -> dict[str, Any]:
         return {
@@ -118,40 +119,66 @@ class Planner:
         out = (req.max_tokens or DEFAULT_WORST_OUTPUT_TOKENS) * choices
         return prices.worst_case(req.prompt_tokens * PROMPT_MARGIN, out)
 
+    def gave_up(self, sid: str) -> bool:
+        """Whether ``sid`` has used up its item retries (more failure rows than ``teacher.item_retries``)."""
+        return sid not in self.samples.keys and self._attempt(sid) is None
+
     def _attempt(self, sid: str) -> int | None:
         """Attempt number for ``sid``, or None when it has used up its item retries."""
         failed = self.fail_counts.get(sid, 0)
         return None if failed > self.t.item_retries else failed + 1
 
-    def fresh(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
+    def problems_to_ask(self) -> Iterator[Problem]:
+        """This shard's decontaminated problems, counted in ``stats["problems"]``; ``source_done`` at the end."""
+        for problem in problems_to_ask(self.recipe, stats=self.source_stats, removed=self.decontam_hits):
+            if in_shard(problem.id, self.shard):
+                self.stats["problems"] += 1
+                yield problem
+        self.source_done = True
+
+    def messages(self, problem: Problem) -> list[dict[str, Any]]:
+        """The rendered prompt of ``problem``, recorded in ``problems.jsonl`` the first time it is asked."""
         from tracesynth.sources.prompts import load_template, render_messages
 
+        if self._template is None:
+            self._template = load_template(self.recipe.prompt)
+        if problem.id not in self.problems.keys:
+            self.problems.append(problem)
+        return render_messages(problem, self.recipe.prompt, self._template)
+
+    def request(
+        self, problem: Problem, index: int, messages: Callable[[], list[dict[str, Any]]], reserved: Collection[str] = ()
+    ) -> PendingRequest | None:
+        """The request for sample ``index`` of ``problem``, or None when it is done, in a batch or given up
+        (counted in ``stats``). ``messages`` is called only when a request is made."""
         st = self.stats
-        template = load_template(self.recipe.prompt)
-        for problem in problems_to_ask(self.recipe, stats=self.source_stats, removed=self.decontam_hits):
-            if not in_shard(problem.id, self.shard):
-                continue
-            st["problems"] += 1
-            messages: list[dict[str, Any]] | None = None
+        st["expected"] += 1
+        sid = self.sample_id(problem.id, index)
+        if sid in self.samples.keys:
+            st["done_before"] += 1
+            return None
+        if sid in reserved:
+            st["in_batches"] += 1
+            return None
+        attempt = self._attempt(sid)
+        if attempt is None:
+            st["gave_up"] += 1
+            return None
+        return PendingRequest(sid, problem.id, index, attempt, self.body(messages(), index))
+
+    def fresh(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
+        for problem in self.problems_to_ask():
+            rendered: list[dict[str, Any]] = []
+
+            def messages(problem: Problem = problem, rendered: list[dict[str, Any]] = rendered) -> list[dict[str, Any]]:
+                if not rendered:
+                    rendered.extend(self.messages(problem))
+                return rendered
+
             for i in range(self.t.n):
-                st["expected"] += 1
-                sid = self.sample_id(problem.id, i)
-                if sid in self.samples.keys:
-                    st["done_before"] += 1
-                    continue
-                if sid in reserved:
-                    st["in_batches"] += 1
-                    continue
-                attempt = self._attempt(sid)
-                if attempt is None:
-                    st["gave_up"] += 1
-                    continue
-                if messages is None:
-                    if problem.id not in self.problems.keys:
-                        self.problems.append(problem)
-                    messages = render_messages(problem, self.recipe.prompt, template)
-                yield PendingRequest(sid, problem.id, i, attempt, self.body(messages, i))
-        self.source_done = True
+                req = self.request(problem, i, messages, reserved)
+                if req is not None:
+                    yield req
 
     def truncated(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
         """Re-asks of this recipe's live truncated samples cut below the current max_tokens."""

@@ -66,8 +66,21 @@ class HarvestRun:
         self.t0 = time.monotonic()
         self.left_for_budget = 0
 
+    @property
+    def until_verified(self) -> bool:
+        """Sampling until verified (``teacher.until_verified``; re-asking truncated samples is not)."""
+        return self.recipe.teacher.until_verified is not None and not self.retry
+
     def requests(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
-        return self.planner.truncated(reserved) if self.retry else self.planner.fresh(reserved)
+        """What to ask: truncated re-asks, the next round of sampling until verified, or the fresh samples.
+        (Online, sampling until verified asks from :class:`~tracesynth.stages.harvest.until.UntilVerified`.)"""
+        if self.retry:
+            return self.planner.truncated(reserved)
+        if self.until_verified:
+            from tracesynth.stages.harvest.until import round_requests
+
+            return round_requests(self, reserved)
+        return self.planner.fresh(reserved)
 
     def worst_usd(self, req: PendingRequest, choices: int = 1) -> float:
         return self.planner.worst_usd(req, self.prices, choices)
@@ -135,6 +148,10 @@ class HarvestRun:
         )
 
     def write_summary(self, result: HarvestResult, **extra: Any) -> dict[str, Any]:
+        if self.until_verified and result.status != "running":
+            from tracesynth.stages.harvest.until import folder_summary
+
+            extra["until_verified"] = folder_summary(self)
         cfg = self.recipe.curate.decontam
         hits = self.planner.decontam_hits
         return write_summary(

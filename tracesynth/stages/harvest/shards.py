@@ -65,7 +65,7 @@ def merge(run_dir: str | Path) -> MergeResult:
     shard_dirs = sorted(p for p in root.shards.glob("*-of-*") if p.is_dir())
     if not shard_dirs:
         raise UserError(f"{root.root}: no shard folders under {root.shards} (run harvest with --shard I/N first)")
-    added = {"problems": 0, "samples": 0, "failures": 0}
+    added = {"problems": 0, "samples": 0, "failures": 0, "verdicts": 0}
     summaries: list[tuple[str, dict[str, Any]]] = []
     with RunStore(root.root) as store:
         problems, samples, failures = store.problems, store.samples, store.failures
@@ -77,6 +77,11 @@ def merge(run_dir: str | Path) -> MergeResult:
                         if rec.get("id") not in target:
                             target.append(rec)
                             added[name] += 1
+                # verdicts written while harvesting (sampling until verified), one per (sample, verifier)
+                for rec in json_lines(shard.layout.jsonl("verdicts")):
+                    if f"{rec.get('sample_id')}:{rec.get('verifier')}" not in store.verdicts:
+                        store.verdicts.append(rec)
+                        added["verdicts"] += 1
                 for rec in json_lines(shard.layout.failures):
                     k = _failure_key(rec)
                     if k not in seen_failures:

@@ -106,6 +106,10 @@ def _item_budget(names: list[str], options: dict[str, dict[str, Any]]) -> float:
 # -- worker side -----------------------------------------------------------------------------
 def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # forked beside a running event loop (sampling until verified), a worker would inherit the loop's
+    # SIGTERM handler and its wakeup fd: a signal to the worker would wake the parent's loop instead
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # a worker dies with the verify that started it (kill -9 included), never blocked on a pipe forever;
     # under forkserver its parent is the forkserver, which itself exits when verify dies
@@ -239,6 +243,12 @@ def run_items(
         pool.shutdown(wait=finished, cancel_futures=True)
 
 
+def verifiers_for(recipe: Recipe, problem: Problem | None) -> list[str]:
+    """The verifiers of one problem: ``verify.by_domain[problem.domain]`` when set, else ``verify.verifiers``."""
+    cfg = recipe.verify
+    return list(cfg.by_domain.get(problem.domain, cfg.verifiers) if problem else cfg.verifiers)
+
+
 def _pending(
     samples: Iterator[Sample],
     problems: dict[str, Problem],
@@ -246,10 +256,9 @@ def _pending(
     done: set[str],
     orphan: Callable[[Sample, list[str]], None],
 ) -> Iterator[Item]:
-    cfg = recipe.verify
     for s in samples:
         problem = problems.get(s.problem_id)
-        names = list(cfg.by_domain.get(problem.domain, cfg.verifiers) if problem else cfg.verifiers)
+        names = verifiers_for(recipe, problem)
         todo = [n for n in names if f"{s.id}:{n}" not in done]
         if not todo:
             continue
@@ -373,4 +382,14 @@ def print_summary(result: VerifyResult, console: Any = None) -> None:
         console.print(f"code sandbox: {result.sandbox}", markup=False, highlight=False)
 
 
-__all__ = ["VerifyResult", "check_config", "print_summary", "run_items", "verifier_options", "verify", "work_chunk"]
+__all__ = [
+    "Item",
+    "VerifyResult",
+    "check_config",
+    "print_summary",
+    "run_items",
+    "verifier_options",
+    "verifiers_for",
+    "verify",
+    "work_chunk",
+]

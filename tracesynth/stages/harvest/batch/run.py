@@ -11,7 +11,9 @@
 3. polls every batch in flight (``poll_s``, growing x1.5 to ``poll_max_s``) until all have ended
    (``teacher.batch.wait``; otherwise one look), downloading and ingesting each as it ends
    (:mod:`.ingest`); expired, cancelled or missing requests become pending again. Each batch is a
-   round: a re-run after one ends asks what is still missing.
+   round: a re-run after one ends asks what is still missing. Sampling until verified
+   (``teacher.until_verified``), the rounds follow each other in one run (with ``wait``): each is
+   planned from the verdicts of the last (:func:`~tracesynth.stages.harvest.until.round_requests`).
 
 A kill at any point loses nothing: re-running resumes polling the same batch ids.
 
@@ -183,16 +185,27 @@ def harvest_batch(run: HarvestRun, *, base_url: str | None = None, wait: bool | 
         api.submit(state, state.records[part.name], reconcile=False)
 
     cfg = recipe.teacher.batch
-    writer = PartWriter(
-        state.folder,
-        lambda k: state.next_local("b"),
-        max_requests=cfg.max_requests,
-        max_bytes=cfg.max_bytes,
-        on_part=submit,
-    )
-    submitted = _budgeted(run, run.requests(state.reserved_ids()), writer, reserve=True)
-    writer.close()
-    batches.poll(cfg.wait if wait is None else wait)
+    wait = cfg.wait if wait is None else wait
+    submitted = 0
+    while True:
+        writer = PartWriter(
+            state.folder,
+            lambda k: state.next_local("b"),
+            max_requests=cfg.max_requests,
+            max_bytes=cfg.max_bytes,
+            on_part=submit,
+        )
+        this_round = _budgeted(run, run.requests(state.reserved_ids()), writer, reserve=True)
+        writer.close()
+        submitted += this_round
+        batches.poll(wait)
+        # sampling until verified: each round is planned from the verdicts of the last (run.requests
+        # verifies what the round brought in); it ends when a round has nothing left to ask
+        if not (run.until_verified and wait and this_round) or run.left_for_budget or state.active():
+            break
+    if run.until_verified and not state.active():
+        for _ in run.requests(state.reserved_ids()):  # verify the last round's replies; nothing is asked
+            break
     active = state.active()
     status: Status = "budget" if run.left_for_budget else "waiting" if active else "complete"
     if status == "budget":
