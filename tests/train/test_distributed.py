@@ -136,6 +136,7 @@ def test_sft_with_fsdp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert sum(info["params_local"] for info in ranks) == ranks[0]["params_global"]
 
     assert "sft.gradient_checkpointing: off, because FSDP checkpoints the layers itself" in res.stderr
+    assert sum(line.startswith("sft: ") and " steps, " in line for line in res.stderr.splitlines()) == 1  # rank 0
     run = tmp_path / "run"
     train = json.loads((run / "student" / "train.json").read_text())
     assert train["steps"] == 4 and train["world_size"] == 2

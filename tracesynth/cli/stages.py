@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -56,7 +57,8 @@ def sft_cmd(
     from tracesynth.stages.train.trainer import sft
 
     result = sft(load(recipe, set_), dataset_dir=dataset, output_dir=output, force=force)
-    typer.echo(result.summary(), err=True)
+    if os.environ.get("RANK", "0") == "0":  # under `accelerate launch` every rank returns: the main one reports
+        typer.echo(result.summary(), err=True)
 
 
 def eval_cmd(
