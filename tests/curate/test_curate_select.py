@@ -6,6 +6,7 @@ import json
 import statistics
 from collections import Counter
 
+import pytest
 from curate_kit import make_run, recipe, sample
 
 from tracesynth.config import SelectConfig
@@ -139,3 +140,25 @@ def test_labels_from_a_classifier_run(tmp_path):
     curate(recipe(run, curate={"select": {"domain_from_run": str(labels_run)}}))
     got = {t.problem_id: t.metadata["select_domain"] for t in JsonlFile(run / "traces.jsonl", Trace, key="sample_id")}
     assert got == {"a": "geometry", "b": "number theory", "c": "unknown"}
+
+
+def test_s1_preselects_verified_benchmark_problems_then_draws_with_the_benchmark_mix_after_700() -> None:
+    from tracesynth.config.schema import PreselectRule
+    from tracesynth.stages.curate.select import benchmark_weights
+
+    aime = "AIME_1983_2024"
+    cands = [Candidate(f"aime{i}", "geometry", length=100 + i, passes=i % 6 == 1, source=aime) for i in range(120)]
+    cands += [Candidate(f"math{i}", "algebra", length=5000 + 50 * i, passes=1, source="openaimath") for i in range(40)]
+    cands += [Candidate(f"nt{i}", f"d{i % 20}", length=i, passes=0, source="olympiads") for i in range(400)]
+    rules = [PreselectRule(source="aime"), PreselectRule(source="openaimath", min_tokens=5600)]
+    chosen = s1_select(cands, 100, seed=1, preselect=rules, benchmark_after=60, benchmark_mix={"AIME": 1.0})
+    ids = [c.problem_id for c in chosen]
+    first = [f"aime{i}" for i in range(1, 120, 6)] + [f"math{i}" for i in range(13, 40)]  # verified; > 5,600 tokens
+    assert ids[: len(first)] == first and len(ids) == len(set(ids)) == 100
+    # the draws after the 60th come from the benchmarks' domains only: AIME is all geometry here
+    assert {c.domain for c in chosen[60:]} == {"geometry"}
+    # before it, uniform over domains: most of the 21 domains show up
+    assert len({c.domain for c in chosen[len(first) : 60]}) >= 8
+    assert benchmark_weights(cands, {"AIME": 1.0, "olympiads": 0.5}) == pytest.approx(
+        {"geometry": 1.0, **{f"d{i}": 0.5 / 20 for i in range(20)}}
+    )

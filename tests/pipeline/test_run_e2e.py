@@ -123,7 +123,7 @@ def test_demo_recipe_small(tmp_path):
 
 
 def test_published_recipes_validate():
-    for name in ("demo", "s1k", "sky_t1", "gsm8k"):
+    for name in ("demo", "s1k", "s1k_1.1", "sky_t1", "gsm8k"):
         res = run_cli("recipe", "check", f"recipes/{name}.yaml")
         assert f"recipes/{name}.yaml: ok" in res.stdout
 
@@ -168,7 +168,7 @@ def offline(tmp_path: Path, pool: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("recipe", ["s1k", "sky_t1"])
+@pytest.mark.parametrize("recipe", ["s1k", "s1k_1.1", "sky_t1"])
 def test_published_recipe_runs_end_to_end_scaled_down(tmp_path, recipe):
     # the pool doubles as the simulator's answer key (small, so it also finds questions inside a template)
     pool = tmp_path / "pool.jsonl"

@@ -259,3 +259,33 @@ def test_a_capped_source_reads_only_what_it_yields(tmp_path):
     assert len(ps) == 4 and stats["rows"] == 4
     none, stats = problems(kind="jsonl", path=str(f), limit=0)
     assert none == [] and stats["rows"] == 0
+
+
+@pytest.mark.parametrize(
+    "question, source_type, reason",
+    [
+        ("Find x. [asy] draw((0,0)--(1,1)); [/asy]", "qq8933/AIME_1983_2024", None),  # s1 keeps AIME figures
+        ("Find x. [asy] draw((0,0)--(1,1)); [/asy] p1. first", "qq8933/AIME_1983_2024", None),  # whatever else
+        ("Find x. [asy] draw((0,0)--(1,1)); [/asy]", "AI-MO/NuminaMath-CoT/olympiads", "figure"),
+        ("See ![Image] and answer.", "olympiads", "figure_or_pattern"),
+        ("p1. Show that p3. holds.", "olympiads", "s1_pattern"),
+        ("Part p12. of the task", "olympiads", "s1_pattern"),
+        ("The **2x** term", "olympiads", "s1_pattern"),
+        ("A **bold** word, then: what is 2+2?", "olympiads", "s1_pattern"),  # s1's lookahead: a digit anywhere after
+        ("A **bold** word. What is two plus two?", "olympiads", None),
+        ("Count the p1000. items and the ap12 ones.", "olympiads", None),
+    ],
+)
+def test_s1_quality_patterns_as_its_filter_notebook(question: str, source_type: str, reason: str | None) -> None:
+    from tracesynth.config.schema import HygieneConfig
+    from tracesynth.records import Problem
+    from tracesynth.sources.problems import hygiene_reason
+
+    hygiene = HygieneConfig(drop_figures=True, s1_patterns=True, figures_allowed_from=["AIME"])
+    problem = Problem(prompt=question, answer="4", metadata={"source_type": source_type})
+    got = hygiene_reason(problem, hygiene)
+    if reason == "figure_or_pattern":
+        assert got in ("figure", "s1_pattern")
+    else:
+        assert got == reason
+    assert hygiene_reason(problem, HygieneConfig(drop_figures=False)) is None  # all of it is opt-in

@@ -25,6 +25,10 @@ class HygieneConfig(Section):
     drop_figures: bool = True
     require_answer: bool = True
     require_boxed: bool = False
+    # s1's data/filter.ipynb patterns besides figures: "![Image]", "p1." .. "p999.", **bold with a digit**
+    s1_patterns: bool = False
+    # [asy] figures kept where the problem's source (or metadata.source_type) contains one of these (s1: AIME)
+    figures_allowed_from: list[str] = Field(default_factory=list)
 
 
 class SourceConfig(Section):
@@ -172,6 +176,14 @@ class DecontamConfig(Section):
     allow: list[str] = Field(default_factory=list)  # phrases (>= n words) whose n-grams never count
 
 
+class PreselectRule(Section):
+    """Problems chosen before any draw: from a source (substring of source / metadata.source_type)."""
+
+    source: str
+    passing: bool = True  # only problems with a passing sample (s1 required correctness only here)
+    min_tokens: int | None = Field(None, ge=0)  # and a trace longer than this (s1: 5,600 for MATH)
+
+
 class SelectConfig(Section):
     """s1-style selection to a target size (tracesynth.stages.curate.select). Without ``size`` nothing is sampled."""
 
@@ -183,6 +195,21 @@ class SelectConfig(Section):
     weak_runs: list[str] = Field(default_factory=list)  # s1: run folders of weak models, harvested and verified
     pass_count: tuple[int, int] | None = None  # keep problems with lo..hi passing samples (LIMO: 1-3 of 32)
     pass_rate: tuple[float, float] | None = None  # same as a fraction of the problem's samples
+    # s1's data/filter.ipynb, in its order: first every problem a rule preselects (s1: verified AIME and GPQA,
+    # verified MATH with a trace over 5,600 tokens), then draws; after `benchmark_after` problems (s1: 700) the
+    # domain is drawn with the benchmarks' domain mix instead of uniformly
+    preselect: list[PreselectRule] = Field(default_factory=list)
+    benchmark_after: int | None = Field(None, ge=0)
+    # source substring -> its share: domain weight = sum of share x (that source's problems in the domain / its total)
+    benchmark_mix: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _benchmark(self) -> SelectConfig:
+        if self.benchmark_after is not None and not self.benchmark_mix:
+            raise ValueError("benchmark_after: needs benchmark_mix (which sources' domain mix to draw from)")
+        if any(v < 0 for v in self.benchmark_mix.values()):
+            raise ValueError("benchmark_mix: shares must be >= 0")
+        return self
 
 
 class CurateConfig(Section):

@@ -54,6 +54,12 @@ _DEFAULT_COLUMNS = {
     "id": ("id", "task_id", "problem_id", "unique_id"),
     "messages": ("messages",),
 }
+# s1's data/filter.ipynb: `"![Image]" in q`, `any(f"p{i}." in q for i in range(1, 1000))`, and its bold regex
+_S1_PATTERNS = (
+    re.compile(re.escape("![Image]")),
+    re.compile(r"p[1-9]\d{0,2}\."),
+    re.compile(r"\*\*(?=.*\d)[^\s\]]*\*\*"),
+)
 _FIGURE = re.compile(r"\[asy\]|!\[[^\]]*\]\([^)]*\)|<img\b|https?://\S+?\.(?:png|jpe?g|gif|svg|webp)\b", re.IGNORECASE)
 
 
@@ -150,12 +156,29 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
             return  # before reading another row: a capped source reads exactly what it yields
 
 
+def source_type(problem: Problem) -> str:
+    """Where a problem comes from: ``metadata.source_type`` (s1's pool column) or ``source``."""
+    return str(problem.metadata.get("source_type") or problem.source or "")
+
+
 def hygiene_reason(problem: Problem, hygiene: HygieneConfig) -> str | None:
-    """Why the s1 question hygiene drops ``problem`` (``figure``, ``missing_answer``, ``no_boxed``), or None."""
+    """Why the s1 question hygiene drops ``problem`` (``figure``, ``s1_pattern``, ``missing_answer``,
+    ``no_boxed``), or None."""
+    text = problem.prompt or " ".join(str(m.get("content", "")) for m in problem.messages or [])
     if hygiene.drop_figures:
-        text = problem.prompt or " ".join(str(m.get("content", "")) for m in problem.messages or [])
-        if _FIGURE.search(text):
+        figures = {m.group(0).lower() for m in _FIGURE.finditer(text)}
+        allowed = any(k.lower() in source_type(problem).lower() for k in hygiene.figures_allowed_from)
+        if figures and not (allowed and figures == {"[asy]"}):
             return "figure"
+        # s1 keeps an allowed source's [asy] problem whatever else it holds (its notebook's elif branch)
+        if allowed and "[asy]" in text:
+            return _answer_reason(problem, hygiene)
+    if hygiene.s1_patterns and any(rx.search(text) for rx in _S1_PATTERNS):
+        return "s1_pattern"
+    return _answer_reason(problem, hygiene)
+
+
+def _answer_reason(problem: Problem, hygiene: HygieneConfig) -> str | None:
     has_answer = problem.answer is not None and problem.answer.strip() != ""
     if hygiene.require_answer and not has_answer and not problem.tests:
         return "missing_answer"
@@ -259,4 +282,4 @@ def _maybe_json(text: str) -> Any:
     return text
 
 
-__all__ = ["FIELDS", "hygiene_reason", "iter_problems", "source_label"]
+__all__ = ["FIELDS", "hygiene_reason", "iter_problems", "source_label", "source_type"]

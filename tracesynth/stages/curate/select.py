@@ -5,10 +5,15 @@
 * :func:`difficulty_reason`: s1 / LIMO difficulty signals — drop a problem a weak model solved
   (a ``pass`` verdict from ``select.weak_verifier`` on any of its samples), or whose pass count
   (or rate) over the teacher's samples is outside ``select.pass_count`` / ``select.pass_rate``.
-* :func:`s1_select`: diversity sampling as in s1 — pick a domain uniformly at random, then a
-  problem of that domain with probability proportional to 2^(−rank), rank 0 being the longest
-  trace left in the domain; remove it and repeat until ``size`` problems are chosen or none are
-  left. The rank draw is a truncated geometric(1/2), so each pick costs O(1) plus a list removal.
+* :func:`s1_select`: diversity sampling as in s1's data/filter.ipynb — first every problem a
+  ``select.preselect`` rule names (s1: verified AIME and GPQA questions, verified MATH questions with
+  a trace over 5,600 tokens), then draws: pick a domain uniformly at random (after
+  ``select.benchmark_after`` problems, s1's 700, with the domain mix of ``select.benchmark_mix``
+  instead, s1's AIME + half-weighted GPQA), then a problem of that domain with probability
+  proportional to 2^(−rank), rank 0 being the longest trace left in the domain; remove it and repeat
+  until ``size`` problems are chosen or none are left. As in s1 the preselected problems stay in the
+  domain pools (a draw that lands on one only removes it) and are all kept even beyond ``size``.
+  The rank draw is a truncated geometric(1/2), so each pick costs O(1) plus a list removal.
   Seeded; the same inputs and seed give the same selection. ``diversity: false`` samples
   uniformly instead.
 
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tracesynth.config import SelectConfig
+from tracesynth.config.schema import PreselectRule
 from tracesynth.errors import ConfigError
 from tracesynth.records import Problem, Sample
 
@@ -44,6 +50,7 @@ class Candidate:
     length: int  # tokens of its (longest kept) trace: the s1 difficulty proxy
     passes: int = 0
     samples: int = 0
+    source: str = ""  # metadata.source_type or Problem.source (preselect rules and the benchmark mix)
 
 
 def pick_per_problem(items: Sequence[T], k: int, how: str, length: Any, rng: random.Random) -> list[T]:
@@ -70,25 +77,72 @@ def difficulty_reason(c: Candidate, cfg: SelectConfig, weak_solved: set[str]) ->
     return None
 
 
-def s1_select(cands: Sequence[Candidate], size: int, seed: int, *, diversity: bool = True) -> list[Candidate]:
+def _matches(c: Candidate, key: str) -> bool:
+    return key.lower() in c.source.lower()
+
+
+def preselected(cands: Sequence[Candidate], rules: Sequence[PreselectRule]) -> list[Candidate]:
+    """The candidates some rule names (source substring, a passing sample, a trace longer than min_tokens)."""
+    return [
+        c
+        for c in cands
+        if any(
+            _matches(c, r.source)
+            and (c.passes > 0 or not r.passing)
+            and (r.min_tokens is None or c.length > r.min_tokens)
+            for r in rules
+        )
+    ]
+
+
+def benchmark_weights(cands: Sequence[Candidate], mix: dict[str, float]) -> dict[str, float]:
+    """Domain weights of s1's second phase: sum over sources of share x (its problems in the domain / its total)."""
+    weights: dict[str, float] = defaultdict(float)
+    for key, share in mix.items():
+        mine = [c for c in cands if _matches(c, key)]
+        for c in mine:
+            weights[c.domain] += share / len(mine)
+    return {d: w for d, w in weights.items() if w > 0}
+
+
+def s1_select(
+    cands: Sequence[Candidate],
+    size: int,
+    seed: int,
+    *,
+    diversity: bool = True,
+    preselect: Sequence[PreselectRule] = (),
+    benchmark_after: int | None = None,
+    benchmark_mix: dict[str, float] | None = None,
+) -> list[Candidate]:
     """Choose ``size`` candidates (see module docstring)."""
     rng = random.Random(f"select:{seed}")
+    chosen = preselected(cands, preselect)
+    taken = {c.problem_id for c in chosen}
     if len(cands) <= size:
         return list(cands)
     if not diversity:
-        return rng.sample(list(cands), size)
+        rest = [c for c in cands if c.problem_id not in taken]
+        return chosen + rng.sample(rest, max(0, min(len(rest), size - len(chosen))))
     by_domain: dict[str, list[Candidate]] = defaultdict(list)
     for c in cands:
         by_domain[c.domain].append(c)
     pools = {d: sorted(cs, key=lambda c: (-c.length, c.problem_id)) for d, cs in sorted(by_domain.items())}
     domains = list(pools)
-    chosen: list[Candidate] = []
+    bench = benchmark_weights(cands, benchmark_mix or {}) if benchmark_after is not None else {}
     while len(chosen) < size and domains:
-        d = rng.choice(domains)
+        live = (
+            [d for d in bench if d in pools] if benchmark_after is not None and len(chosen) >= benchmark_after else []
+        )
+        d = rng.choices(live, weights=[bench[x] for x in live])[0] if live else rng.choice(domains)
         pool = pools[d]
-        chosen.append(pool.pop(_geometric_rank(rng, len(pool))))
+        pick = pool.pop(_geometric_rank(rng, len(pool)))
+        if pick.problem_id not in taken:
+            taken.add(pick.problem_id)
+            chosen.append(pick)
         if not pool:
             domains.remove(d)
+            del pools[d]
     return chosen
 
 
@@ -136,4 +190,13 @@ def labels_from_run(run_dir: str | Path) -> dict[str, str]:
     return labels
 
 
-__all__ = ["Candidate", "difficulty_reason", "domain_of", "labels_from_run", "pick_per_problem", "s1_select"]
+__all__ = [
+    "Candidate",
+    "benchmark_weights",
+    "difficulty_reason",
+    "domain_of",
+    "labels_from_run",
+    "pick_per_problem",
+    "preselected",
+    "s1_select",
+]

@@ -34,6 +34,7 @@ from tracesynth.config import Recipe
 from tracesynth.decontam.index import DecontamIndex, Hit
 from tracesynth.plugins import lookup
 from tracesynth.records import Problem
+from tracesynth.sources.problems import source_type
 from tracesynth.stages.curate import dedup, select
 
 
@@ -159,14 +160,25 @@ def select_problems(ctx: Context, infos: list[Info]) -> dict[str, str]:
     for i in infos:
         longest[i.problem_id] = max(longest[i.problem_id], i.tokens)
     cands = [
-        select.Candidate(pid, ctx.domains[pid], longest[pid], ctx.passes[pid], ctx.totals[pid])
+        select.Candidate(
+            pid, ctx.domains[pid], longest[pid], ctx.passes[pid], ctx.totals[pid], source_type(ctx.problems[pid])
+        )
         for pid in ctx.ordered_pids(infos)
     ]
     reasons = {c.problem_id: r for c in cands if (r := select.difficulty_reason(c, sel, ctx.weak_solved))}
     cands = [c for c in cands if c.problem_id not in reasons]
     if sel.size is not None:
         seed = ctx.recipe.curate.seed
-        chosen = {c.problem_id for c in select.s1_select(cands, sel.size, seed, diversity=sel.diversity)}
+        picked = select.s1_select(
+            cands,
+            sel.size,
+            seed,
+            diversity=sel.diversity,
+            preselect=sel.preselect,
+            benchmark_after=sel.benchmark_after,
+            benchmark_mix=sel.benchmark_mix,
+        )
+        chosen = {c.problem_id for c in picked}
         reasons.update({c.problem_id: "not_selected" for c in cands if c.problem_id not in chosen})
     return {i.id: reasons[i.problem_id] for i in infos if i.problem_id in reasons}
 
