@@ -292,3 +292,36 @@ def test_local_budget_forcing_truncates_and_extends(student) -> None:
         assert w.thinking_tokens >= p.thinking_tokens  # its own thinking, minus the delimiter, plus more
         extended += w.waits == 2 and w.ended_thinking
     assert extended >= 1  # at least one went through both extensions and then answered
+
+
+def test_several_eval_sets_are_scored_together_and_per_set(tmp_path: Path) -> None:
+    """eval.source as a list (s1: AIME24, MATH500, GPQA): one block, and by_source per set."""
+    from tracesynth.sim import SimTeacher
+    from tracesynth.sources.builtin import get, verified_path
+
+    key = tmp_path / "key.jsonl"
+    with key.open("w") as out:
+        for name in ("gsm8k", "math500"):
+            with verified_path(get(name, "test")).open() as src:
+                out.write("".join(next(src) for _ in range(20)))
+    with SimTeacher(answer_key=key, seed=1) as sim:
+        recipe = load_recipe(
+            None,
+            [
+                f"run_dir={tmp_path / 'run'}",
+                "eval.source=[{kind: builtin, name: gsm8k, split: test, limit: 12}, "
+                "{kind: builtin, name: math500, split: test, limit: 8}]",
+                "eval.backend=endpoint",
+                f"eval.base_url={sim.base_url}",
+                "eval.model=sim-student",
+                "eval.api_key_env=null",
+                "eval.max_new_tokens=4096",
+            ],
+        )
+        block = evaluate(recipe).blocks["after"]
+    assert block["n_problems"] == 20
+    by_source = block["by_source"]
+    assert {k: v["n_problems"] for k, v in by_source.items()} == {"gsm8k/test": 12, "math500/test": 8}
+    assert all(v["pass@1"] > 0.5 for v in by_source.values())
+    protocol = json.loads((tmp_path / "run" / "eval.json").read_text())["after"]["protocol"]
+    assert [s["name"] for s in protocol["eval_set"]] == ["gsm8k", "math500"]

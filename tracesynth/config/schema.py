@@ -260,7 +260,9 @@ class ComputeConfig(Section):
 
 
 class EvalConfig(Section):
-    source: SourceConfig | None = None
+    # the held-out problems; a list evaluates on several sets at once (s1: AIME24, MATH500, GPQA-Diamond),
+    # reported together and per set (eval.json by_source)
+    source: SourceConfig | list[SourceConfig] | None = None
     backend: Literal["local", "endpoint", "vllm"] = "local"
     base_url: str | None = None
     model: str | None = None

@@ -160,9 +160,9 @@ def block(
         "protocol": protocol,
         **metrics(plain_rows, confidence, seed),
     }
-    for key in ("domain", "subject", "level"):
+    for key in ("domain", "subject", "level", "source"):
         groups = group(plain_rows, key, confidence, seed)
-        if groups:
+        if groups and (key != "source" or len(groups) > 1):  # one set: the whole block is that set
             out[f"by_{key}"] = groups
     caps = []
     for (mode, spec), rows in rest:

@@ -11,7 +11,7 @@
 * Answers are scored by :func:`tracesynth.stages.verify.registry.score` with ``eval.verifiers`` (default:
   the recipe's verifiers without ``format`` — eval checks answers, not formatting); an item passes when
   every verdict is ``pass``. pass@1 is the mean over problems of c/n with its interval
-  (:mod:`.metrics`), per domain, subject and level.
+  (:mod:`.metrics`), per domain, subject and level, and per set when ``eval.source`` is a list.
 * The same template everywhere: the system prompt and thinking delimiters default to the student's
   ``template.json``; a recipe value that differs is used but warned about (:mod:`.targets`).
 * ``eval.thinking_caps`` / ``eval.wait_extensions`` add s1's accuracy-vs-thinking-tokens rows.
@@ -205,7 +205,10 @@ def _protocol(
     recipe: Recipe, target: Target, tpl: dict[str, Any], verifiers: list[str], n_problems: int
 ) -> dict[str, Any]:
     cfg = recipe.eval
-    src = cfg.source.model_dump(mode="json") if cfg.source else None
+    if isinstance(cfg.source, list):
+        src: Any = [x.model_dump(mode="json") for x in cfg.source]
+    else:
+        src = cfg.source.model_dump(mode="json") if cfg.source else None
     versions = package_versions()
     return {
         "backend": target.backend,
@@ -394,6 +397,7 @@ def _run_setting(
                     "problem_id": p.id,
                     "index": k,
                     "domain": p.domain,
+                    "source": p.source,
                     "subject": p.metadata.get("subject"),
                     "level": p.metadata.get("level"),
                     "answer": p.answer,
