@@ -289,3 +289,50 @@ def test_s1_quality_patterns_as_its_filter_notebook(question: str, source_type: 
     else:
         assert got == reason
     assert hygiene_reason(problem, HygieneConfig(drop_figures=False)) is None  # all of it is opt-in
+
+
+def test_where_per_source_template_and_difficulty_bounds_as_sky_t1_reads_numina(tmp_path) -> None:
+    """SkyThought's numina tasks: rows of one `source` value, difficulty from a labelled set by question text
+    (rows without a label dropped), and the task's own prompt."""
+    from tracesynth.config import PromptConfig, SourceConfig
+    from tracesynth.sources.problems import iter_problems
+    from tracesynth.sources.prompts import render_messages
+
+    rows = [
+        {"problem": f"Problem {i}: what is {i} + 1?", "solution": f"\\boxed{{{i + 1}}}", "source": src}
+        for i, src in enumerate(["amc_aime", "math", "olympiads", "math", "math", "amc_aime"])
+    ]
+    pool = tmp_path / "numina.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = tmp_path / "labels.jsonl"  # problem 4 has no label; whitespace differs from the pool's text
+    labels.write_text(
+        "".join(
+            json.dumps({"problem": "  " + rows[i]["problem"].replace(" ", "  "), "gpt_difficulty_parsed": d}) + "\n"
+            for i, d in [(0, 2), (1, 3), (2, 9), (3, 5), (5, "n/a")]
+        )
+    )
+    template = tmp_path / "numina.txt"
+    template.write_text("[system]\nsys\n[user]\nReturn your final response within \\boxed{}. {{ question }}\n")
+    src = SourceConfig.model_validate(
+        {
+            "kind": "jsonl",
+            "path": str(pool),
+            "columns": {"question": "problem", "answer": "solution"},
+            "where": {"source": ["math", "olympiads"]},
+            "template": str(template),
+            "difficulty": {
+                "labels": {"kind": "jsonl", "path": str(labels), "columns": {"question": "problem"}},
+                "min": 4,
+            },
+        }
+    )
+    stats: Counter[str] = Counter()
+    got = list(iter_problems(src, stats=stats))
+    assert [p.prompt for p in got] == [rows[2]["problem"], rows[3]["problem"]]  # olympiads 9, math 5
+    assert [p.metadata["difficulty"] for p in got] == [9.0, 5.0]
+    assert stats["drop:where"] == 2 and stats["drop:difficulty"] == 1 and stats["drop:no_difficulty"] == 1
+    # head: the first rows that match `where`, before the difficulty filter (SkyThought's olympiads --end 20000)
+    assert [p.prompt for p in iter_problems(src.model_copy(update={"head": 2}))] == [rows[2]["problem"]]
+    messages = render_messages(got[0], PromptConfig(template="boxed_math", system="You are Qwen."))
+    assert messages[0] == {"role": "system", "content": "You are Qwen."}  # prompt.system is the teacher's
+    assert messages[1]["content"] == f"Return your final response within \\boxed{{}}. {rows[2]['problem']}"

@@ -148,6 +148,7 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
     if prices is None:
         raise ConfigError(f"teacher.prices: no price known for model {t.model!r}; set teacher.prices")
     basis = "recipe expectations"
+    problems = problems if problems is not None else c.problems
     if problems is not None and c.prompt_tokens is not None:
         count, prompt_tokens = problems, c.prompt_tokens  # nothing to read: the sources may be remote
     else:

@@ -45,8 +45,25 @@ class SourceConfig(Section):
     seed: int = 0
     weight: float = Field(1.0, ge=0)  # mixing weight across several sources
     size: int | None = None  # reasoning-gym: how many problems to generate
-    config: dict[str, Any] = Field(default_factory=dict)  # reasoning-gym task config
+    config: dict[str, Any] = Field(default_factory=dict)  # reasoning-gym task config (hub: load_dataset kwargs)
     hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
+    # keep only rows whose column holds this value (or one of these values): NuminaMath's {source: amc_aime}
+    where: dict[str, Any] = Field(default_factory=dict)
+    # read only the first N rows that match `where`, before hygiene, difficulty and limit (SkyThought's --end)
+    head: int | None = Field(None, ge=0)
+    # the prompt template of this source's problems (default: prompt.template): SkyThought's per-task prompts
+    template: str | None = None
+    difficulty: DifficultyConfig | None = None
+
+
+class DifficultyConfig(Section):
+    """Difficulty labels joined by question text from another set (Sky-T1: NovaSky-AI/labeled_numina_difficulty_859K);
+    a row is kept when its label lies in [min, max]; rows without a label are dropped (counted)."""
+
+    labels: SourceConfig  # the labelled set (its question column and this value column)
+    value: str = "gpt_difficulty_parsed"
+    min: float | None = None
+    max: float | None = None
 
 
 class PromptConfig(Section):
@@ -309,6 +326,8 @@ class CostConfig(Section):
     dense-transformer estimate (forward + backward, attention FLOPs folded into the MFU).
     """
 
+    # problems the sources hold, for `tracesynth cost` without reading them (hub sources offline); --problems wins
+    problems: int | None = Field(None, ge=0)
     prompt_tokens: float | None = None  # per request; None: measured on the rendered prompts (accounting.tokens)
     completion_tokens: float = 4000.0  # per sample, reasoning included
     keep_rate: float = Field(0.7, gt=0, le=1)  # share of samples that survive verification + curation

@@ -87,7 +87,8 @@ class RecipeSamples:
 
         t = recipe.teacher
         self.n: int = t.samples_per_problem  # until_verified asks indices 0..K-1 of the same ids
-        sampling, template = t.sampling.model_dump(), template_hash(recipe.prompt)
+        per_source = [src.template for src in getattr(recipe, "sources", [])]
+        sampling, template = t.sampling.model_dump(), template_hash(recipe.prompt, per_source)
         self.id_of: Callable[[str, int], str] = sample_ids(t.model, sampling, template)
 
     def belongs(self, sample: Sample, edges: dict[str, str] | None = None) -> bool:

@@ -40,7 +40,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tracesynth._ids import stable_hash
 from tracesynth.config import HygieneConfig, Recipe, SourceConfig
+from tracesynth.config.schema import DifficultyConfig
 from tracesynth.errors import SourceError
 from tracesynth.records import Problem
 from tracesynth.sources import readers as source_readers
@@ -135,18 +137,30 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
     skipped = kept = 0
     if src.limit is not None and src.limit <= 0:
         return
+    labels = _difficulty_labels(src.difficulty) if src.difficulty is not None else None
+    matched = 0
     for where, row in rows:
         if mapping is None:
             mapping = _resolve_columns(row, columns, hygiene, where)
         stats["rows"] += 1
+        if src.where and not _selected(row, src.where):
+            stats["drop:where"] += 1
+            continue
+        matched += 1
+        if src.head is not None and matched > src.head:
+            return
         if not _encodable(row):
             stats["drop:unencodable"] += 1
             continue
         problem = _to_problem(row, mapping, where, label, domain or "math", src)
         reason = hygiene_reason(problem, hygiene)
+        if reason is None and labels is not None and src.difficulty is not None:
+            reason = _difficulty_reason(problem, labels, src.difficulty)
         if reason:
             stats[f"drop:{reason}"] += 1
             continue
+        if src.template:
+            problem.metadata["prompt_template"] = src.template
         if skipped < src.offset:
             skipped += 1
             continue
@@ -154,6 +168,51 @@ def _source_problems(src: SourceConfig, stats: Counter) -> Iterator[Problem]:
         yield problem
         if src.limit is not None and kept >= src.limit:
             return  # before reading another row: a capped source reads exactly what it yields
+
+
+def _selected(row: dict[str, Any], where: dict[str, Any]) -> bool:
+    """``source.where``: every column holds the value (or one of the values in a list)."""
+    for col, want in where.items():
+        have = row.get(col)
+        if (isinstance(want, list) and have not in want) or (not isinstance(want, list) and have != want):
+            return False
+    return True
+
+
+def _question_key(text: str) -> str:
+    return stable_hash("question", " ".join(text.split()))
+
+
+def _difficulty_labels(cfg: DifficultyConfig) -> dict[str, float]:
+    """Question-text hash -> difficulty, read once from the labelled set (hashes keep memory small)."""
+    src = cfg.labels
+    columns = dict(src.columns)
+    labels: dict[str, float] = {}
+    mapping: dict[str, str | None] | None = None
+    for where, row in source_readers.rows(src):
+        if mapping is None:
+            mapping = _resolve_columns(row, columns, HygieneConfig(require_answer=False), where)
+            if cfg.value not in row:
+                raise SourceError(f"source.difficulty.value: column {cfg.value!r} not in {where}; columns: {list(row)}")
+        qcol = mapping["question"]
+        question, value = row.get(qcol) if qcol else None, row.get(cfg.value)
+        if question is None or value is None:
+            continue
+        try:
+            labels[_question_key(str(question))] = float(value)
+        except (TypeError, ValueError):
+            continue  # an unlabelled or unparsed row (the labelled set has some): no label
+    return labels
+
+
+def _difficulty_reason(problem: Problem, labels: dict[str, float], cfg: DifficultyConfig) -> str | None:
+    level = labels.get(_question_key(problem.prompt or ""))
+    if level is None:
+        return "no_difficulty"
+    if (cfg.min is not None and level < cfg.min) or (cfg.max is not None and level > cfg.max):
+        return "difficulty"
+    problem.metadata["difficulty"] = level
+    return None
 
 
 def source_type(problem: Problem) -> str:

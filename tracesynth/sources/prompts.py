@@ -60,9 +60,14 @@ def load_template(prompt_cfg: PromptConfig) -> Template:
     return Template(base.name, prompt_cfg.system or None, base.user)
 
 
-def template_hash(prompt_cfg: PromptConfig) -> str:
-    """Hash of the template text plus system prompt: part of every sample id."""
-    return load_template(prompt_cfg).hash
+def template_hash(prompt_cfg: PromptConfig, per_source: list[str | None] | None = None) -> str:
+    """Hash of the template text plus system prompt: part of every sample id. ``per_source``: the
+    ``source.template`` of each source (None where a source uses ``prompt.template``), folded in when set."""
+    own = [t for t in per_source or [] if t]
+    base = load_template(prompt_cfg).hash
+    if not own:
+        return base
+    return stable_hash(base, *(load_template(PromptConfig(template=t, system=prompt_cfg.system)).hash for t in own))
 
 
 def render_messages(
@@ -74,7 +79,11 @@ def render_messages(
     system prompt unless the messages bring their own. Loops over many problems pass
     ``template=load_template(prompt_cfg)`` once instead of re-resolving the file per problem.
     """
-    tpl = template if template is not None else load_template(prompt_cfg)
+    own = problem.metadata.get("prompt_template")  # source.template: this source's own prompt
+    if isinstance(own, str) and own and own != prompt_cfg.template:
+        tpl = load_template(PromptConfig(template=own, system=prompt_cfg.system))
+    else:
+        tpl = template if template is not None else load_template(prompt_cfg)
     out: list[dict[str, Any]] = []
     if problem.messages:
         has_system = any(m.get("role") == "system" for m in problem.messages)
