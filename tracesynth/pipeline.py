@@ -332,10 +332,19 @@ def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES
         write_json(rs.layout.recipe_json, recipe.model_dump(mode="json"))
         rs.update_manifest(name=recipe.name, recipe_hash=recipe.hash())
     result = RunResult(run_dir)
+    weak = bool(recipe.curate.select.weak_models)  # s1's difficulty filter: the weak models' own harvests
     if "harvest" in stages:
         _timed(result, run_dir, "harvest", lambda: harvest(recipe, quiet=quiet, force=force))
+        if weak:
+            from tracesynth.stages.curate.weak import harvest_weak
+
+            _timed(result, run_dir, "harvest", lambda: harvest_weak(recipe, quiet=quiet))
     if "verify" in stages:
         _timed(result, run_dir, "verify", lambda: verify(recipe))
+        if weak:
+            from tracesynth.stages.curate.weak import verify_weak
+
+            _timed(result, run_dir, "verify", lambda: verify_weak(recipe))
     _run_variants(recipe, result, stages, quiet)
     with RunStore(run_dir, lock=False) as rs:  # elapsed, not summed: variants may have run side by side
         rs.update_manifest(run_wall_s=round(time.perf_counter() - t0, 3), stages_run=list(stages))

@@ -193,6 +193,22 @@ class DecontamConfig(Section):
     allow: list[str] = Field(default_factory=list)  # phrases (>= n words) whose n-grams never count
 
 
+class WeakModel(Section):
+    """A weak model of s1's difficulty filter: the pool is harvested and verified with it in ``<run>/weak/<name>``
+    (by ``tracesynth run``), and a problem it solves is dropped (``weak_solved``). Defaults as s1's
+    data/bulk_inference.py: the bare question, temperature 0.05, up to 32,768 tokens."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: str
+    base_urls: list[str] | None = None  # None: the teacher's
+    api_key_env: str | None = None  # a self-hosted server needs none
+    prices: PricesConfig | None = None  # None: the shipped table, or $0 for a self-hosted endpoint
+    template: str = "bare"
+    temperature: float = Field(0.05, ge=0)
+    max_tokens: int = Field(32768, ge=1)
+    budget_usd: float | None = Field(None, ge=0)
+
+
 class PreselectRule(Section):
     """Problems chosen before any draw: from a source (substring of source / metadata.source_type)."""
 
@@ -210,6 +226,7 @@ class SelectConfig(Section):
     domain_from_run: str | None = None  # labels from a run harvested with the classify_domain template
     weak_verifier: str | None = None  # s1: drop problems a weak model solved (its verdicts carry this verifier name)
     weak_runs: list[str] = Field(default_factory=list)  # s1: run folders of weak models, harvested and verified
+    weak_models: list[WeakModel] = Field(default_factory=list)  # s1: weak models `tracesynth run` harvests itself
     pass_count: tuple[int, int] | None = None  # keep problems with lo..hi passing samples (LIMO: 1-3 of 32)
     pass_rate: tuple[float, float] | None = None  # same as a fraction of the problem's samples
     # s1's data/filter.ipynb, in its order: first every problem a rule preselects (s1: verified AIME and GPQA,

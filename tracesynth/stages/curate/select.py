@@ -66,7 +66,7 @@ def pick_per_problem(items: Sequence[T], k: int, how: str, length: Any, rng: ran
 
 def difficulty_reason(c: Candidate, cfg: SelectConfig, weak_solved: set[str]) -> str | None:
     """Why difficulty filtering drops a candidate (``weak_solved``, ``pass_count``, ``pass_rate``) or None."""
-    if (cfg.weak_verifier or cfg.weak_runs) and c.problem_id in weak_solved:
+    if (cfg.weak_verifier or cfg.weak_runs or cfg.weak_models) and c.problem_id in weak_solved:
         return "weak_solved"
     if cfg.pass_count is not None and not cfg.pass_count[0] <= c.passes <= cfg.pass_count[1]:
         return "pass_count"

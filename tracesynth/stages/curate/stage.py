@@ -31,6 +31,7 @@ from tracesynth.sources.prompts import load_template, render_messages
 from tracesynth.stages.curate import outputs
 from tracesynth.stages.curate.filters import TokenCounter, completion_text, keep_fn, local_keep, why_not_passing
 from tracesynth.stages.curate.steps import DEFAULT_STEPS, Context, Info, get_step, step_label
+from tracesynth.stages.curate.weak import weak_dirs
 
 
 @dataclass
@@ -102,7 +103,7 @@ def curate(recipe: Recipe) -> CurateResult:
         with store.stage_run("curate") as mark:
             problems = {p.id: p for p in store.problems.iter()}
             verdicts, weak_solved = _verdicts(store, cfg.select.weak_verifier)
-            weak_solved |= weak_runs_solved(cfg.select.weak_runs)
+            weak_solved |= weak_runs_solved(cfg.select.weak_runs + weak_dirs(recipe))
             counter = TokenCounter(cfg.tokenizer)
             keep = keep_fn()
             infos, read_drop, n_samples = _read(store, problems, verdicts, counter, keep, recipe)
@@ -170,7 +171,7 @@ def weak_runs_solved(runs: list[str]) -> set[str]:
         if not path.is_file():
             raise UserError(
                 f"curate.select.weak_runs: {path}: no verdicts; harvest the weak model into {run} "
-                "and run `tracesynth verify` on it first"
+                "and run `tracesynth verify` on it first (for curate.select.weak_models, `tracesynth run` does both)"
             )
         solved.update(v.problem_id for v in read_jsonl(path, Verdict) if v.status == "pass")
     return solved
