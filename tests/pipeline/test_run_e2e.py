@@ -138,8 +138,13 @@ def offline(tmp_path: Path, pool: str) -> list[str]:
         f"run_dir={tmp_path / 'run'}",
         "--set",
         "teacher.sim.enabled=true",
+        # key by key: the recipe's own teacher.sim.options (its teacher's persona) stay
         "--set",
-        f"teacher.sim.options={{answer_key: {pool}, wrong_rate: 0.2, seed: 3}}",
+        f"teacher.sim.options.answer_key={pool}",
+        "--set",
+        "teacher.sim.options.wrong_rate=0.2",
+        "--set",
+        "teacher.sim.options.seed=3",
         "--set",
         "teacher.api_key_env=null",
         "--set",
@@ -168,7 +173,7 @@ def offline(tmp_path: Path, pool: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("recipe", ["s1k", "s1k_1.1", "sky_t1"])
+@pytest.mark.parametrize("recipe", ["s1k", "s1k_1.1", "sky_t1", "gsm8k"])
 def test_published_recipe_runs_end_to_end_scaled_down(tmp_path, recipe):
     # the pool doubles as the simulator's answer key (small, so it also finds questions inside a template)
     pool = tmp_path / "pool.jsonl"
@@ -182,6 +187,20 @@ def test_published_recipe_runs_end_to_end_scaled_down(tmp_path, recipe):
     if recipe == "s1k":
         assert curate["steps"][-1]["out"] <= 10
     assert list((run / "dataset" / "data").glob("train-*.parquet"))
+    # the training text holds the teacher's reasoning, whatever the persona sent it as
+    import datasets
+
+    rows = datasets.load_dataset(str(run / "dataset"), split="train")
+    samples = {json.loads(line)["id"]: json.loads(line) for line in (run / "samples.jsonl").open()}
+    traces = {json.loads(line)["sample_id"]: json.loads(line) for line in (run / "traces.jsonl").open()}
+    assert len(rows) == len(traces) > 0
+    for row in rows:
+        assistant = next(m["content"] for m in row["messages"] if m["role"] == "assistant")
+        s = samples[row["sample_id"]] if "sample_id" in row else None
+        reasoning = (s or {}).get("reasoning") or ""
+        assert "<think>" in assistant or "<|begin_of_thought|>" in assistant, assistant[:200]
+        if reasoning:
+            assert reasoning.strip()[:80] in assistant
     train = json.loads((run / "student" / "train.json").read_text())
     assert train["steps"] == 4
     assert json.loads((run / "eval.json").read_text())["after"]["n_problems"] == 6
