@@ -75,7 +75,7 @@ def make_dataset(recipe: Recipe, probs: list[Problem], *, reasoning: str = "thin
             reply = {"role": "assistant", "content": f"<think>\n{sol.reasoning.strip()}\n</think>\n\n{sol.content}"}
         else:
             reply = {"role": "assistant", "content": sol.content}
-        rows.append({"messages": [*msgs, reply], "problem_id": p.id})
+        rows.append({"messages": [*msgs, reply], "problem_id": p.id, "sample_id": f"s-{p.id}"})
     out = run_dir / "dataset"
     (out / "data").mkdir(parents=True, exist_ok=True)
     datasets.Dataset.from_list(rows).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))

@@ -129,8 +129,23 @@ def test_a_few_steps_change_the_weights_and_write_the_receipt(trained) -> None:
     assert info["steps"] == 6 and info["device"] == "cpu" and info["gpus"] == 0
     assert info["tokens_seen"] > 0 and info["tokens_per_s"] > 0 and info["wall_s"] > 0
     assert info["dtype"] == "fp32" and info["sft_args"]["assistant_only_loss"] is True
+    assert [step for step, _ in info["loss_history"]] == [5] and info["loss_history"][-1][1] > 0  # logging_steps 5
     template = json.loads((out / "template.json").read_text())
     assert template["thinking_delimiters"] == [THINK_START, THINK_END] and template["chat_template_hash"]
+
+
+def test_the_order_rows_arrived_in_does_not_change_the_student(tmp_path: Path) -> None:
+    """Exported rows follow the teacher's arrival order; training on sample-id order makes re-runs repeat."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    probs = problems(24, digits=2, seed=4)
+    weights = []
+    for name, order in (("a", probs), ("b", probs[::-1])):
+        recipe = recipe_for(tmp_path / name, "sft.max_steps=3", "sft.per_device_train_batch_size=4")
+        make_dataset(recipe, order)
+        weights.append(AutoModelForCausalLM.from_pretrained(sft(recipe).output_dir).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_save_reload_generate_round_trip(trained) -> None:

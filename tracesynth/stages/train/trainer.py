@@ -97,6 +97,10 @@ def _load_dataset(dataset_dir: Path):
         raise UserError(f"{dataset_dir}: needs a 'messages' column or 'prompt' and 'completion' columns")
     if len(ds) == 0:
         raise UserError(f"{dataset_dir}: the dataset is empty; nothing to train on")
+    if "sample_id" in ds.column_names:
+        # rows are exported in the order the teacher's answers arrived, which differs run to run: in sample-id
+        # order the same sft.seed shuffles the same data the same way, so a re-run repeats bit for bit
+        ds = ds.sort("sample_id")
     return ds.select_columns(cols), fmt
 
 
@@ -329,6 +333,7 @@ def train_and_save(trainer, plan: _Plan) -> SftResult:
         "tokens_per_s": round(session_tokens / wall, 1) if wall > 0 else None,
         "train_loss": output.training_loss,
         "final_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None),
+        "loss_history": [[h["step"], round(float(h["loss"]), 5)] for h in state.log_history if "loss" in h],
         "resumed_from": plan.resume,
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
         "device_type": device.split(":")[0],
