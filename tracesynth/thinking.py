@@ -10,8 +10,10 @@ Teachers mark their chain of thought in different ways; :func:`split_reasoning_t
 * Sky-T1's blocks ``<|begin_of_thought|>…<|end_of_thought|>`` then
   ``<|begin_of_solution|>…<|end_of_solution|>`` — the thought is the reasoning, the solution
   the answer (flag ``sky_t1_blocks``);
-* no delimiter at all (QwQ-32B-Preview) — ``(None, text)``: the caller decides whether the whole
-  reply is the trace (:data:`UNDELIMITED`).
+* no delimiter at all (QwQ-32B-Preview) — ``(None, text)``: the parser keeps the reply as sent, and
+  the stages that need its parts (the answer verifiers, the ``format`` verifier, the export) call
+  :func:`reply_parts`: the whole reply is the trace, its final answer is the part at its end that
+  holds the last final-answer mark (:func:`split_undelimited`, flag :data:`UNDELIMITED`).
 
 :data:`THINK` is what tracesynth writes into training text and what students are trained and
 evaluated with. This module works on strings; it does no I/O.
@@ -19,6 +21,7 @@ evaluated with. This module works on strings; it does no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -98,6 +101,62 @@ def answer_region(text: str) -> str:
     return text
 
 
+# what marks a final answer in a reply that does not delimit its thinking (the answer verifiers read the same)
+_ANSWER_MARKS = re.compile(r"\\(?:boxed|fbox)\b|<answer>|final\s+(?:answer|solution)", re.IGNORECASE)
+_FENCE_OPEN = re.compile(r"^[ \t]*```", re.MULTILINE)
+_HEADING = re.compile(r"^[\W_]*final\s+(?:answer|solution)[\W_]*$", re.IGNORECASE)  # "**Final Answer**"
+_CODE_THEN_MARK = 400  # characters: a final-answer mark this close after the last code block belongs to it
+
+
+def _last_fence_start(text: str) -> int:
+    """Where the last fenced code block opens (-1: none): fences pair up, so the last opening one is
+    the second-to-last fence when their count is even."""
+    fences = [m.start() for m in _FENCE_OPEN.finditer(text)]
+    if len(fences) < 2:
+        return -1
+    return fences[-2] if len(fences) % 2 == 0 else fences[-1]
+
+
+def split_undelimited(text: str) -> tuple[str, str] | None:
+    """(reasoning, final answer) of a reply with no delimiter, or None when nothing in it marks a final answer.
+
+    The final answer is the paragraph holding the last final-answer mark — a ``\\boxed{}``, "final
+    answer", an ``<answer>`` tag, or the opening fence of the last code block (with a mark just after
+    that block, the block) — to the end of the reply, with a "Final Answer" heading just above it.
+    Everything before is the reasoning (``""`` when the reply is its final answer alone).
+    """
+    marks = [m.start() for m in _ANSWER_MARKS.finditer(text)]
+    mark = marks[-1] if marks else -1
+    fence = _last_fence_start(text)
+    if fence >= 0:
+        fence_end = text.rfind("```")
+        if mark < 0 or mark < fence or mark - fence_end <= _CODE_THEN_MARK:
+            mark = fence
+    if mark < 0:
+        return None
+    cut = text.rfind("\n\n", 0, mark)
+    start = 0 if cut < 0 else cut + 2
+    if start > 0:  # a heading paragraph just above the answer goes with it
+        prev_cut = text.rfind("\n\n", 0, start - 2)
+        prev = text[(0 if prev_cut < 0 else prev_cut + 2) : start - 2]
+        if _HEADING.match(prev.strip()):
+            start = 0 if prev_cut < 0 else prev_cut + 2
+    return text[:start].strip(), text[start:].strip()
+
+
+def reply_parts(reasoning: str | None, content: str | None) -> tuple[str, str, bool]:
+    """(reasoning, answer, undelimited) of a stored reply. ``reasoning`` None means the teacher did not
+    separate its thinking: the reply is split by :func:`split_undelimited`; with no final answer in it,
+    the reply stays all answer (``("", reply, True)``) so nothing is dropped from it."""
+    if reasoning is not None:
+        return reasoning, content or "", False
+    text = content or ""
+    parts = split_undelimited(text)
+    if parts is None:
+        return "", text.strip(), True
+    return parts[0], parts[1], True
+
+
 ALL_MARKERS = (THINK.start, THINK.end, THOUGHT.start, THOUGHT.end, SOLUTION.start, SOLUTION.end)
 
 __all__ = [
@@ -108,7 +167,9 @@ __all__ = [
     "UNDELIMITED",
     "Delimiters",
     "answer_region",
+    "reply_parts",
     "split_reasoning_text",
     "split_sky_t1",
     "split_think",
+    "split_undelimited",
 ]

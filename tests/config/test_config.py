@@ -131,3 +131,12 @@ def test_exponent_floats_without_a_dot_are_numbers_even_in_pass_through_blocks(t
     assert rec.teacher.sampling.extra_body == {"min_p": 0.001, "tag": "1e-3", "top_k": 20}
     assert rec.sft == {"learning_rate": 1e-5, "weight_decay": 1e-4, "adam_epsilon": 1e-8, "warmup_ratio": 0.05}
     assert all(type(v) is float for v in rec.sft.values())
+
+
+def test_the_simulated_teachers_options_are_checked_when_the_recipe_loads() -> None:
+    r = load_recipe(None, ["teacher.sim.options.reasoning=undelimited", "teacher.sim.options.usage=deepseek"])
+    assert r.teacher.sim.options == {"reasoning": "undelimited", "usage": "deepseek"}
+    for bad, field in (("reasoning=qwq", "reasoning"), ("usage=odd", "usage"), ("bogus=1", "bogus")):
+        with pytest.raises(ConfigError, match=rf"teacher\.sim\.options: .*{field}: ") as exc:
+            load_recipe(None, [f"teacher.sim.options.{bad}"])
+        assert "\n" not in str(exc.value)

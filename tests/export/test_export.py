@@ -201,3 +201,23 @@ def test_cli_export(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "export: 5 rows (messages, reasoning think_tags)" in res.stdout
     assert (run / "dataset" / "README.md").exists()
+
+
+def test_a_teacher_that_did_not_separate_its_thinking_is_trained_with_it_inside_the_delimiters():
+    from tracesynth.records import Trace
+    from tracesynth.stages.export.dataset import assistant_message
+
+    reply = "Let me see: 3 + 4 is 7.\n\nChecking: 7 - 4 = 3, right.\n\n**Final Answer**\n\n\\[ \\boxed{7} \\]"
+    trace = Trace(sample_id="s", problem_id="p", reasoning=None, content=reply)  # QwQ-32B-Preview's shape
+    want = "Let me see: 3 + 4 is 7.\n\nChecking: 7 - 4 = 3, right."
+    final = "**Final Answer**\n\n\\[ \\boxed{7} \\]"
+    assert assistant_message(trace, "think_tags")["content"] == f"<think>\n{want}\n</think>\n\n{final}"
+    assert assistant_message(trace, "reasoning_content") == {
+        "role": "assistant",
+        "content": final,
+        "reasoning_content": want,
+    }
+    assert assistant_message(trace, "none")["content"] == final
+    # nothing marks a final answer: the reply is kept whole, as the answer
+    bare = Trace(sample_id="s", problem_id="p", reasoning=None, content="no answer here")
+    assert assistant_message(bare, "think_tags")["content"] == "<think>\n\n</think>\n\nno answer here"

@@ -117,6 +117,10 @@ def test_an_unknown_model_at_a_url_of_your_own_is_self_hosted_at_zero_cost(tmp_p
     assert (res.status, res.done, res.spent_usd) == ("complete", 3, 0.0)
     assert "self-hosted" in capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "harvest.json").read_text())["prices"]["self_hosted"] is True
+    from tracesynth.accounting.receipt import build_receipt
+
+    (note,) = [n for n in build_receipt(tmp_path / "run").notes if "$0" in n]
+    assert "self-hosted: 'sim-reasoner'" in note and sim.base_url in note
 
 
 def test_mixed_faults_end_in_samples_or_reasoned_item_errors(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from tracesynth.sim.tokens import count_tokens
 Q = "Calculate 4782 + 395 - 18.\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 MSGS = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": Q}]
 ANSWER = "5159"
-PLACEMENTS = ["reasoning_content", "reasoning", "think", "r1_distill"]
+PLACEMENTS = ["reasoning_content", "reasoning", "think", "r1_distill", "undelimited", "sky_t1"]
+NO_PARSER = ("undelimited", "sky_t1")  # served as plain text: the server counts no reasoning tokens
 
 
 def boxed(text: str | None) -> str | None:
@@ -36,6 +37,19 @@ def split(placement: str, message: dict) -> tuple[str, str]:
     content = message.get("content") or ""
     if placement in ("reasoning_content", "reasoning"):
         return message[placement], content
+    if placement == "undelimited":  # QwQ-32B-Preview: plain text, the boxed answer in its last paragraph
+        assert not any(m in content for m in ("<think>", "</think>", "<|begin_of_thought|>"))
+        reasoning, _, answer = content.rpartition("\n\n")
+        return reasoning, answer
+    if placement == "sky_t1":
+        m = re.fullmatch(
+            r"<\|begin_of_thought\|>\n\n(.*)\n\n<\|end_of_thought\|>\n\n"
+            r"<\|begin_of_solution\|>\n\n(.*)\n\n<\|end_of_solution\|>",
+            content,
+            re.S,
+        )
+        assert m is not None, content
+        return m.group(1), m.group(2)
     if placement == "think":
         assert content.startswith("<think>\n")
         content = content[len("<think>\n") :]
@@ -69,7 +83,7 @@ def test_sync_chat_non_streaming(sim):
         )
         reasoning_total += count_tokens(reasoning)
     assert r.usage.completion_tokens == total
-    assert r.usage.completion_tokens_details.reasoning_tokens == reasoning_total
+    assert r.usage.completion_tokens_details.reasoning_tokens == (0 if placement in NO_PARSER else reasoning_total)
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 

@@ -210,6 +210,15 @@ def test_every_shipped_price_names_its_source_and_date_and_batch_prices_only_whe
     assert lookup("gpt-4o-mini").batch
 
 
+def test_no_batch_price_at_a_provider_without_a_batch_api_even_with_recipe_prices() -> None:
+    own = PricesConfig(input=0.28, output=0.42)
+    assert not prices_for("deepseek-chat", own, ["https://api.deepseek.com/v1"]).batch
+    assert not prices_for("gpt-4o-mini", None, ["https://openrouter.ai/api/v1"]).batch  # a batch row, routed
+    assert prices_for("gpt-4o-mini", None, ["https://api.openai.com/v1"]).batch
+    assert prices_for("o4-mini", own, ["https://api.openai.com/v1"]).batch
+    assert prices_for("sim-reasoner", own, ["http://127.0.0.1:8000/v1"]).batch  # your own server: as you set it
+
+
 def test_ledger_refuses_what_could_break_the_budget() -> None:
     led = Ledger(budget_usd=1.0, spent_usd=0.5)
     assert led.try_reserve(0.3)

@@ -16,7 +16,7 @@ from tracesynth.teacher.parse import (
     parse_usage,
     split_reasoning,
 )
-from tracesynth.thinking import split_reasoning_text, split_think
+from tracesynth.thinking import reply_parts, split_reasoning_text, split_think, split_undelimited
 
 FIXTURES = TEST_FIXTURES / "responses"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
@@ -157,3 +157,35 @@ def test_sky_t1_blocks_are_reasoning_and_solution() -> None:
 def test_a_reply_without_any_delimiter_is_all_answer_for_the_parser() -> None:
     text = "Let me think. 2 + 3 ... so 5.\n\nThe final answer is \\boxed{5}."
     assert split_reasoning_text(text) == (None, text, [])
+
+
+@pytest.mark.parametrize(
+    "text, reasoning, answer",
+    [
+        # QwQ-32B-Preview: thinking, then a "Final Answer" heading and the boxed answer
+        (
+            "Try 2: \\boxed{4}? No.\n\nSo 5.\n\n**Final Answer**\n\n\\[ \\boxed{5} \\]",
+            "Try 2: \\boxed{4}? No.\n\nSo 5.",
+            "**Final Answer**\n\n\\[ \\boxed{5} \\]",
+        ),
+        ("Let me think.\n\nThe final answer is 5.", "Let me think.", "The final answer is 5."),
+        # code: the last block and what follows it; a mark just after the block goes with it
+        ("Plan.\n\n```python\nx = 1\n```\n\nThat prints 1.", "Plan.", "```python\nx = 1\n```\n\nThat prints 1."),
+        (
+            "Plan.\n\n```python\nprint(1)\n```\n\nFinal answer above.",
+            "Plan.",
+            "```python\nprint(1)\n```\n\nFinal answer above.",
+        ),
+        ("\\boxed{5}", "", "\\boxed{5}"),
+    ],
+)
+def test_a_reply_without_delimiters_splits_at_its_final_answer(text: str, reasoning: str, answer: str) -> None:
+    assert split_undelimited(text) == (reasoning, answer)
+    assert reply_parts(None, text) == (reasoning, answer, True)
+
+
+def test_reply_parts_keep_what_the_teacher_separated_and_every_word_of_what_it_did_not() -> None:
+    assert reply_parts("thought", "\\boxed{1}") == ("thought", "\\boxed{1}", False)
+    assert reply_parts("", "\\boxed{1}") == ("", "\\boxed{1}", False)  # a parser ran: nothing to split
+    assert split_undelimited("just words, no answer") is None
+    assert reply_parts(None, "just words, no answer") == ("", "just words, no answer", True)

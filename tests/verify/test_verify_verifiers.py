@@ -133,6 +133,41 @@ def test_format_checks() -> None:
     assert v.status == "pass"
 
 
+QWQ_REPLY = (  # QwQ-32B-Preview's shape: plain text, no delimiter, a boxed answer at the end
+    "Let me see. First try x = 2: that gives \\boxed{4}? No, recheck.\n\n"
+    "Actually 3 + 4 = 7, so x = 7.\n\n**Final Answer**\n\n\\[ \\boxed{7} \\]"
+)
+
+
+def test_format_judges_a_reply_without_delimiters_by_its_final_answer() -> None:
+    p = Problem(id="p-1", prompt="q", answer="7")
+    (v,) = score(p, sample(QWQ_REPLY, reasoning=None), ["format"])
+    assert (v.status, v.details["undelimited"]) == ("pass", True)
+    assert v.details["reasoning_tokens"] > v.details["answer_tokens"] > 0  # the reply split at its final answer
+    cases = [
+        (sample("I am not sure what to do here, sorry.", reasoning=None), "no_final_answer"),
+        (sample("\\boxed{7}", reasoning=None), "no_reasoning"),  # nothing before the final answer
+    ]
+    for s, tag in cases:
+        (v,) = score(p, s, ["format"])
+        assert (v.status, v.tag) == ("fail", tag), v
+    (v,) = score(p, sample(QWQ_REPLY, reasoning=None), ["format"], {"format": {"undelimited": False}})
+    assert (v.status, v.tag) == ("fail", "undelimited")
+    (v,) = score(p, sample(QWQ_REPLY, reasoning=""), ["format"])  # a reasoning parser ran and found nothing
+    assert (v.status, v.tag) == ("fail", "no_reasoning")
+
+
+def test_answer_verifiers_read_only_the_final_answer_of_a_reply_without_delimiters() -> None:
+    p = Problem(id="p-1", prompt="q", answer="7")
+    for boxes in ("first", "all", "last"):
+        (v,) = score(p, sample(QWQ_REPLY, reasoning=None), ["math"], {"math": {"boxes": boxes}})
+        assert (v.status, v.answer) == ("pass", "7"), (boxes, v)  # the \\boxed{4} it rejected is reasoning
+    (v,) = score(
+        p, sample("So it is 7, I guess: seven.", reasoning=None), ["math"], {"math": {"fallback": "last_number"}}
+    )
+    assert (v.status, v.answer) == ("pass", "7")  # no final-answer mark: the whole reply is searched as before
+
+
 def test_format_token_bounds_use_usage_when_reported() -> None:
     p = Problem(id="p-1", prompt="q", answer="1")
     s = sample("\\boxed{1}", reasoning="r" * 40, usage=Usage(completion_tokens=1000, reasoning_tokens=900))

@@ -10,7 +10,8 @@ reasoning (defaults to output — every provider below bills reasoning as output
   cost $0 here (the GPU-hours are yours), with a note saying so.
 
 Batch prices: ``teacher.prices.batch_discount`` (:class:`~tracesynth.config.PricesConfig`, default 0.5)
-off every token class — only for providers with a batch API (a table row's ``batch``).
+off every token class — only for providers with a batch API (a table row's ``batch``; recipe prices
+at a host of :data:`NO_BATCH_HOSTS` get none either).
 
 This module does arithmetic; it makes no requests and writes no files.
 """
@@ -140,6 +141,11 @@ PROVIDER_HOSTS = (
 )
 
 
+# provider hosts with no batch API: DeepSeek's API documents none (and only n=1); OpenRouter routes single
+# requests to many hosts and has none. A batch price is never shown for them, recipe prices included.
+NO_BATCH_HOSTS = ("api.deepseek.com", "openrouter.ai")
+
+
 def lookup(model: str) -> Prices | None:
     """The shipped price of ``model`` (case-insensitive; dated snapshots and aliases resolved)."""
     name = model.strip().lower()
@@ -150,9 +156,18 @@ def lookup(model: str) -> Prices | None:
     return None
 
 
-def is_provider_url(url: str) -> bool:
+def _on(url: str, hosts: tuple[str, ...]) -> bool:
     host = (urlsplit(url).hostname or "").lower()
-    return any(host == h or host.endswith("." + h) for h in PROVIDER_HOSTS)
+    return any(host == h or host.endswith("." + h) for h in hosts)
+
+
+def is_provider_url(url: str) -> bool:
+    return _on(url, PROVIDER_HOSTS)
+
+
+def has_no_batch_api(url: str) -> bool:
+    """Whether ``url`` is a provider known to have no batch API (:data:`NO_BATCH_HOSTS`)."""
+    return _on(url, NO_BATCH_HOSTS)
 
 
 def is_local_url(url: str) -> bool:
@@ -167,12 +182,15 @@ def is_local_url(url: str) -> bool:
 
 def prices_for(model: str, override: PricesConfig | None = None, base_urls: list[str] | None = None) -> Prices | None:
     """Recipe prices when given, else the shipped table, else self-hosted ($0) off provider URLs, else None."""
+    urls = base_urls or []
     if override is not None:
-        return Prices(override.input, override.output, override.cached_input, override.reasoning, source="recipe")
+        batch = not any(has_no_batch_api(u) for u in urls)
+        return Prices(
+            override.input, override.output, override.cached_input, override.reasoning, source="recipe", batch=batch
+        )
     known = lookup(model)
     if known is not None:
-        return known
-    urls = base_urls or []
+        return replace(known, batch=False) if any(has_no_batch_api(u) for u in urls) else known
     if urls and not any(is_provider_url(u) for u in urls):
         where = ", ".join(urls)
         return Prices(
@@ -229,11 +247,13 @@ def batch_prices(prices: Prices | None, discount: float) -> Prices | None:
 
 __all__ = [
     "DEFAULT_BATCH_DISCOUNT",
+    "NO_BATCH_HOSTS",
     "PRICE_TABLE",
     "PROVIDER_HOSTS",
     "Prices",
     "batch_discount",
     "batch_prices",
+    "has_no_batch_api",
     "is_local_url",
     "is_provider_url",
     "lookup",

@@ -18,7 +18,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-Placement = Literal["reasoning_content", "reasoning", "think", "r1_distill"]
+Placement = Literal["reasoning_content", "reasoning", "think", "r1_distill", "undelimited", "sky_t1"]
+# where a provider reports usage (see tracesynth.sim.server): OpenAI's shape (reasoning tokens only in
+# completion_tokens_details), DeepSeek's (prompt cache hit/miss at the top level), OpenAI's with prompt
+# caching (prompt_tokens_details.cached_tokens), streams whose usage rides on the last choice chunk
+# whether or not it was asked for, or no usage at all (some proxies and self-hosted servers)
+UsageStyle = Literal["openai", "deepseek", "cached", "final_chunk", "none"]
 # kinds of planted wrong answers (see tracesynth.sim.solver): a mistake inside one step carried to the
 # answer (a dropped carry or borrow, a wrong column digit, a wrong partial product), or right work
 # with the answer written with two digits swapped
@@ -107,8 +112,18 @@ class SimOptions(BaseModel):
     seed: int = Field(0, description="Seed of every random choice (answers, mistakes, faults, latency).")
     reasoning: Placement = Field(
         "reasoning_content",
-        description="Where the reasoning goes: reasoning_content | reasoning | think (inline <think>) | "
-        "r1_distill (content starts inside the reasoning, only a closing </think>).",
+        description="Where the reasoning goes: reasoning_content (DeepSeek-R1, vLLM's parser up to 0.10) | "
+        "reasoning (vLLM >= 0.11, OpenRouter) | think (inline <think>) | r1_distill (content starts inside the "
+        "reasoning, only a closing </think>: an R1-distill served without a reasoning parser) | undelimited "
+        "(QwQ-32B-Preview: plain text, no delimiter, the boxed answer at the end) | sky_t1 "
+        "(<|begin_of_thought|>...<|end_of_thought|> then <|begin_of_solution|>...<|end_of_solution|>).",
+    )
+    usage: UsageStyle = Field(
+        "openai",
+        description="Where usage is reported: openai (reasoning tokens in completion_tokens_details) | deepseek "
+        "(plus prompt_cache_hit_tokens / prompt_cache_miss_tokens) | cached (prompt_tokens_details.cached_tokens) "
+        "| final_chunk (streams: usage on the last choice chunk, asked for or not) | none (no usage object). "
+        "Cached tokens: the messages before the last one, once an earlier request had the same ones.",
     )
     wrong_rate: float = Field(
         0.0, ge=0, le=1, description="Probability of a plausible mistake carried to a wrong answer."

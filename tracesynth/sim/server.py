@@ -8,6 +8,8 @@ Request flow: auth (when a key is set) → JSON and parameter validation (400s s
 OpenAI's) → generation (:mod:`~tracesynth.sim.engine`) → rate limiter (429 + headers) → the
 request's fault (:mod:`~tracesynth.sim.faults`) → reply, at once when there is no delay (no
 task), else from a coroutine (delays, streams, hangs, drops).
+Usage is reported where ``SimOptions.usage`` says (:func:`usage_body`); cached prompt tokens are
+the messages before the last one, once an earlier request sent the same ones (a prefix cache).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class SimApp:
         self.stats = Stats()
         self._key = options.api_key.get_secret_value() if options.api_key else None
         self._ids = itertools.count(1)
+        self._prefixes: set[bytes] = set()  # message prefixes seen: what a provider's prompt cache would hold
         self.routes: dict[tuple[str, str], Handler] = {}
         self.patterns: list[tuple[str, re.Pattern[str], Handler]] = []
         self.route("POST", "/v1/chat/completions")(self.chat)
@@ -181,7 +184,19 @@ class SimApp:
         choices = engine.chat_choices(
             self.solver, text, self.opts.reasoning, p["n"], p["max_tokens"], p["stop"], p["seed"], p["temperature"]
         )
+        p["cached"] = self._cached(messages) if self.opts.usage in ("deepseek", "cached") else 0
         return self._reply(req, conn, "chat", p, count_chat_prompt(messages), choices)
+
+    def _cached(self, messages: list[dict[str, Any]]) -> int:
+        """Prompt tokens a prefix cache would serve: the messages before the last, when seen before."""
+        prefix = messages[:-1]
+        if not prefix:
+            return 0
+        key = _dumps(prefix)
+        if key in self._prefixes:
+            return count_chat_prompt(prefix)
+        self._prefixes.add(key)
+        return 0
 
     def completions(self, req: Request, conn: Connection) -> Any:
         body = _json(req)
@@ -259,13 +274,8 @@ class SimApp:
         st.c["prompt_tokens"] += prompt_tokens
         st.c["completion_tokens"] += completion
         reasoning = sum(c.reasoning_tokens for c in choices)
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-        }
-        if kind == "chat":
-            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        cached = min(int(p.get("cached", 0)), prompt_tokens)
+        usage = usage_body(self.opts.usage, kind, prompt_tokens, completion, reasoning, cached)
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-sim{next(self._ids):010d}"
         if p["stream"]:
             st.bump("status", 200)
@@ -356,8 +366,29 @@ def _too_many(wait: float, which: str, headers: list[tuple[str, str]]) -> ApiErr
     return ApiError(429, msg, code="rate_limit_exceeded", type_=which, headers=headers + retry)
 
 
+def usage_body(
+    style: str, kind: str, prompt: int, completion: int, reasoning: int, cached: int
+) -> dict[str, Any] | None:
+    """The ``usage`` object a provider of ``style`` sends (None: it sends none)."""
+    if style == "none":
+        return None
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if kind == "chat":
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        if style == "cached":
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        elif style == "deepseek":  # api-docs.deepseek.com: hit and miss at the top level
+            usage["prompt_cache_hit_tokens"] = cached
+            usage["prompt_cache_miss_tokens"] = prompt - cached
+    return usage
+
+
 def _full_body(
-    kind: str, rid: str, model: str, choices: list[engine.Choice], usage: dict[str, Any], fault: str
+    kind: str, rid: str, model: str, choices: list[engine.Choice], usage: dict[str, Any] | None, fault: str
 ) -> dict[str, Any]:
     out = []
     if fault != "empty_choices":
@@ -373,4 +404,7 @@ def _full_body(
                     {"index": i, "text": c.fields.get("text", ""), "logprobs": None, "finish_reason": c.finish_reason}
                 )
     obj = "chat.completion" if kind == "chat" else "text_completion"
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": out, "usage": usage}
+    body = {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": out}
+    if usage is not None:
+        body["usage"] = usage
+    return body

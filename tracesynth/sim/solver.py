@@ -42,7 +42,7 @@ from typing import Literal
 
 from tracesynth.sim import arith
 from tracesynth.sim.answer_key import AnswerKey, normalize
-from tracesynth.thinking import THINK
+from tracesynth.thinking import THINK, reply_parts
 
 CATCH_RATE = 0.5  # chance that a budget-forcing "Wait" finds a deliberate mistake
 _WORDS = [
@@ -484,8 +484,12 @@ def audit(reasoning: str | None, content: str | None) -> str:
     ``transposed`` (wrong answer: every step right, the result written with its digits permuted),
     ``wrong`` (another wrong or missing answer), ``other`` (right answer, but the trace is not the true
     one: an unnoticed error or garbled text), ``not_arithmetic`` (no "We need to evaluate" line).
-    Deterministic and exact for the simulated teacher's own traces; for a student's, a reading.
+    Deterministic and exact for the simulated teacher's own traces; for a student's, a reading. A reply
+    with no reasoning field and no delimiter (``reasoning`` None: the ``undelimited`` persona) is read
+    as :func:`tracesynth.thinking.reply_parts` splits it for training.
     """
+    if reasoning is None:
+        reasoning, content, _ = reply_parts(None, content)
     text = (reasoning or "").strip()
     m = _EVALUATE.search(text)
     truth_trace = _true_trace(m.group(1)) if m else None

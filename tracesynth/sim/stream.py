@@ -4,10 +4,11 @@ Headers first, then (after the time-to-first-token latency) one ``data: {...}`` 
 of ``stream_chunk_tokens`` tokens — choices interleaved round-robin, ``delta.role`` first, the
 reasoning in ``delta.reasoning_content`` / ``delta.reasoning`` (or inline in ``delta.content``) —
 a last event per choice with its ``finish_reason``, a usage event with ``choices: []`` when
-``stream_options.include_usage`` is set, and ``data: [DONE]``. ``token_delay_s`` is waited per
-token between events. Faults ``drop_body`` / ``drop_stream`` close the connection after the
-first / half of the events; ``hang`` sends the headers and then nothing; ``malformed`` sends one
-event cut in half; ``empty_choices`` sends no choice events (usage and ``[DONE]`` only).
+``stream_options.include_usage`` is set (with ``usage: final_chunk`` the usage rides on the last
+choice event instead, asked for or not; with ``usage: none`` there is none), and ``data: [DONE]``.
+``token_delay_s`` is waited per token between events. Faults ``drop_body`` / ``drop_stream`` close
+the connection after the first / half of the events; ``hang`` sends the headers and then nothing;
+``malformed`` sends one event cut in half; ``empty_choices`` sends no choice events (usage and ``[DONE]`` only).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ async def stream_reply(
     rid: str,
     model: str,
     choices: list[Choice],
-    usage: dict[str, Any],
+    usage: dict[str, Any] | None,
     include_usage: bool,
     headers: list[tuple[str, str]],
     latency_s: float,
@@ -97,16 +98,19 @@ async def stream_reply(
         rounds = []
         conn.write(chunk(b"data: " + event[: len(event) // 2] + b"\n\n"))
     drop_at = 1 if fault == "drop_body" else len(rounds) // 2 if fault == "drop_stream" else -1
+    on_last = opts.usage == "final_chunk" and usage is not None
     for j, (deltas, n) in enumerate(rounds):
         if j == drop_at:
             conn.close()
             return
-        data = {"id": rid, "object": obj, "created": created, "model": model, "choices": deltas}
+        data: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model, "choices": deltas}
+        if on_last and j == len(rounds) - 1:
+            data["usage"] = usage
         conn.write(chunk(b"data: " + _dumps(data) + b"\n\n"))
         if opts.token_delay_s > 0 and n:
             await asyncio.sleep(opts.token_delay_s * n)
         await conn.drain()
-    if include_usage:
+    if include_usage and usage is not None and not on_last:
         data = {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
         conn.write(chunk(b"data: " + _dumps(data) + b"\n\n"))
     conn.write(chunk(b"data: [DONE]\n\n") + LAST_CHUNK)

@@ -2,7 +2,9 @@
 ``<answer>`` tags and fenced code blocks.
 
 Only the answer part of a sample is searched (``Sample.content``; if a ``</think>`` is still in
-it, only the text after the last one), never the reasoning: a number the model tried and
+it, only the text after the last one; for a teacher that did not separate its thinking — no
+reasoning field, no delimiter — the final answer at the end of its reply,
+:func:`tracesynth.thinking.reply_parts`), never the reasoning: a number the model tried and
 rejected while thinking is not its answer. These functions find text; they do not parse or
 judge it (math_verifier.py, choice.py, gym.py and code.py do).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 
 from tracesynth.records import Sample
-from tracesynth.thinking import answer_region
+from tracesynth.thinking import answer_region, reply_parts
 
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)\s*")
 _FINAL_PHRASE = re.compile(r"final\s+answer(?:\s+is)?\s*[:：]?\s*", re.IGNORECASE)
@@ -23,9 +25,8 @@ _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 def answer_text(sample: Sample) -> str:
     """The part of the sample that holds the final answer (content after any ``</think>``)."""
-    text = sample.content or ""
-    text = answer_region(text)
-    return text
+    _, text, _ = reply_parts(sample.reasoning, sample.content)
+    return answer_region(text)
 
 
 def boxed(text: str) -> list[str]:

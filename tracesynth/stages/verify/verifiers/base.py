@@ -32,8 +32,9 @@ not_needed                unverifiable    judge used as a fallback and the rule-
 verifier_error            unverifiable    an exception inside a verifier (message kept)
 sample_error              unverifiable    the sample itself is an error row
 no_problem                unverifiable    the sample's problem is not in problems.jsonl
-format checks             fail            truncated, no_reasoning, unclosed_think, too_short,
-                                          too_long, script (see format.py)
+format checks             fail            truncated, no_reasoning, no_final_answer, undelimited,
+                                          unclosed_think, chat_markup, too_short, too_long, script
+                                          (see format.py)
 ========================  ==============  ==========================================================
 
 This module has no verifier logic of its own.
@@ -68,7 +69,10 @@ TAGS = (
     "no_problem",
     "truncated",
     "no_reasoning",
+    "no_final_answer",
+    "undelimited",
     "unclosed_think",
+    "chat_markup",
     "too_short",
     "too_long",
     "script",

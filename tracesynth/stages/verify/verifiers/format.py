@@ -6,6 +6,11 @@ every failing check):
 * ``truncated``: ``finish_reason == "length"`` (never a pass; option ``allow_truncated``);
 * ``no_reasoning``: the reasoning is missing or only whitespace — including an empty
   ``<think>\\n\\n</think>`` (option ``require_reasoning``, default true);
+* a teacher that does not separate its thinking (no reasoning field, no delimiter: QwQ-32B-Preview)
+  is judged on what a recipe needs of it — its whole reply is the trace, and it must end in a final
+  answer (:func:`tracesynth.thinking.reply_parts`): ``no_final_answer`` when nothing at its end
+  marks one, ``no_reasoning`` when the reply is its final answer alone (option ``undelimited``,
+  default true; false fails every such reply with tag ``undelimited``);
 * ``unclosed_think``: think tags left in the answer or the reasoning (``<think>`` without its
   ``</think>``, or a stray tag) (option ``require_closed_think``, default true);
 * ``chat_markup``: the reasoning or the answer holds a special token of a chat template
@@ -35,7 +40,7 @@ from tracesynth.accounting.tokens import CHARS_PER_TOKEN
 from tracesynth.markup import find_markup
 from tracesynth.records import Problem, Sample
 from tracesynth.stages.verify.verifiers.base import Outcome, failed, passed
-from tracesynth.thinking import THINK
+from tracesynth.thinking import THINK, reply_parts, split_undelimited
 
 
 def _script(ch: str) -> str:
@@ -60,9 +65,8 @@ def script_share(text: str, scripts: set[str]) -> tuple[float, int]:
     return ok / len(letters), len(letters)
 
 
-def _tokens(sample: Sample) -> tuple[int, int, str]:
+def _tokens(sample: Sample, reasoning: str, content: str) -> tuple[int, int, str]:
     u = sample.usage
-    reasoning, content = sample.reasoning or "", sample.content or ""
     if u.completion_tokens and u.reasoning_tokens:
         return u.reasoning_tokens, max(0, u.completion_tokens - u.reasoning_tokens), "usage"
     if u.completion_tokens and not reasoning.strip():
@@ -73,12 +77,22 @@ def _tokens(sample: Sample) -> tuple[int, int, str]:
 
 def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> Outcome:
     problems: list[tuple[str, str]] = []
-    reasoning, content = sample.reasoning or "", sample.content or ""
+    reasoning, content, undelimited = reply_parts(sample.reasoning, sample.content)
     if sample.finish_reason == "length" and not options.get("allow_truncated", False):
         problems.append(("truncated", "finish_reason is 'length'"))
+    if undelimited and not options.get("undelimited", True):
+        problems.append(("undelimited", "the reply has no reasoning field and no thinking delimiter"))
+    elif undelimited and split_undelimited(sample.content or "") is None:
+        problems.append(
+            (
+                "no_final_answer",
+                "the reply does not separate its reasoning and nothing at its end marks a final answer "
+                "(a \\boxed{}, 'final answer', an <answer> tag or a code block)",
+            )
+        )
     start, end = THINK.start, THINK.end
     stripped = reasoning.replace(start, "").replace(end, "").strip()
-    if options.get("require_reasoning", True) and not stripped:
+    if options.get("require_reasoning", True) and not stripped and not any(t == "no_final_answer" for t, _ in problems):
         problems.append(("no_reasoning", "reasoning is empty"))
     if options.get("require_closed_think", True):
         if content.count(start) != content.count(end) or start in reasoning or end in reasoning:
@@ -93,7 +107,7 @@ def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> 
                     f"the text holds chat-template markup {hit!r}: it would become a special token in training",
                 )
             )
-    r_tok, a_tok, source = _tokens(sample)
+    r_tok, a_tok, source = _tokens(sample, reasoning, content)
     bounds = (
         ("min_reasoning_tokens", r_tok, "too_short", "reasoning"),
         ("max_reasoning_tokens", r_tok, "too_long", "reasoning"),
@@ -107,6 +121,8 @@ def verify_format(problem: Problem, sample: Sample, options: dict[str, Any]) -> 
         if (key.startswith("min") and value < limit) or (key.startswith("max") and value > limit):
             problems.append((tag, f"{what} has {value} tokens ({key.split('_')[0]} {limit})"))
     details: dict[str, Any] = {"reasoning_tokens": r_tok, "answer_tokens": a_tok, "token_source": source}
+    if undelimited:
+        details["undelimited"] = True
     scripts = options.get("scripts")
     if scripts:
         allowed = {str(s).lower() for s in scripts}
