@@ -1,4 +1,7 @@
-"""`tracesynth run`: chain every stage (harvest → verify → curate → export → sft → eval → report).
+"""`tracesynth run`: chain every stage (harvest → verify → [classify, rewrite] → curate → export → sft → eval → report).
+
+classify and rewrite are model passes a recipe turns on (``classify.enabled``, ``rewrite.enabled``); they
+run once for the run folder, like harvest and verify, and variants share their rows.
 
 Each stage is resumable on its own, so ``run`` simply calls them in order; what a stage already
 finished is skipped by the stage itself. (The harvest starts the simulated teacher itself when the
@@ -29,6 +32,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +45,10 @@ from tracesynth.rundir.jsonio import write_json
 from tracesynth.rundir.layout import SHARED_WITH_VARIANTS, RunLayout
 from tracesynth.rundir.store import RunStore
 
-STAGES = ("harvest", "verify", "curate", "export", "sft", "eval", "report")
+# classify and rewrite (model passes, tracesynth.stages.ask) run only where the recipe enables them: after verify
+# (rewrite is for the traces that passed it), before curate (which reads the labels; export reads the rewrites)
+STAGES = ("harvest", "verify", "classify", "rewrite", "curate", "export", "sft", "eval", "report")
+PASSES = ("classify", "rewrite")
 _NEEDS_TRAINING_LIBRARIES = ("export", "sft", "eval")
 
 
@@ -318,6 +325,17 @@ def _run_variants(recipe: Recipe, result: RunResult, stages: tuple[str, ...], qu
         rs.update_manifest(variant_workers=workers, variant_threads=threads)
 
 
+def _model_pass(recipe: Recipe, name: str) -> Any:
+    """classify / rewrite; a pass stopped by its budget leaves the rest unlabelled / original and the run goes on."""
+    if name == "classify":
+        from tracesynth.stages.classify import classify as fn
+    else:
+        from tracesynth.stages.rewrite import rewrite as fn
+    res = fn(recipe)
+    print(res.summary(), file=sys.stderr)
+    return res
+
+
 def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES, force: bool = False) -> RunResult:
     """Run the recipe end to end (resuming what is done) and write the report."""
     from tracesynth.stages.harvest import harvest
@@ -345,6 +363,9 @@ def run(recipe: Recipe, *, quiet: bool = False, stages: tuple[str, ...] = STAGES
             from tracesynth.stages.curate.weak import verify_weak
 
             _timed(result, run_dir, "verify", lambda: verify_weak(recipe))
+    for name in PASSES:
+        if name in stages and getattr(recipe, name).enabled:
+            _timed(result, run_dir, name, functools.partial(_model_pass, recipe, name))
     _run_variants(recipe, result, stages, quiet)
     with RunStore(run_dir, lock=False) as rs:  # elapsed, not summed: variants may have run side by side
         rs.update_manifest(run_wall_s=round(time.perf_counter() - t0, 3), stages_run=list(stages))

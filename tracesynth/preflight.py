@@ -11,6 +11,7 @@ are returned as warning strings. This module runs no stage.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tracesynth.config import Recipe
@@ -104,7 +105,27 @@ def check_recipe(recipe: Recipe) -> list[str]:
             "(pip install 'tracesynth[train]')"
         )
     warnings += check_eval(recipe)
+    warnings += _passes(recipe)
     return warnings
+
+
+def _passes(recipe: Recipe) -> list[str]:
+    """The enabled model passes (classify, rewrite): prompt file, prices under a cap, the key's variable."""
+    from tracesynth.stages.ask import load_prompt, pass_prices
+
+    fields = {"classify": ("question", "rubrics"), "rewrite": ("content",)}
+    out: list[str] = []
+    for name, required in fields.items():
+        cfg = getattr(recipe, name)
+        if not cfg.enabled:
+            continue
+        load_prompt(name, cfg.prompt, required)
+        prices = pass_prices(name, cfg)
+        if cfg.budget_usd is None and prices is not None and not prices.self_hosted:
+            out.append(f"{name}.budget_usd: not set, so the {name} pass has no spending cap")
+        if cfg.api_key_env and not cfg.sim.enabled and not os.environ.get(cfg.api_key_env):
+            out.append(f"{name}.api_key_env: ${cfg.api_key_env} is not set here")
+    return out
 
 
 __all__ = ["check_recipe"]

@@ -157,3 +157,47 @@ def test_run_with_the_simulated_teacher_starts_exactly_one(tmp_path, monkeypatch
     run(recipe, quiet=True, stages=("harvest",))
     assert len(started) == 1
     assert sum(1 for _ in (tmp_path / "run" / "samples.jsonl").open()) == 5
+
+
+def test_the_readmes_weak_model_harvest_runs_as_written_against_a_server_of_your_own(tmp_path, sim_teacher):
+    # README "Difficulty filter": an unknown model at your own URL is self-hosted at $0, with a note
+    from harvest_kit import write_problems
+
+    sim = sim_teacher()
+    pool = write_problems(tmp_path / "p.jsonl", 5)
+    common = [
+        "--set",
+        f"source={{kind: jsonl, path: {pool}}}",  # the 59K pool is on the Hub; the command is the README's
+        "--set",
+        "teacher.model=Qwen/Qwen2.5-7B-Instruct",
+        "--set",
+        "teacher.api_key_env=null",
+        "--quiet",
+    ]
+    own = run(
+        "harvest",
+        "recipes/s1k.yaml",
+        "--set",
+        f"run_dir={tmp_path / 'weak'}",
+        "--set",
+        f"teacher.base_urls=[{sim.base_url}]",
+        *common,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert own.returncode == 0, own.stderr
+    (note,) = [line for line in own.stderr.splitlines() if "self-hosted" in line]
+    assert "'Qwen/Qwen2.5-7B-Instruct'" in note and "$0" in note
+    # the same model named at a priced provider has no price: refused before any request, one line
+    paid = run(
+        "harvest",
+        "recipes/s1k.yaml",
+        "--set",
+        f"run_dir={tmp_path / 'paid'}",
+        "--set",
+        "teacher.base_urls=[https://api.together.xyz/v1]",
+        *common,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert paid.returncode == 2 and "no price known for model 'Qwen/Qwen2.5-7B-Instruct'" in paid.stderr
+    assert "Traceback" not in paid.stderr and len(paid.stderr.strip().splitlines()) == 1
+    assert sim.stats()["routes"].get("/v1/chat/completions") == 5  # only the self-hosted run asked anything

@@ -149,6 +149,11 @@ def offline(tmp_path: Path, pool: str) -> list[str]:
         "teacher.api_key_env=null",
         "--set",
         "teacher.budget_usd=1",
+        # the model passes a recipe enables (classify, rewrite) ask a simulator of their own, never a provider
+        "--set",
+        "classify.sim.enabled=true",
+        "--set",
+        "rewrite.sim.enabled=true",
         "--set",
         f"source={{kind: jsonl, path: {pool}, columns: {{question: problem, answer: answer}}, limit: 24}}",
         "--set",

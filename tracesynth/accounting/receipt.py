@@ -4,6 +4,7 @@
   failures.jsonl — complete and truncated answers, failed calls, money possibly billed by attempts
   that timed out or lost their body, and the part charged on estimated usage — with tokens in the
   one taxonomy (prompt, cached, reasoning, answer). Prices were applied per row when it was written.
+* Model passes (classify, rewrite): their rows' cost, one line each (:mod:`tracesynth.accounting.passes`).
 * Training: measured wall time × GPU count × ``compute.gpu_hour_usd`` from each train.json
   (the run's and every variant's). CPU runs are listed with their wall time and cost 0.
 * Evaluation: cost recorded in eval.json (endpoint evaluation) — local evaluation costs 0 here.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracesynth.accounting.passes import scan_pass
 from tracesynth.accounting.spend import scan_spend
 from tracesynth.rundir.jsonio import read_json
 from tracesynth.rundir.layout import TRAIN_JSON, RunLayout
@@ -82,6 +84,22 @@ def _harvest_lines(run: Path, receipt: Receipt) -> None:
             f"{s.estimated:,} samples were charged on estimated usage (${s.estimated_usd:,.4f}, "
             "included above): the server reported none, or implausible counts"
         )
+
+
+def _pass_lines(run: RunLayout, receipt: Receipt) -> None:
+    """The model passes (classify, rewrite): what they cost, from their own rows (accounting/passes.py)."""
+    what = {"classify": "problems labelled", "rewrite": "traces rewritten"}
+    for name in ("classify", "rewrite"):
+        s = scan_pass(run, name)
+        if not s.any and not s.possibly_billed_usd:
+            continue
+        models = ", ".join(sorted(s.models)) or "?"
+        detail = f"{s.done:,} {what[name]} by {models}; {s.failures:,} item errors (${s.failed_usd:,.4f} of it)"
+        receipt.lines.append(Line(name, detail, s.spent_usd))
+        if s.possibly_billed_usd:
+            receipt.lines.append(
+                Line(name, "timed-out or lost-body attempts (worst case; may be billed)", s.possibly_billed_usd)
+            )
 
 
 def until_verified_lines(block: dict[str, Any] | None) -> list[str]:
@@ -155,7 +173,12 @@ def build_receipt(run_dir: str | Path) -> Receipt:
     run = RunLayout(run_dir)
     receipt = Receipt()
     _harvest_lines(run.root, receipt)
-    receipt.notes += until_verified_lines((_read(run.harvest_json) or {}).get("until_verified"))
+    _pass_lines(run, receipt)
+    harvest = _read(run.harvest_json) or {}
+    prices = harvest.get("prices")
+    if isinstance(prices, dict) and prices.get("self_hosted"):  # $0 above is a choice, not a missing price
+        receipt.notes.append(f"Teacher tokens at $0: {prices.get('source', 'self-hosted')}.")
+    receipt.notes += until_verified_lines(harvest.get("until_verified"))
     _train_lines(run, receipt)
     _eval_lines(run, receipt)
     return receipt

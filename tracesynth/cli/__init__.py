@@ -2,7 +2,7 @@
 
     recipe.py   recipe show / recipe check, cost
     harvest.py  harvest, merge, batches
-    stages.py   verify, curate, export, sft, eval, report, run
+    stages.py   verify, classify, rewrite, curate, export, sft, eval, report, run
     data.py     data list
     serve.py    serve (vLLM on a checkpoint)
     (sim-teacher is built from the simulator's options in tracesynth/sim/command.py)

@@ -1,4 +1,5 @@
-"""``tracesynth verify | curate | export | sft | eval | report | run``: one stage function each, and the chain."""
+"""``tracesynth verify | classify | rewrite | curate | export | sft | eval | report | run``: one stage function each,
+and the chain."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ def verify_cmd(
     from tracesynth.stages.verify.stage import print_summary, verify
 
     print_summary(verify(load(recipe, set_), workers=workers, progress=not quiet))
+
+
+def rewrite_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Rewrite the traces that passed verify into Sky-T1's thought / solution blocks (rewrites.jsonl)."""
+    from tracesynth.stages.rewrite import rewrite
+
+    typer.echo(rewrite(load(recipe, set_)).summary())
+
+
+def classify_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Label every problem with a two-digit MSC domain as s1 did (domains.jsonl; the `classify:` section)."""
+    from tracesynth.stages.classify import classify
+
+    typer.echo(classify(load(recipe, set_)).summary())
 
 
 def curate_cmd(recipe: RecipeArg, set_: SetOpt = None) -> None:
@@ -101,7 +116,10 @@ def run_cmd(
     quiet: QuietOpt = False,
     only: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--only", help="Run only these stages (repeatable): harvest verify curate export sft eval report"),
+        typer.Option(
+            "--only",
+            help="Run only these stages (repeatable): harvest verify classify rewrite curate export sft eval report",
+        ),
     ] = None,
     force: ForceOpt = False,
 ) -> None:
@@ -130,6 +148,8 @@ def run_cmd(
 def register(app: typer.Typer) -> None:
     for name, fn in (
         ("verify", verify_cmd),
+        ("classify", classify_cmd),
+        ("rewrite", rewrite_cmd),
         ("curate", curate_cmd),
         ("export", export_cmd),
         ("sft", sft_cmd),

@@ -94,7 +94,23 @@ class SimConfig(Section):
     """Start the simulated teacher on 127.0.0.1 for this run (demo, tests, benchmarks)."""
 
     enabled: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)  # tracesynth.sim.options.SimOptions fields
+
+    @field_validator("options")
+    @classmethod
+    def _sim_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # checked when the recipe loads, so a bad persona is one line naming it, not a traceback at harvest
+        from pydantic import ValidationError
+
+        from tracesynth.sim.options import SimOptions
+
+        try:
+            SimOptions(**v)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "options"
+            raise ValueError(f"{where}: {err['msg']}") from None
+        return v
 
 
 class BatchConfig(Section):
@@ -358,6 +374,53 @@ class CostConfig(Section):
     eval_completion_tokens: float = 0.0
 
 
+class PassConfig(Section):
+    """One more model pass over the run's records (rewrite, classify: tracesynth.stages.ask): any
+    OpenAI-compatible endpoint, its own prompt file, and the harvest's money rules (its own cap)."""
+
+    enabled: bool = False
+    model: str = "gpt-4o-mini"
+    base_urls: list[str] = Field(default_factory=lambda: ["https://api.openai.com/v1"])
+    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the variable holding the key
+    prompt: str = ""  # a prompts/ name or a file (each pass ships its own default)
+    concurrency: int = Field(16, ge=1)
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout_s: float = Field(600.0, gt=0)
+    max_attempts: int = Field(6, ge=1)
+    item_retries: int = Field(1, ge=0)  # later runs ask a record again after this many item errors at most
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, top_p=None, max_tokens=4096)
+    )
+    prices: PricesConfig | None = None  # None: the shipped price table (self-hosted off provider URLs)
+    budget_usd: float | None = Field(None, ge=0)
+    http: Literal["aiohttp", "openai"] = "aiohttp"
+    sim: SimConfig = Field(default_factory=SimConfig)  # a toy run: ask a simulator started for the pass instead
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.replace("_", "").isalnum() or v[0].isdigit()):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return v
+
+
+class RewriteConfig(PassConfig):
+    """Sky-T1's reformatting: every kept trace rewritten into thought / solution blocks (tracesynth.stages.rewrite).
+    Defaults as SkyThought's scripts/convert_format.py: gpt-4o-mini, temperature 0.7, max_tokens 16,384."""
+
+    prompt: str = "sky_t1_rewrite"
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=None, max_tokens=16384)
+    )
+
+
+class ClassifyConfig(PassConfig):
+    """s1's domain labels: one two-digit MSC code per problem (tracesynth.stages.classify; s1 data/featurization.py)."""
+
+    prompt: str = "msc_classify"
+
+
 class ReportConfig(Section):
     plots: bool = True
 
@@ -375,6 +438,8 @@ class Recipe(Section):
     sft: dict[str, Any] = Field(default_factory=dict)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> overrides

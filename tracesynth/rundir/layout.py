@@ -24,6 +24,16 @@ RECORD_FILES: dict[str, tuple[str | None, str | tuple[str, ...] | None]] = {
     "traces": ("Trace", "sample_id"),
     "eval_items": (None, "id"),
     "batches": (None, None),  # the batch event log
+    # the model passes of tracesynth.stages.ask: one row per record done, item errors beside it
+    "rewrites": (None, "id"),  # keyed by sample id (samples.jsonl is never touched)
+    "rewrite_failures": (None, None),
+    "domains": (None, "id"),  # keyed by problem id
+    "classify_failures": (None, None),
+}
+# model passes (tracesynth.stages.ask): pass name -> (its rows, its item errors)
+PASS_FILES: dict[str, tuple[str, str]] = {
+    "rewrite": ("rewrites", "rewrite_failures"),
+    "classify": ("domains", "classify_failures"),
 }
 # what a variant folder links from the run it belongs to (it shares the harvest and the verdicts)
 SHARED_WITH_VARIANTS = (
@@ -33,6 +43,8 @@ SHARED_WITH_VARIANTS = (
     "verdicts.jsonl",
     "harvest.json",
     "verify.json",
+    "rewrites.jsonl",  # export reads them in the variant folder
+    "domains.jsonl",  # curate reads them in the variant folder
 )
 _OURS = {f"{n}.jsonl" for n in RECORD_FILES} | {
     "manifest.json",
@@ -50,6 +62,8 @@ _OURS = {f"{n}.jsonl" for n in RECORD_FILES} | {
     "shards",
     "batches",
     "receipt.json",
+    "rewrite.json",
+    "classify.json",
 }
 
 
@@ -93,6 +107,18 @@ class RunLayout:
     @property
     def batch_log(self) -> Path:
         return self.jsonl("batches")
+
+    @property
+    def rewrites(self) -> Path:
+        return self.jsonl("rewrites")
+
+    @property
+    def domains(self) -> Path:
+        return self.jsonl("domains")
+
+    def pass_json(self, name: str) -> Path:
+        """The summary of a model pass (``rewrite.json``, ``classify.json``)."""
+        return self.root / f"{name}.json"
 
     # -- summaries (JSON, written atomically) --------------------------------------------------
     @property
@@ -181,4 +207,12 @@ def is_run_folder(path: str | Path) -> bool:
     return not names or bool(names & _OURS)
 
 
-__all__ = ["RECORD_FILES", "SHARED_WITH_VARIANTS", "TEMPLATE_JSON", "TRAIN_JSON", "RunLayout", "is_run_folder"]
+__all__ = [
+    "PASS_FILES",
+    "RECORD_FILES",
+    "SHARED_WITH_VARIANTS",
+    "TEMPLATE_JSON",
+    "TRAIN_JSON",
+    "RunLayout",
+    "is_run_folder",
+]

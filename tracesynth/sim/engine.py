@@ -6,6 +6,9 @@ A choice is a list of *pieces* — ``(field, text, is_reasoning)`` where field i
 * ``reasoning_content`` / ``reasoning``: the reasoning in that field, the answer in content;
 * ``think``: content ``<think>\\n`` + reasoning + ``\\n</think>\\n\\n`` + answer;
 * ``r1_distill``: content = reasoning + ``\\n</think>\\n\\n`` + answer (the template opened the tag);
+* ``undelimited``: content = reasoning + ``\\n\\n`` + answer, no delimiter at all (QwQ-32B-Preview);
+* ``sky_t1``: content = ``<|begin_of_thought|>`` block of the reasoning, then a ``<|begin_of_solution|>``
+  block of the answer (Sky-T1 / Bespoke-Stratos training format);
 * completions: one ``text`` piece continuing the prompt (see :func:`continuation`).
 
 Stop strings cut the concatenated output at their first occurrence (finish_reason ``stop``);
@@ -19,9 +22,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from tracesynth.sim import tasks
 from tracesynth.sim.solver import Solution, Solver, user_text_of_prompt
 from tracesynth.sim.tokens import count_tokens, cut_after_tokens
-from tracesynth.thinking import THINK
+from tracesynth.thinking import SOLUTION, THINK, THOUGHT
 
 OPEN, CLOSE = THINK.start + "\n", "\n" + THINK.end + "\n\n"
 _WAIT_END = re.compile(r"\bwait\W{0,3}$", re.I)
@@ -43,6 +47,12 @@ def chat_pieces(sol: Solution, placement: str) -> list[tuple[str, str, bool]]:
         return [(placement, sol.reasoning, True), ("content", sol.content, False)]
     if placement == "think":
         return [("content", OPEN, False), ("content", sol.reasoning, True), ("content", CLOSE + sol.content, False)]
+    # served without a reasoning parser, the server cannot tell thinking from answer: no reasoning tokens
+    if placement == "undelimited":
+        return [("content", sol.reasoning + "\n\n" + sol.content, False)]
+    if placement == "sky_t1":
+        thought = f"{THOUGHT.start}\n\n{sol.reasoning}\n\n{THOUGHT.end}\n\n"
+        return [("content", thought, False), ("content", f"{SOLUTION.start}\n\n{sol.content}\n\n{SOLUTION.end}", False)]
     return [("content", sol.reasoning, True), ("content", CLOSE + sol.content, False)]
 
 
@@ -117,6 +127,9 @@ def chat_choices(
     seed: object,
     temperature: float | None,
 ) -> list[Choice]:
+    task = tasks.reply(text)  # a rewrite / classify prompt of the model passes: answered as a plain model would
+    if task is not None:
+        return [finish([("content", task, False)], max_tokens, stop) for _ in range(n)]
     out = []
     for i in range(n):
         sol = solver.solve(text, variant(seed, i, temperature))

@@ -35,6 +35,7 @@ from tracesynth.decontam.index import DecontamIndex, Hit
 from tracesynth.plugins import lookup
 from tracesynth.records import Problem
 from tracesynth.sources.problems import source_type
+from tracesynth.stages.classify.labels import domains as classified_domains
 from tracesynth.stages.curate import dedup, select
 
 
@@ -153,8 +154,11 @@ def per_problem(ctx: Context, infos: list[Info]) -> dict[str, str]:
 def select_problems(ctx: Context, infos: list[Info]) -> dict[str, str]:
     sel = ctx.recipe.curate.select
     labels = select.labels_from_run(sel.domain_from_run) if sel.domain_from_run else None
+    # the classify stage's MSC labels win where present; an unlabelled problem keeps its own domain
+    own = classified_domains(ctx.recipe.run_dir) if ctx.recipe.classify.enabled else {}
     ctx.domains = {
-        pid: select.domain_of(ctx.problems[pid], sel.domain_key, labels) for pid in {i.problem_id for i in infos}
+        pid: own.get(pid) or select.domain_of(ctx.problems[pid], sel.domain_key, labels)
+        for pid in {i.problem_id for i in infos}
     }
     longest: dict[str, int] = defaultdict(int)
     for i in infos:

@@ -7,7 +7,10 @@ Rows (``dataset.format``):
   one assistant turn. ``dataset.reasoning`` decides where the reasoning goes:
   ``think_tags`` → ``"<think>\\n{reasoning}\\n</think>\\n\\n{answer}"`` in ``content``;
   ``reasoning_content`` → a separate ``reasoning_content`` field of the assistant message (the
-  DeepSeek / vLLM / Qwen3-template convention); ``none`` → the answer only.
+  DeepSeek / vLLM / Qwen3-template convention); ``none`` → the answer only. A teacher that did not
+  separate its thinking (QwQ-32B-Preview: no field, no delimiter) gave its whole reply as the trace:
+  the reasoning is the reply up to its final answer, the answer that final part
+  (:func:`tracesynth.thinking.reply_parts`), so its thinking lands inside the student's delimiters.
 * ``prompt_completion``: TRL's conversational prompt-completion format — ``prompt`` (the
   messages above) and ``completion`` (the assistant turn).
 
@@ -46,7 +49,9 @@ from tracesynth.records import Trace
 from tracesynth.rundir.layout import TEMPLATE_JSON, RunLayout
 from tracesynth.rundir.store import JsonlFile, RunStore
 from tracesynth.sources.prompts import load_template, template_hash
-from tracesynth.thinking import THINK
+from tracesynth.stages.rewrite.apply import rewrite_message, with_rewrites
+from tracesynth.stages.rewrite.apply import stamp as rewrite_stamp
+from tracesynth.thinking import THINK, reply_parts
 
 DATA_DIR = "data"  # data/train-*.parquet: the split layout datasets.load_dataset and the Hub find
 
@@ -74,8 +79,11 @@ class ExportResult:
 
 def assistant_message(trace: Trace, reasoning_mode: str) -> dict[str, Any]:
     """The assistant turn of a trace, with its reasoning placed as ``reasoning_mode`` says."""
-    content = (trace.content or "").strip()
-    reasoning = (trace.reasoning or "").strip()
+    own = rewrite_message(trace, reasoning_mode)  # a rewritten trace trains on its Sky-T1 blocks
+    if own is not None:
+        return own
+    reasoning, content, _ = reply_parts(trace.reasoning, trace.content)
+    reasoning, content = reasoning.strip(), content.strip()
     if reasoning_mode == "think_tags":
         return {"role": "assistant", "content": THINK.wrap(reasoning, content)}
     if reasoning_mode == "reasoning_content":
@@ -148,7 +156,7 @@ def features(recipe: Recipe):
 def _rows(traces_path: str, recipe_json: str, skip: list[str]):
     recipe = Recipe.model_validate_json(recipe_json)
     refused = set(skip)
-    for trace in JsonlFile(traces_path, Trace, key="sample_id").iter():
+    for trace in with_rewrites(traces_path, recipe.rewrite.enabled):  # rewrites.jsonl where present
         if trace.sample_id not in refused:
             yield row(trace, recipe)
 
@@ -164,7 +172,7 @@ def _refused(recipe: Recipe, traces_path: Path) -> list[str]:
 
     extra = tuple(tokenizer_markup(recipe.student.model) if recipe.student.model else ())
     out = []
-    for trace in JsonlFile(traces_path, Trace, key="sample_id").iter():
+    for trace in with_rewrites(traces_path, recipe.rewrite.enabled):  # rewrites.jsonl where present
         if markup_of(trace, extra) is not None:
             out.append(trace.sample_id)
     return out
@@ -253,7 +261,9 @@ def _write(recipe: Recipe, traces_path: Path, work: Path, n: int, refused: list[
     from tracesynth.stages.export.card import render_card
 
     stat = traces_path.stat()
-    fingerprint = stable_hash("export", recipe.model_dump(mode="json"), stat.st_mtime_ns, stat.st_size, refused)
+    fingerprint = stable_hash(
+        "export", recipe.model_dump(mode="json"), stat.st_mtime_ns, stat.st_size, refused, rewrite_stamp(traces_path)
+    )
     ds = datasets.Dataset.from_generator(
         _rows,
         features=features(recipe),
