@@ -54,6 +54,9 @@ def recipe_for(run_dir: Path, *sets: str) -> Recipe:
     base = [
         f"run_dir={run_dir}",
         "sft.disable_tqdm=true",
+        # two threads whatever the load: a busy machine would otherwise pick one, and so train
+        # another student (the budget-forcing test then met a student that never answered after two Waits)
+        "compute.cpu_threads=2",
         "sft.logging_steps=5",
         "sft.save_strategy=no",
         "eval.baseline=false",
