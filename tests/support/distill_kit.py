@@ -54,9 +54,10 @@ def recipe_for(run_dir: Path, *sets: str) -> Recipe:
     base = [
         f"run_dir={run_dir}",
         "sft.disable_tqdm=true",
-        # two threads whatever the load: a busy machine would otherwise pick one, and so train
-        # another student (the budget-forcing test then met a student that never answered after two Waits)
-        "compute.cpu_threads=2",
+        # one thread whatever the load: the default picks by load, and another thread count trains another
+        # student. This one ends its turn inside its thinking after a "Wait", which s1's Wait-extension answers
+        # with another "Wait" (tests/evaluate: the budget-forcing test fails without it)
+        "compute.cpu_threads=1",
         "sft.logging_steps=5",
         "sft.save_strategy=no",
         "eval.baseline=false",

@@ -6,8 +6,10 @@ number of thinking tokens, which tracesynth calls a *thinking cap*: "budget" is 
 * **cap** — at most ``thinking_cap`` tokens of thinking: when the cap is reached without the
   end-of-thinking delimiter, the delimiter is appended (plus ``answer_prefix``, s1 used
   "Final Answer:") and the model goes on to write its answer;
-* **Wait-extension** — the first ``waits`` times the model emits the end-of-thinking delimiter it
-  is suppressed, ``wait_text`` ("Wait") is appended and the model keeps thinking.
+* **Wait-extension** — the first ``waits`` times the model stops thinking — it emits the end-of-thinking
+  delimiter, or ends its turn inside its thinking — the stop is suppressed, ``wait_text`` ("Wait") is
+  appended and the model keeps thinking (s1's lm-evaluation-harness appends "Wait" after any stop of the
+  thinking phase but the token limit).
 
 Both work in rounds: generate until a stop (end of thinking, end of turn, or a token limit), act,
 continue from the new text. Locally the rounds are batched ``generate`` calls (left padding,
@@ -214,7 +216,15 @@ class LocalGenerator:
                     s.phase = "answer"
                 return
             if last in self.eos_ids:  # ended its turn while thinking, or never thought (an answers-only student)
-                if self.start_id is not None and self.start_id in s.ids + new:
+                thought = self.start_id is not None and self.start_id in s.ids + new
+                if thought and s.waits_left > 0:  # a stop inside the thinking: Wait, as for the delimiter
+                    s.ids += new[:-1] + wait_ids
+                    s.waits_left -= 1
+                    g.waits += 1
+                    g.completion_tokens -= 1  # the suppressed end of turn is not part of the output
+                    g.thinking_tokens += len(new) - 1
+                    return
+                if thought:
                     g.thinking_tokens += len(new)
                 else:
                     g.answer_tokens, g.thinking_tokens = g.completion_tokens, 0
@@ -330,6 +340,7 @@ class EndpointGenerator:
         start_id = _single_id(tok, spec.think_start)
         wait_ids = tok.encode(spec.wait_text, add_special_tokens=False)
         close_ids = tok.encode(spec.think_end + "\n\n" + spec.answer_prefix, add_special_tokens=False)
+        eos_ids = {tok.eos_token_id} if isinstance(tok.eos_token_id, int) else set()
         g, ids = Generation(), list[int]()
         waits_left = spec.waits
         phase = "think" if spec.forcing else "answer"
@@ -374,7 +385,16 @@ class EndpointGenerator:
                     phase = "answer"
                 continue
             if choice.finish_reason == "stop":  # ended its turn while thinking, or never thought
-                if start_id is not None and start_id in ids + new:
+                thought = start_id is not None and start_id in ids + new
+                if thought and waits_left > 0:  # a stop inside the thinking: Wait, as for the delimiter
+                    ended = 1 if new and new[-1] in eos_ids else 0
+                    ids += new[: len(new) - ended] + wait_ids
+                    waits_left -= 1
+                    g.waits += 1
+                    g.completion_tokens -= ended
+                    g.thinking_tokens += len(new) - ended
+                    continue
+                if thought:
                     g.thinking_tokens += len(new)
                 else:
                     g.answer_tokens, g.thinking_tokens = g.completion_tokens, 0
