@@ -30,3 +30,7 @@ def test_the_recipes_estimate_fits_its_budget(path: Path) -> None:
     cap = recipe.teacher.budget_usd
     assert cap is not None, f"{path.name}: no teacher.budget_usd"
     assert 0 < est.harvest_usd <= cap, (path.name, est.harvest_usd, cap)
+    for x in est.passes:  # classify / rewrite: each within its own cap
+        assert x.budget_usd is not None and 0 < x.usd <= x.budget_usd, (path.name, x)
+    enabled = {name for name in ("classify", "rewrite") if getattr(recipe, name).enabled}
+    assert {x.name for x in est.passes} == enabled

@@ -19,7 +19,7 @@ passes its cap would stop part-way). This module estimates; the receipt of a fin
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,67 @@ from tracesynth.rundir.jsonio import read_json
 from tracesynth.rundir.layout import RunLayout
 
 PROMPT_SAMPLE = 200  # problems rendered to measure the prompt length
+
+
+@dataclass
+class PassEstimate:
+    """A model pass (classify, rewrite): its requests at its own prices, against its own cap."""
+
+    name: str
+    requests: int
+    prompt_tokens: float
+    completion_tokens: float
+    usd: float
+    budget_usd: float | None
+
+    @property
+    def within_budget(self) -> bool:
+        return self.budget_usd is None or self.usd <= self.budget_usd
+
+    def text(self) -> str:
+        cap = (
+            ""
+            if self.budget_usd is None
+            else f"; {self.name}.budget_usd ${self.budget_usd:,.2f}"
+            + (" fits" if self.within_budget else " is too small")
+        )
+        return (
+            f"{self.name}: {self.requests:,} requests × ({self.prompt_tokens:,.0f} prompt + "
+            f"{self.completion_tokens:,.0f} completion tokens) = ${self.usd:,.2f}{cap}"
+        )
+
+
+def pass_estimates(recipe: Recipe, problems: int, traces: int, question_tokens: float) -> list[PassEstimate]:
+    """classify asks once per problem (its prompt holds s1's rubrics); rewrite once per kept trace, the trace
+    in, a trace as long out."""
+    from tracesynth.accounting.tokens import text_tokens
+
+    out: list[PassEstimate] = []
+    c = recipe.cost
+    for name, count, fields, completion in (
+        ("classify", problems, ("question", "rubrics"), c.classify_completion_tokens),
+        ("rewrite", traces, ("content",), c.completion_tokens),
+    ):
+        cfg = getattr(recipe, name)
+        if not cfg.enabled:
+            continue
+        from tracesynth.stages.ask import load_prompt
+
+        prompt = load_prompt(name, cfg.prompt, fields)
+        fixed = float(text_tokens((prompt.system or "") + prompt.user))
+        if name == "classify":
+            from tracesynth.stages.classify.stage import rubrics
+
+            fixed += text_tokens(rubrics()) + question_tokens
+        else:
+            fixed += question_tokens + c.completion_tokens  # the question and the trace to rewrite
+        completion = min(completion, cfg.sampling.max_tokens or completion)
+        prices = prices_for(cfg.model, cfg.prices, cfg.base_urls)
+        if prices is None:
+            raise ConfigError(f"{name}.prices: no price known for model {cfg.model!r}; set {name}.prices")
+        per = (fixed * prices.input + completion * max(prices.output, prices.reasoning or 0)) / 1e6
+        out.append(PassEstimate(name, count, fixed, completion, round(count * per, 4), cfg.budget_usd))
+    return out
 
 
 @dataclass
@@ -51,10 +112,11 @@ class CostEstimate:
     train_usd: float
     basis: str
     prices_source: str = ""
+    passes: list[PassEstimate] = field(default_factory=list)  # the model passes the recipe enables
 
     @property
     def total_usd(self) -> float:
-        return self.harvest_usd + self.train_usd
+        return self.harvest_usd + self.train_usd + sum(x.usd for x in self.passes)
 
     @property
     def within_budget(self) -> bool:
@@ -79,7 +141,8 @@ class CostEstimate:
             f"training: {self.train_examples:,} examples, {self.train_tokens:,.0f} tokens, "
             f"{self.student_params_b:g}B params → {self.gpu_hours:,.1f} GPU-h ({self.wall_hours:,.2f} h wall) "
             f"= ${self.train_usd:,.2f}\n"
-            f"total: ${self.total_usd:,.2f} (basis: {self.basis}){cap}"
+            + "".join(x.text() + "\n" for x in self.passes)
+            + f"total: ${self.total_usd:,.2f} (basis: {self.basis}){cap}"
         )
 
 
@@ -187,7 +250,8 @@ def estimate(recipe: Recipe, *, problems: int | None = None, pilot: bool = False
         train_usd=gpu_hours * recipe.compute.gpu_hour_usd,
         basis=basis,
         prices_source=f"{prices.source}{f', as of {prices.as_of}' if prices.as_of else ''}",
+        passes=pass_estimates(recipe, count, examples, prompt_tokens),
     )
 
 
-__all__ = ["CostEstimate", "estimate"]
+__all__ = ["CostEstimate", "PassEstimate", "estimate", "pass_estimates"]

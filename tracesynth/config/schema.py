@@ -372,6 +372,7 @@ class CostConfig(Section):
     epochs: float | None = None  # None: sft.num_train_epochs (TRL's default 3)
     eval_problems: int = 0
     eval_completion_tokens: float = 0.0
+    classify_completion_tokens: float = 300.0  # a classify reply: a short reasoning, then the code
 
 
 class PassConfig(Section):
