@@ -166,15 +166,21 @@ class Planner:
             return None
         return PendingRequest(sid, problem.id, index, attempt, self.body(messages(), index))
 
+    def lazy_messages(self, problem: Problem) -> Callable[[], list[dict[str, Any]]]:
+        """:meth:`messages` of ``problem``, rendered (and recorded) on the first call only: a problem whose
+        samples are all done is never rendered, and its requests share one message list."""
+        rendered: list[dict[str, Any]] = []
+
+        def messages() -> list[dict[str, Any]]:
+            if not rendered:
+                rendered.extend(self.messages(problem))
+            return rendered
+
+        return messages
+
     def fresh(self, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
         for problem in self.problems_to_ask():
-            rendered: list[dict[str, Any]] = []
-
-            def messages(problem: Problem = problem, rendered: list[dict[str, Any]] = rendered) -> list[dict[str, Any]]:
-                if not rendered:
-                    rendered.extend(self.messages(problem))
-                return rendered
-
+            messages = self.lazy_messages(problem)
             for i in range(self.t.n):
                 req = self.request(problem, i, messages, reserved)
                 if req is not None:

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tracesynth.records import Problem, Sample, Verdict
@@ -76,7 +76,7 @@ class _Open:
     inflight: int = 0
     verifying: int = 0
     exhausted: bool = False  # no index left to ask this run
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: Callable[[], list[dict[str, Any]]] | None = None  # the planner's lazy prompt of this problem
 
 
 class UntilVerified:
@@ -119,12 +119,12 @@ class UntilVerified:
             await self._wake.wait()
 
     def _open(self, problem: Problem) -> None:
-        st = _Open(problem, verifiers_for(self.run.recipe, problem))
+        st = _Open(problem, verifiers_for(self.run.recipe, problem), messages=self.run.planner.lazy_messages(problem))
         self.open[problem.id] = st
         for p in self.prior.pop(problem.id, []):
             missing = [n for n in st.names if n not in p.rows]
             if not missing:
-                self._decide(st, p.index, list(p.rows.values()))
+                self._decide(st, list(p.rows.values()))
             elif p.sample is not None:  # killed between the reply and its verdict: verify it now
                 self._verify(st, p.sample, missing, list(p.rows.values()))
             else:  # no Sample kept for it (should not happen): ask past it
@@ -136,13 +136,8 @@ class UntilVerified:
         while st.next_index < self.k:
             i = st.next_index
             st.next_index += 1
-
-            def messages(st: _Open = st) -> list[dict[str, Any]]:
-                if not st.messages:
-                    st.messages = planner.messages(st.problem)
-                return st.messages
-
-            req = planner.request(st.problem, i, messages)
+            assert st.messages is not None
+            req = planner.request(st.problem, i, st.messages)
             if req is not None:
                 return req
         st.exhausted = True
@@ -214,14 +209,11 @@ class UntilVerified:
         verdicts = fut.result()
         for v in verdicts:
             self.verdicts.append(v)
-        self._decide(st, sample.index, have + [_row(v) for v in verdicts])
+        self._decide(st, have + [_row(v) for v in verdicts])
         self._schedule(st)
 
-    def _decide(self, st: _Open, index: int, rows: list[VerdictRow]) -> bool:
-        passed = keep_rows(rows, self.policy)
-        if passed:
-            st.passes += 1
-        return passed
+    def _decide(self, st: _Open, rows: list[VerdictRow]) -> None:
+        st.passes += keep_rows(rows, self.policy)
 
     async def drain(self) -> None:
         """Wait for the verdicts of every reply written (after the engine stopped asking)."""
@@ -247,16 +239,13 @@ def read_prior(run: HarvestRun) -> dict[str, list[_Prior]]:
     return prior
 
 
-def round_requests(run: HarvestRun, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
-    """Batch mode: the next round. Samples without their verdicts (the last round's) are verified first
-    (the verify stage's process pool); then each problem with fewer than ``keep_per_problem`` passes gets
-    its lowest unused indices, as many as it still wants (requests in a batch in flight count as wanted)."""
+def verify_pending(run: HarvestRun, prior: dict[str, list[_Prior]] | None = None) -> dict[str, list[_Prior]]:
+    """Verify this recipe's samples that lack some verdict (the verify stage's process pool), writing the
+    verdicts as ``tracesynth verify`` does; returns :func:`read_prior` with them filled in."""
     from tracesynth.stages.verify.stage import run_items
 
-    recipe, planner = run.recipe, run.planner
-    t = recipe.teacher
-    assert t.until_verified is not None
-    prior = read_prior(run)
+    recipe = run.recipe
+    prior = read_prior(run) if prior is None else prior
     problems = {p.id: p for p in run.store.problems.iter() if p.id in prior}
     by_id = {p.sample_id: p for ps in prior.values() for p in ps}
     items = []
@@ -274,17 +263,22 @@ def round_requests(run: HarvestRun, reserved: set[str] | frozenset[str] = frozen
 
         run_items(iter(items), verifier_options(recipe), sink, workers=recipe.verify.workers)
         run.store.verdicts.sync()
+    return prior
+
+
+def round_requests(run: HarvestRun, reserved: set[str] | frozenset[str] = frozenset()) -> Iterator[PendingRequest]:
+    """Batch mode: the next round. Samples without their verdicts (the last round's) are verified first
+    (:func:`verify_pending`); then each problem with fewer than ``keep_per_problem`` passes gets its lowest
+    unused indices, as many as it still wants (requests in a batch in flight count as wanted)."""
+    recipe, planner = run.recipe, run.planner
+    t = recipe.teacher
+    assert t.until_verified is not None
+    prior = verify_pending(run)
     for problem in planner.problems_to_ask():
         ps = prior.get(problem.id, [])
         wanted = t.keep_per_problem - sum(keep_rows(list(p.rows.values()), recipe.verify.keep) for p in ps)
         wanted -= sum(planner.sample_id(problem.id, i) in reserved for i in range(t.until_verified))
-        rendered: list[dict[str, Any]] = []
-
-        def messages(problem: Problem = problem, rendered: list[dict[str, Any]] = rendered) -> list[dict[str, Any]]:
-            if not rendered:
-                rendered.extend(planner.messages(problem))
-            return rendered
-
+        messages = planner.lazy_messages(problem)
         for i in range(t.until_verified):
             if wanted <= 0:
                 break
@@ -403,4 +397,4 @@ def start_pool(run: HarvestRun) -> VerifierPool:
     ).start()
 
 
-__all__ = ["UntilVerified", "folder_summary", "read_prior", "round_requests", "start_pool", "summary"]
+__all__ = ["UntilVerified", "folder_summary", "read_prior", "round_requests", "start_pool", "summary", "verify_pending"]

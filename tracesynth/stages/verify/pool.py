@@ -54,7 +54,6 @@ class VerifierPool:
         self._suspects: deque[_Pending] = deque()
         self._idle = asyncio.Event()  # no chunk in flight (set when the last one ends)
         self.restarts = 0
-        self.verified = 0
 
     def start(self) -> VerifierPool:
         for name in self.preload:
@@ -72,11 +71,6 @@ class VerifierPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def busy(self) -> int:
-        """Items submitted and not yet verified."""
-        return len(self._waiting) + self._inflight
 
     def verify(self, item: Item) -> asyncio.Future[list[Verdict]]:
         """The verdicts of one item (a future of the running loop)."""
@@ -127,7 +121,6 @@ class VerifierPool:
                     out.set_exception(exc)
             return
         _deliver(batch, fut.result())
-        self.verified += len(batch)
         self._flush()
 
     def _broken(self, batch: list[_Pending]) -> None:
@@ -161,7 +154,6 @@ class VerifierPool:
                     verdicts = _died_verdicts(item, loop.time() - t0, self.options)
                     await self._rebuild()
                 _deliver([(item, out)], verdicts)
-                self.verified += 1
         finally:
             self._repairing = None
         self._flush()

@@ -204,8 +204,9 @@ def harvest_batch(run: HarvestRun, *, base_url: str | None = None, wait: bool | 
         if not (run.until_verified and wait and this_round) or run.left_for_budget or state.active():
             break
     if run.until_verified and not state.active():
-        for _ in run.requests(state.reserved_ids()):  # verify the last round's replies; nothing is asked
-            break
+        from tracesynth.stages.harvest.until import verify_pending
+
+        verify_pending(run)  # the last round's replies get their verdicts, as every round's before it
     active = state.active()
     status: Status = "budget" if run.left_for_budget else "waiting" if active else "complete"
     if status == "budget":
