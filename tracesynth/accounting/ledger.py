@@ -11,11 +11,17 @@ for, and the cap holds whatever usage a server reports (see :func:`~tracesynth.a
 A ledger starts where the run folder is (:meth:`Ledger.from_spend`): spent and possibly billed money
 of earlier runs count against the same budget.
 
-This module does arithmetic; it makes no requests and writes no files.
+:class:`Reservations` is that rule for concurrent callers (the harvest engine, the model passes): an
+attempt that does not fit waits for attempts in flight to settle, one that would not fit even alone is
+refused; :meth:`Reservations.gate` is the per-request gate the teacher client calls around each attempt.
+
+This module does arithmetic (and waits for reservations); it makes no requests and writes no files.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,4 +138,49 @@ class Ledger:
         }
 
 
-__all__ = ["Ledger"]
+class Reservations:
+    """Per-attempt reservations against one ledger, shared by the concurrent requests of one run."""
+
+    def __init__(self, ledger: Ledger, *, stopping: Callable[[], bool], refused: Callable[[], None]) -> None:
+        self.ledger, self.stopping, self.refused = ledger, stopping, refused
+        self._settled = asyncio.Event()  # set whenever an attempt gives its reservation back
+
+    async def reserve(self, worst: float) -> bool:
+        """Reserve one attempt's worst case, waiting for attempts in flight to settle; False: refused
+        (``refused()`` was called: it would not fit even alone, or the run is stopping)."""
+        if self.ledger.budget_usd is None:
+            return True
+        while not self.ledger.try_reserve(worst):
+            if self.ledger.reserved_usd <= 1e-12 or self.stopping():
+                self.refused()
+                return False
+            self._settled.clear()
+            await self._settled.wait()
+        return True
+
+    def gate(self, worst: float) -> Gate:
+        return Gate(self, worst)
+
+
+class Gate:
+    """One request's reservation, attempt by attempt (the teacher client's ``AttemptGate``); ``billed`` is
+    what its attempts may have cost without an answer."""
+
+    __slots__ = ("billed", "held", "reservations", "worst")
+
+    def __init__(self, reservations: Reservations, worst: float) -> None:
+        self.reservations, self.worst, self.held, self.billed = reservations, worst, False, 0.0
+
+    async def admit(self) -> bool:
+        self.held = await self.reservations.reserve(self.worst)
+        return self.held
+
+    def settle(self, *, possibly_billed: bool) -> None:
+        if self.held:
+            self.held = False
+            r = self.reservations
+            self.billed += r.ledger.settle_attempt(self.worst, possibly_billed=possibly_billed)
+            r._settled.set()
+
+
+__all__ = ["Gate", "Ledger", "Reservations"]

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tracesynth.accounting.ledger import Ledger
+from tracesynth.accounting.ledger import Ledger, Reservations
 from tracesynth.accounting.passes import scan_pass
 from tracesynth.accounting.prices import Prices, require_prices
 from tracesynth.accounting.tokens import DEFAULT_WORST_OUTPUT_TOKENS, PROMPT_MARGIN, trusted_usage
@@ -166,23 +166,6 @@ def failure_counts(store: RunStore, name: str) -> Counter[str]:
     return Counter(str(r.get("id")) for r in json_lines(path))
 
 
-class _Gate:
-    """One request's per-attempt reservation (the client calls it before and after each attempt)."""
-
-    def __init__(self, engine: _Engine, worst: float) -> None:
-        self.engine, self.worst, self.held, self.billed = engine, worst, False, 0.0
-
-    async def admit(self) -> bool:
-        self.held = await self.engine.reserve(self.worst)
-        return self.held
-
-    def settle(self, *, possibly_billed: bool) -> None:
-        if self.held:
-            self.held = False
-            self.billed += self.engine.ledger.settle_attempt(self.worst, possibly_billed=possibly_billed)
-            self.engine.settled.set()
-
-
 class _Engine:
     def __init__(self, name: str, cfg: PassConfig, store: RunStore, prices: Prices | None, ledger: Ledger) -> None:
         self.name, self.cfg, self.prices, self.ledger = name, cfg, prices, ledger
@@ -191,22 +174,14 @@ class _Engine:
         self.failures: JsonlFile[Any] = store.file(failures_name, key=None)
         self.result = PassResult(name)
         self.kinds: Counter[str] = Counter()
-        self.settled = asyncio.Event()
+        self.reservations = Reservations(ledger, stopping=lambda: self.stop is not None, refused=self._refused)
         self.stop: str | None = None
         self.fatal: BaseException | None = None
         self.refusals = 0
         self.first_refusal: ItemError | None = None
 
-    async def reserve(self, worst: float) -> bool:
-        if self.ledger.budget_usd is None:
-            return True
-        while not self.ledger.try_reserve(worst):
-            if self.ledger.reserved_usd <= 1e-12 or self.stop is not None:
-                self.stop = self.stop or "budget"
-                return False
-            self.settled.clear()
-            await self.settled.wait()
-        return True
+    def _refused(self) -> None:
+        self.stop = self.stop or "budget"
 
     def _fail(self, job: Job, kind: str, reason: str, *, cost: float = 0.0, billed: float = 0.0, **extra: Any) -> None:
         self.failures.append(
@@ -233,7 +208,7 @@ class _Engine:
             if self.prices
             else 0.0
         )
-        gate = _Gate(self, worst)
+        gate = self.reservations.gate(worst)
         self.result.asked += 1
         try:
             reply = await client.chat(job.messages, sampling=self.cfg.sampling, gate=gate)

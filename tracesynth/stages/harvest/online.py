@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tracesynth.accounting.ledger import Reservations
 from tracesynth.errors import AuthError, TeacherError
 from tracesynth.records import Sample, Usage
 from tracesynth.stages.harvest.plan import PendingRequest
@@ -57,25 +58,6 @@ class _Job:
         if len(self.reqs) == 1:
             return self.reqs[0].body
         return {**self.reqs[0].body, "n": len(self.reqs)}
-
-
-class _Gate:
-    """The per-attempt reservation of one request (the client calls it before and after each attempt)."""
-
-    __slots__ = ("billed", "engine", "held", "worst")
-
-    def __init__(self, engine: Engine, worst: float) -> None:
-        self.engine, self.worst, self.held, self.billed = engine, worst, False, 0.0
-
-    async def admit(self) -> bool:
-        self.held = await self.engine.reserve(self.worst)
-        return self.held
-
-    def settle(self, *, possibly_billed: bool) -> None:
-        if self.held:
-            self.held = False
-            self.billed += self.engine.run.ledger.settle_attempt(self.worst, possibly_billed=possibly_billed)
-            self.engine.settled()
 
 
 class Listener(Protocol):
@@ -109,7 +91,9 @@ class Engine:
         self.abandoned = 0
         self.unhealthy_streak = 0
         self.refusals = 0
-        self._settled = asyncio.Event()  # set whenever an attempt gives its reservation back
+        self.reservations = Reservations(
+            self.ledger, stopping=lambda: self.stop_reason is not None, refused=lambda: self.trigger_stop("budget")
+        )
         self._workers: list[asyncio.Task[None]] = []
         self._live_workers = 0
         self._producer: asyncio.Task[None] | None = None
@@ -189,26 +173,10 @@ class Engine:
             finally:
                 self.queue.task_done()
 
-    # -- money ----------------------------------------------------------------------------
-    async def reserve(self, worst: float) -> bool:
-        """Reserve one attempt's worst case, waiting for attempts in flight to settle; False: stop for the budget."""
-        if self.ledger.budget_usd is None:
-            return True
-        while not self.ledger.try_reserve(worst):
-            if self.ledger.reserved_usd <= 1e-12 or self.stop_reason is not None:
-                self.trigger_stop("budget")
-                return False
-            self._settled.clear()
-            await self._settled.wait()
-        return True
-
-    def settled(self) -> None:
-        self._settled.set()
-
     # -- one job ----------------------------------------------------------------------------
     async def run_job(self, job: _Job) -> None:
         k = len(job.reqs)
-        gate = _Gate(self, self.run.worst_usd(job.reqs[0], k) if self.run.prices else 0.0)
+        gate = self.reservations.gate(self.run.worst_usd(job.reqs[0], k) if self.run.prices else 0.0)
         self.stats.requests += 1
         try:
             result = await self.client.request(job.body, gate=gate)
